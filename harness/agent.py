@@ -1,0 +1,250 @@
+"""The socket program that runs inside a namespace, driven one call at a time by the harness.
+
+Run as ``python -S agent.py NETNS_PATH CONTROL_FD``; stdlib only, so it starts in a few
+milliseconds. Commands arrive as JSON lines on the control socket; every answer carries the call's
+return value or its errno by name and CLOCK_MONOTONIC start and end times. A call sent with
+``"bg": true`` runs in a thread, so the harness can await it later ("blocked in accept").
+``fork`` makes a child agent that holds copies of every descriptor and gets its own control socket,
+passed back to the harness with SCM_RIGHTS.
+"""
+
+import ctypes
+import errno
+import json
+import os
+import resource
+import socket
+import struct
+import sys
+import threading
+import time
+
+FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6, 4: socket.AF_INET, 6: socket.AF_INET6}
+TYPES = {"stream": socket.SOCK_STREAM, "dgram": socket.SOCK_DGRAM}
+SHUT = {"SHUT_RD": socket.SHUT_RD, "SHUT_WR": socket.SHUT_WR, "SHUT_RDWR": socket.SHUT_RDWR}
+MSG_FLAGS = {"MSG_PEEK": socket.MSG_PEEK, "MSG_DONTWAIT": socket.MSG_DONTWAIT, "MSG_WAITALL": socket.MSG_WAITALL,
+             "MSG_OOB": socket.MSG_OOB, "MSG_MORE": 0x8000, "MSG_NOSIGNAL": socket.MSG_NOSIGNAL}
+# name -> (level, optname, kind); kind says how the value is packed.
+OPTIONS = {
+    "SO_REUSEADDR": (socket.SOL_SOCKET, socket.SO_REUSEADDR, "int"),
+    "SO_REUSEPORT": (socket.SOL_SOCKET, socket.SO_REUSEPORT, "int"),
+    "SO_KEEPALIVE": (socket.SOL_SOCKET, socket.SO_KEEPALIVE, "int"),
+    "SO_LINGER": (socket.SOL_SOCKET, socket.SO_LINGER, "linger"),
+    "SO_RCVBUF": (socket.SOL_SOCKET, socket.SO_RCVBUF, "int"),
+    "SO_SNDBUF": (socket.SOL_SOCKET, socket.SO_SNDBUF, "int"),
+    "SO_ERROR": (socket.SOL_SOCKET, socket.SO_ERROR, "int"),
+    "TCP_NODELAY": (socket.IPPROTO_TCP, socket.TCP_NODELAY, "int"),
+    "TCP_MAXSEG": (socket.IPPROTO_TCP, socket.TCP_MAXSEG, "int"),
+    "TCP_CORK": (socket.IPPROTO_TCP, socket.TCP_CORK, "int"),
+    "TCP_QUICKACK": (socket.IPPROTO_TCP, socket.TCP_QUICKACK, "int"),
+    "TCP_USER_TIMEOUT": (socket.IPPROTO_TCP, 18, "int"),
+    "TCP_SYNCNT": (socket.IPPROTO_TCP, socket.TCP_SYNCNT, "int"),
+    "TCP_LINGER2": (socket.IPPROTO_TCP, socket.TCP_LINGER2, "int"),
+    "TCP_DEFER_ACCEPT": (socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, "int"),
+    "IPV6_V6ONLY": (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, "int"),
+}
+RLIMITS = {"NOFILE": resource.RLIMIT_NOFILE}
+
+
+class Agent:
+    def __init__(self, control):
+        self.control = control
+        self.socks = {}                      # fd -> socket object (keeps the descriptor open)
+        self.lock = threading.Lock()
+
+    # -- protocol ---------------------------------------------------------------------------
+    def reply(self, msg, fds=()):
+        data = (json.dumps(msg) + "\n").encode()
+        with self.lock:
+            if fds:
+                socket.send_fds(self.control, [data[:1]], list(fds))
+                self.control.sendall(data[1:])
+            else:
+                self.control.sendall(data)
+
+    def serve(self):
+        self.reply({"ready": os.getpid()})
+        buf = b""
+        while True:
+            chunk = self.control.recv(65536)
+            if not chunk:
+                os._exit(0)                  # the harness went away: so do we
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                cmd = json.loads(line)
+                if cmd.get("bg"):
+                    threading.Thread(target=self.execute, args=(cmd,), daemon=True).start()
+                else:
+                    self.execute(cmd)
+
+    def execute(self, cmd):
+        op = cmd["op"]
+        out = {"id": cmd["id"], "op": op}
+        t0 = time.monotonic()
+        fds, passing = (), None
+        try:
+            ret = getattr(self, "op_" + op)(**cmd.get("args", {}))
+            if op == "fork" and ret.get("child"):
+                return self.become_child(ret["sock"])
+            if isinstance(ret, dict) and "pass_sock" in ret:
+                passing = ret.pop("pass_sock")
+                fds = (passing.fileno(),)
+            out["ret"] = ret
+        except OSError as exc:
+            code = exc.errno if exc.errno is not None else errno.EIO
+            if isinstance(exc, socket.timeout) and exc.errno is None:
+                code = errno.ETIMEDOUT
+            out["errno"] = errno.errorcode.get(code, str(code))
+            out["strerror"] = os.strerror(code)
+        except Exception as exc:             # a bad command: report it, keep serving
+            out["error"] = f"{type(exc).__name__}: {exc}"
+        out["t0"], out["t1"] = t0, time.monotonic()
+        self.reply(out, fds)
+        if passing is not None:
+            passing.close()                  # the harness holds its own copy now
+        if op == "exit" and "ret" in out:
+            os._exit(int(out["ret"]))
+
+    def sock(self, fd):
+        try:
+            return self.socks[fd]
+        except KeyError:
+            raise OSError(errno.EBADF, f"fd {fd} is not an open socket of this program") from None
+
+    def keep(self, s):
+        self.socks[s.fileno()] = s
+        return s.fileno()
+
+    # -- socket calls -----------------------------------------------------------------------
+    def op_socket(self, family="ipv4", type="stream"):
+        return self.keep(socket.socket(FAMILIES[family], TYPES[type]))
+
+    def op_setsockopt(self, fd, name, value):
+        level, opt, kind = OPTIONS[name]
+        if kind == "linger":
+            value = struct.pack("ii", int(value[0]), int(value[1]))
+        self.sock(fd).setsockopt(level, opt, value)
+        return 0
+
+    def op_getsockopt(self, fd, name):
+        level, opt, kind = OPTIONS[name]
+        if kind == "linger":
+            return list(struct.unpack("ii", self.sock(fd).getsockopt(level, opt, 8)))
+        return self.sock(fd).getsockopt(level, opt)
+
+    def op_bind(self, fd, addr, port):
+        self.sock(fd).bind((addr, port))
+        return 0
+
+    def op_listen(self, fd, backlog):
+        self.sock(fd).listen(backlog)
+        return 0
+
+    def op_connect(self, fd, addr, port, nonblocking=False, timeout=None):
+        s = self.sock(fd)
+        if nonblocking:
+            s.setblocking(False)
+            code = s.connect_ex((addr, port))
+            s.setblocking(True)
+            if code:
+                raise OSError(code, os.strerror(code))
+            return 0
+        s.connect((addr, port))
+        return 0
+
+    def op_wait_connected(self, fd):
+        """Finish a non-blocking connect: wait until writable, then SO_ERROR."""
+        import select
+        s = self.sock(fd)
+        select.select([], [s], [])
+        code = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            raise OSError(code, os.strerror(code))
+        return 0
+
+    def op_accept(self, fd):
+        conn, peer = self.sock(fd).accept()
+        return {"fd": self.keep(conn), "peer": list(peer[:2])}
+
+    def op_send(self, fd, data=None, size=None, flags=()):
+        payload = data.encode("latin-1") if data is not None else b"x" * int(size)
+        return self.sock(fd).send(payload, _flags(flags))
+
+    def op_sendall(self, fd, data=None, size=None, flags=()):
+        payload = data.encode("latin-1") if data is not None else b"x" * int(size)
+        self.sock(fd).sendall(payload, _flags(flags))
+        return len(payload)
+
+    def op_recv(self, fd, size=65536, flags=()):
+        return self.sock(fd).recv(int(size), _flags(flags)).decode("latin-1")
+
+    def op_shutdown(self, fd, how):
+        self.sock(fd).shutdown(SHUT[how])
+        return 0
+
+    def op_close(self, fd):
+        self.sock(fd).close()
+        del self.socks[fd]
+        return 0
+
+    def op_dup(self, fd):
+        return self.keep(socket.socket(fileno=os.dup(self.sock(fd).fileno())))
+
+    def op_getsockname(self, fd):
+        return list(self.sock(fd).getsockname()[:2])
+
+    def op_getpeername(self, fd):
+        return list(self.sock(fd).getpeername()[:2])
+
+    def op_set_blocking(self, fd, blocking):
+        self.sock(fd).setblocking(bool(blocking))
+        return 0
+
+    def op_setrlimit(self, name, soft, hard=None):
+        cur_soft, cur_hard = resource.getrlimit(RLIMITS[name])
+        resource.setrlimit(RLIMITS[name], (int(soft), cur_hard if hard is None else int(hard)))
+        return 0
+
+    def op_open_fds(self):
+        return len(os.listdir("/proc/self/fd"))
+
+    def op_exit(self, code=0):
+        return int(code)                     # execute() exits after replying: no close() on any socket
+
+    def op_fork(self):
+        parent_end, child_end = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            parent_end.close()
+            return {"child": True, "sock": child_end}
+        child_end.close()
+        return {"pid": pid, "pass_sock": parent_end}
+
+    def become_child(self, sock):
+        self.control.close()
+        self.control, self.lock = sock, threading.Lock()
+        self.serve()
+
+
+def _flags(names):
+    value = 0
+    for name in names:
+        value |= MSG_FLAGS[name]
+    return value
+
+
+def main():
+    netns_path, control_fd = sys.argv[1], int(sys.argv[2])
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(netns_path, os.O_RDONLY)
+    if libc.setns(fd, 0x40000000) != 0:
+        sys.exit(f"agent: setns({netns_path}) failed: {os.strerror(ctypes.get_errno())}")
+    os.close(fd)
+    libc.prctl(1, 9)                          # PR_SET_PDEATHSIG SIGKILL: never outlive the harness
+    control = socket.socket(fileno=control_fd)
+    Agent(control).serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""The benchmark the project ships: per-case harness overhead and the connection cases' wall time.
+
+`socklab bench` prints medians over repeated runs. Overhead is one lab built and torn down with no
+steps: namespaces, link, addresses, capture, state trace, artifacts, teardown (the socket programs
+are measured separately). The connection cases are the real case functions from cases/, each run
+end to end (lab set-up, steps, expectations, artifacts, teardown).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import statistics
+import tempfile
+import time
+
+from . import tracefs
+from .lab import Lab
+from .program import Program
+from .topology import Topology
+
+CONNECTION_CASES = ("test_connect_to_bound_port_without_listen_is_refused",
+                    "test_listen_without_accept_completes_handshake",
+                    "test_accept_then_data_both_ways")
+
+
+def _median_ms(samples):
+    return statistics.median(samples) * 1000
+
+
+def _time(fn, repeat):
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _load_cases(folder):
+    path = os.path.join(folder, "test_setup.py")
+    spec = importlib.util.spec_from_file_location("socklab_bench_setup_cases", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run_bench(repeat: int, cases_folder: str) -> int:
+    tmp = tempfile.mkdtemp(prefix="socklab-bench-")
+    tracefs.ensure_mounted()
+    # warm-up: imports (scapy), the tracefs pool's first instance, page cache
+    with Lab(artifacts_dir=os.path.join(tmp, "warm")) as lab:
+        lab.server.socket()
+
+    def topology_only():
+        with Topology():
+            pass
+
+    rows = [("namespaces + link + addresses (+ teardown)", _time(topology_only, repeat))]
+    rows.append(("per-case overhead: topology, capture, trace, artifacts, teardown", _time(_lab_without_programs(tmp), repeat)))
+    with Topology() as topo:
+        rows.append(("two socket programs started and stopped", _time(_programs_only(topo), repeat)))
+    mod = _load_cases(cases_folder)
+    for name in CONNECTION_CASES:
+        fn = getattr(mod, name)
+        for family in ("ipv4", "ipv6"):
+            def one(fn=fn, family=family):
+                with Lab(family=family, artifacts_dir=os.path.join(tmp, name)) as lab:
+                    fn(lab, family)
+            rows.append((f"{name}[{family}] end to end", _time(one, repeat)))
+    width = max(len(r[0]) for r in rows)
+    print(f"socklab bench: {repeat} runs each, medians (min .. max) in ms, on {os.cpu_count()} cores")
+    for label, samples in rows:
+        print(f"  {label:<{width}}  {_median_ms(samples):8.1f}   ({min(samples) * 1000:.1f} .. {max(samples) * 1000:.1f})")
+    tracefs.close_pool()
+    return 0
+
+
+def _lab_without_programs(tmp):
+    def run():
+        with Lab(artifacts_dir=os.path.join(tmp, "overhead"), start_programs=False):
+            pass
+    return run
+
+
+def _programs_only(topo):
+    def run():
+        progs = [Program(topo.hosts[r], r).start() for r in ("client", "server")]
+        for p in progs:
+            p.wait_ready()
+        for p in progs:
+            p.close()
+    return run

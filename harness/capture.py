@@ -1,0 +1,219 @@
+"""Packet capture on the link for the whole case: a pcap for Wireshark and a list of Segments.
+
+An AF_PACKET socket on the second host's end of the veth sees both directions. The kernel queues
+frames in the socket's buffer, so nothing needs to read during the case; `drain()` sends a marker
+frame from the other end and reads until it arrives, so every segment sent before it is in the list
+(no fixed sleep), and PACKET_STATISTICS proves no frame was dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import struct
+import time
+
+from . import nsutil
+from .errors import StepTimeout, SocklabError
+from .segment import Segment, flags_text
+
+ETH_P_ALL = 0x0003
+MARKER_ETHERTYPE = 0x88B5          # IEEE 802 local experimental: never a real protocol on our link
+SOL_PACKET, PACKET_STATISTICS = 263, 6
+SO_TIMESTAMPNS = 35
+RCVBUF = 32 << 20
+
+
+class Frame:
+    """One captured frame: raw bytes, monotonic and wall-clock times."""
+
+    __slots__ = ("data", "mono", "wall")
+
+    def __init__(self, data, mono, wall):
+        self.data, self.mono, self.wall = data, mono, wall
+
+
+class Capture:
+    """`with Capture(topology) as cap:` ... `cap.drain()`, `cap.segments()`, `cap.write_pcap(path)`."""
+
+    def __init__(self, topology, *, tap_role: str | None = None):
+        self.topology = topology
+        roles = list(topology.hosts)
+        self.tap = topology.hosts[tap_role or roles[-1]]
+        self.other = topology.peer_of(self.tap)
+        self.frames: list[Frame] = []
+        self.drops: list = []          # (rule name, predicate, t_from, t_to) from faults
+        self._markers = 0
+        self._sock = self._send = None
+
+    def __enter__(self):
+        self._sock = nsutil.run_in(self._open_tap, netns=self.tap.netns)
+        self._send = nsutil.run_in(self._open_sender, netns=self.other.netns)
+        # Both clocks are read together once: packet times are wall-clock stamps from the kernel,
+        # converted to CLOCK_MONOTONIC so they line up with calls and transitions.
+        self._offset = time.time() - time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        for s in (self._sock, self._send):
+            if s is not None:
+                s.close()
+        return False
+
+    def _open_tap(self):
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        s.setsockopt(socket.SOL_SOCKET, 33, RCVBUF)     # SO_RCVBUFFORCE: room for a whole case
+        s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        s.bind((self.tap.ifname, ETH_P_ALL))
+        s.setblocking(False)
+        return s
+
+    def _open_sender(self):
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(MARKER_ETHERTYPE))
+        s.bind((self.other.ifname, MARKER_ETHERTYPE))
+        return s
+
+    # -- reading ----------------------------------------------------------------------------
+    def _read_available(self, until_marker: bytes | None = None, deadline: float | None = None) -> bool:
+        """Read queued frames; with `until_marker`, block until that marker frame arrives."""
+        while True:
+            try:
+                data, anc, _flags, _addr = self._sock.recvmsg(65535, 256)
+            except BlockingIOError:
+                if until_marker is None:
+                    return False
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                select.select([self._sock], [], [], left)
+                continue
+            wall = None
+            for level, kind, value in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    sec, nsec = struct.unpack("qq", value[:16])
+                    wall = sec + nsec / 1e9
+            if wall is None:
+                wall = time.time()
+            if len(data) >= 14 and struct.unpack("!H", data[12:14])[0] == MARKER_ETHERTYPE:
+                if until_marker is not None and data[14:14 + len(until_marker)] == until_marker:
+                    return True
+                continue
+            self.frames.append(Frame(data, wall - self._offset, wall))
+
+    def drain(self, timeout: float = 2.0) -> None:
+        """Make sure every frame sent so far is read: send a marker across the link and wait for it."""
+        self._markers += 1
+        token = f"socklab-drain-{os.getpid()}-{self._markers}".encode()
+        frame = self.tap.mac_bytes() + self.other.mac_bytes() + struct.pack("!H", MARKER_ETHERTYPE) + token
+        self._send.send(frame.ljust(60, b"\0"))
+        if not self._read_available(token, time.monotonic() + timeout):
+            raise StepTimeout(f"capture: drain marker not seen on {self.tap.ifname} within {timeout} s "
+                              f"(last frame at {self.frames[-1].mono if self.frames else 'none'})")
+        self._check_no_loss()
+
+    def _check_no_loss(self):
+        stats = self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+        _packets, drops = struct.unpack("II", stats)
+        if drops:
+            raise SocklabError(f"capture: the kernel dropped {drops} frames on {self.tap.ifname}; "
+                               "the segment list would be incomplete")
+
+    def wait_for(self, predicate, *, timeout: float, what: str):
+        """Wait until a segment satisfying `predicate` is on the link; return it (StepTimeout names `what`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._read_available()
+            for seg in self.segments():
+                if predicate(seg):
+                    return seg
+            left = deadline - time.monotonic()
+            if left <= 0:
+                last = self.segments()[-1].text() if self.segments() else "no segment at all"
+                raise StepTimeout(f"capture: no segment {what} within {timeout} s; last seen: {last}")
+            select.select([self._sock], [], [], min(left, 0.05))
+
+    # -- results ----------------------------------------------------------------------------
+    def segments(self) -> list[Segment]:
+        """TCP segments seen so far, in order, with relative seq/ack and the dropping rule if any."""
+        return to_segments(self.frames, self.topology.host_by_address(), self.drops)
+
+    def write_pcap(self, path: str) -> None:
+        """Write every captured frame (ARP, ND and all) as a pcap file Wireshark opens."""
+        from scapy.layers.l2 import Ether
+        from scapy.utils import wrpcap
+        pkts = []
+        for f in self.frames:
+            p = Ether(f.data)
+            p.time = f.wall
+            pkts.append(p)
+        wrpcap(path, pkts)
+
+
+def to_segments(frames, roles_by_addr: dict, drops=()) -> list[Segment]:
+    """Parse frames into Segments; sequence numbers relative to each flow direction's ISN."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+
+    isn: dict = {}
+    out = []
+    for f in frames:
+        pkt = Ether(f.data)
+        ip = pkt.getlayer(IP) or pkt.getlayer(IPv6)
+        if ip is None or not pkt.haslayer(TCP):
+            continue
+        tcp = pkt[TCP]
+        src, dst = str(ip.src), str(ip.dst)
+        fwd = (src, tcp.sport, dst, tcp.dport)
+        rev = (dst, tcp.dport, src, tcp.sport)
+        bits = int(tcp.flags)
+        if bits & 0x02 and isn.get(fwd) != tcp.seq:
+            isn[fwd] = tcp.seq          # a SYN with a new ISN starts a new connection on this 4-tuple
+        base = isn.setdefault(fwd, tcp.seq)
+        payload = len(bytes(tcp.payload))
+        if isinstance(ip, IP):
+            payload = min(payload, ip.len - ip.ihl * 4 - tcp.dataofs * 4)   # Ethernet padding is not data
+        else:
+            payload = min(payload, ip.plen - tcp.dataofs * 4)
+        ack = None
+        if bits & 0x10:
+            ack = (tcp.ack - isn[rev]) % (1 << 32) if rev in isn else tcp.ack
+        seg = Segment(time=f.mono, src=roles_by_addr.get(src, src), dst=roles_by_addr.get(dst, dst),
+                      flags=flags_text(bits), seq=(tcp.seq - base) % (1 << 32), length=payload, ack=ack,
+                      win=tcp.window, options=_options(tcp.options), sport=tcp.sport, dport=tcp.dport,
+                      raw_seq=tcp.seq, raw_ack=tcp.ack)
+        out.append(seg)
+    return _mark_drops(out, drops)
+
+
+def _options(opts) -> tuple:
+    names = {"MSS": "mss", "WScale": "wscale", "SAckOK": "sackOK", "Timestamp": "TS", "NOP": "nop", "EOL": "eol",
+             "SAck": "sack"}
+    out = []
+    for name, value in opts:
+        key = names.get(name, str(name))
+        if key in ("sackOK", "nop", "eol"):
+            value = None
+        elif key == "TS":
+            value = (int(value[0]), int(value[1]))
+        elif key == "sack":
+            value = tuple(zip(value[::2], value[1::2]))
+        out.append((key, value))
+    return tuple(out)
+
+
+def _mark_drops(segments, drops):
+    """Mark the segments a fault rule dropped, by the rule's own predicate and active window."""
+    if not drops:
+        return segments
+    out = []
+    counts = {}
+    for seg in segments:
+        for rule in drops:
+            if rule.active_at(seg.time) and rule.matches(seg) and counts.get(rule.name, 0) < rule.limit_count():
+                counts[rule.name] = counts.get(rule.name, 0) + 1
+                seg = seg.with_drop(rule.name)
+                break
+        out.append(seg)
+    return out

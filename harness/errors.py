@@ -1,0 +1,46 @@
+"""The package's exceptions: each says what was wrong and where, in words a user can act on."""
+
+
+class SocklabError(Exception):
+    """Base class of every error the harness raises on purpose."""
+
+
+class SetupError(SocklabError):
+    """The machine lacks a privilege, a kernel feature or a tool the harness needs."""
+
+
+class TraceUnavailable(SetupError):
+    """The kernel's state-transition trace cannot be read here (no tracefs, no tracepoint)."""
+
+
+class CommandError(SocklabError):
+    """An external command failed; carries the command, exit code and both output streams."""
+
+    def __init__(self, argv, returncode, stdout, stderr):
+        self.argv, self.returncode, self.stdout, self.stderr = list(argv), returncode, stdout, stderr
+        super().__init__(
+            f"command {' '.join(self.argv)!r} exited {returncode}\n"
+            f"--- stdout ---\n{stdout.rstrip()}\n--- stderr ---\n{stderr.rstrip()}"
+        )
+
+
+class StepError(SocklabError):
+    """A step of a socket program failed, returned something unexpected, or was not possible."""
+
+
+class StepTimeout(StepError):
+    """A step (a call, a wait for an event) did not finish before its deadline."""
+
+
+class ExpectationSyntaxError(SocklabError):
+    """An expectation text is malformed; says the line, the column and what was expected there."""
+
+    def __init__(self, message, text, line, column):
+        self.line, self.column = line, column
+        lines = text.splitlines() or [""]
+        src = lines[line - 1] if 0 < line <= len(lines) else ""
+        super().__init__(f"line {line}, column {column}: {message}\n    {src}\n    {' ' * (column - 1)}^")
+
+
+class ExpectationFailed(SocklabError, AssertionError):
+    """Observed behaviour does not match an expectation; the message shows both side by side."""

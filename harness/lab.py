@@ -1,0 +1,302 @@
+"""The lab of one test case: two hosts, their socket programs, and everything that observes them.
+
+`with Lab(family="ipv4") as lab:` builds the topology, starts the packet capture and the state
+trace before the first step, starts a client and a server program, and on exit drains the
+observers, writes the case's artifacts (pcap, `ss` text, transitions, timeline, steps) and undoes
+everything last-in-first-out, also when the case failed or was interrupted.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import time
+
+from . import expect, ss, trace, tracefs
+from .capture import Capture
+from .errors import SetupError, StepTimeout, TraceUnavailable
+from .program import Call, Command, Program
+from .timeline import Timeline
+from .topology import Topology
+
+_open_labs: set = set()   # labs still open when the interpreter exits are torn down then
+
+
+@atexit.register
+def _close_leftover_labs():
+    for lab in list(_open_labs):
+        lab.close()
+
+
+class Lab(contextlib.AbstractContextManager):
+    """One case's hosts, programs and observers; see the module docstring."""
+
+    def __init__(self, *, family: str = "ipv4", mtu: int = 1500, sysctls: dict | None = None,
+                 artifacts_dir: str | None = None, ss_each_step: bool = False, trace_states: bool = True,
+                 call_timeout: float = 10.0, roles=("client", "server"), name: str = "case",
+                 start_programs: bool = True):
+        self.family, self.mtu, self.name = family, mtu, name
+        self.sysctls = dict(sysctls or {})
+        self.artifacts_dir = artifacts_dir
+        self.ss_each_step = ss_each_step
+        self.trace_states = trace_states
+        self.call_timeout = call_timeout
+        self.roles = roles
+        self.start_programs = start_programs
+        self.snapshots: list[ss.Snapshot] = []
+        self.calls: list[Call] = []
+        self.notes: list[tuple[float, str]] = []
+        self.programs: dict[str, Program] = {}
+        self.commands: list[Command] = []
+        self.trace_lines: list[str] = []
+        self._stack = contextlib.ExitStack()
+        self._finished = False
+        self.faults = None
+
+    # -- set-up and tear-down ---------------------------------------------------------------
+    def __enter__(self):
+        _open_labs.add(self)
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _build(self):
+        self.start = time.monotonic()
+        self.timeline = Timeline(self.start)
+        self.topology = self._stack.enter_context(Topology(mtu=self.mtu, sysctls=self.sysctls, roles=self.roles))
+        self.trace = None
+        self.trace_unavailable = tracefs.ensure_mounted() if self.trace_states else "trace_states=False"
+        if not self.trace_unavailable:
+            pool = tracefs.pool()
+            self.trace = pool.get()
+            self._stack.callback(pool.release, self.trace)
+        self.capture = self._stack.enter_context(Capture(self.topology))
+        from .faults import Faults
+        self.faults = Faults(self)
+        self._stack.callback(self.faults.clear)
+        for role in self.roles if self.start_programs else ():
+            prog = Program(self.topology.hosts[role], role, family=self.family, on_call=self._on_call,
+                           output_dir=self.artifacts_dir, call_timeout=self.call_timeout).start()
+            self.programs[role] = prog
+            self._stack.callback(prog.close)
+        self._stack.callback(self.finish)     # runs first on exit: artifacts while everything is alive
+        self.setup_done = time.monotonic()
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self):
+        try:
+            self._stack.close()
+        finally:
+            _open_labs.discard(self)
+
+    # -- the pieces a case uses -------------------------------------------------------------
+    def __getattr__(self, role):
+        programs = self.__dict__.get("programs", {})
+        if role in programs:
+            return programs[role]
+        raise AttributeError(role)
+
+    @property
+    def hosts(self) -> Topology:
+        return self.topology
+
+    def addr(self, role: str) -> str:
+        """The address of host `role` in this case's family."""
+        return self.topology.hosts[role].addr(self.family)
+
+    def mss(self, mtu: int | None = None) -> int:
+        """The MSS the kernel advertises on this link: MTU minus IP and TCP headers (40 or 60 bytes)."""
+        return (mtu or self.mtu) - (60 if self.family == "ipv6" else 40)
+
+    def program(self, role: str, name: str) -> Program:
+        """Another socket program in host `role` (e.g. a second server process)."""
+        prog = Program(self.topology.hosts[role], name, family=self.family, on_call=self._on_call,
+                       output_dir=self.artifacts_dir, call_timeout=self.call_timeout).start()
+        self.programs[name] = prog
+        self._stack.callback(prog.close)
+        return prog
+
+    def command(self, role: str, argv, name: str | None = None) -> Command:
+        """Run any command (a user's own server, say) inside host `role`; stopped at the end of the case."""
+        cmd = Command(self.topology.hosts[role], argv, name=name, output_dir=self.artifacts_dir)
+        self.commands.append(cmd)
+        self._stack.callback(cmd.stop)
+        cmd.start()
+        self.note(f"started {cmd.name}: {' '.join(cmd.argv)}", side=role)
+        return cmd
+
+    def set_sysctl(self, role: str, key: str, value) -> None:
+        """Set a sysctl inside one host's namespace for the rest of the case."""
+        self.topology.hosts[role].set_sysctl(key, value)
+        self.note(f"sysctl {key}={value}", side=role)
+
+    def note(self, text: str, side: str = "client") -> None:
+        t = time.monotonic()
+        self.notes.append((t, text))
+        self.timeline.add(t, "note", side, text)
+
+    def _on_call(self, call: Call):
+        self.calls.append(call)
+        side = call.program.split(".")[0]
+        self.timeline.add(call.t0 if not call.background else call.t1, "call", side, call.text())
+        if self.ss_each_step:
+            self.ss(f"after {call.text()}")
+
+    # -- observation --------------------------------------------------------------------------
+    def ss(self, label: str | None = None) -> dict:
+        """Snapshot `ss` in every host now; returns {role: Snapshot} and keeps them for the report."""
+        label = label or f"checkpoint {len(self.snapshots) // len(self.roles) + 1}"
+        out = {}
+        for role, host in self.topology.hosts.items():
+            snap = ss.take(host.netns, label=label)
+            snap.role = role
+            self.snapshots.append(snap)
+            self.timeline.add(snap.time, "ss", role, f"[{label}] " + (", ".join(snap.states()) or "no sockets"))
+            out[role] = snap
+        return out
+
+    def segments(self, port: int | None = None) -> list:
+        """Every TCP segment on the link so far (drained), optionally only those of one port."""
+        self.capture.drain()
+        segs = self.capture.segments()
+        if port is not None:
+            segs = [s for s in segs if port in (s.sport, s.dport)]
+        return segs
+
+    def _read_trace(self):
+        if self.trace is not None:
+            self.trace_lines.extend(l for l in self.trace.read().splitlines() if l.strip())
+
+    def own_transitions(self) -> list:
+        """The raw transitions of this case's sockets (the trace instance may hold other tests' events)."""
+        addrs = self.addresses()
+        return [t for t in trace.parse("\n".join(self.trace_lines))
+                if t.time >= self.start and (t.local in addrs or t.peer in addrs)]
+
+    def transitions(self, port: int | None = None) -> list:
+        """State histories of the case's sockets from the kernel's tracepoint (optionally one port)."""
+        if self.trace is None:
+            raise TraceUnavailable(f"kernel state transitions unavailable: {self.trace_unavailable}")
+        self.capture.drain()
+        self._read_trace()
+        events = [t for t in trace.parse("\n".join(self.trace_lines)) if t.time >= self.start]
+        hists = trace.group_by_socket(events, self.addresses())
+        if port is not None:
+            hists = [h for h in hists if port in (h.key[1], h.key[3])]
+        return hists
+
+    def history(self, role: str, port: int | None = None, *, listener: bool = False):
+        """The one socket history whose local address is host `role`'s (and port), or a clear error."""
+        local = self.addr(role)
+        hists = [h for h in self.transitions(port) if h.key[0] == local]
+        hists = [h for h in hists if (h.states()[1:2] == ["LISTEN"]) == listener]
+        if len(hists) != 1:
+            shown = "\n  ".join(str(h) for h in self.transitions()) or "none"
+            raise expect.ExpectationFailed(f"expected exactly one {'listening ' if listener else ''}socket of "
+                                           f"{role} (port {port}) in the trace, found {len(hists)}:\n  {shown}")
+        return hists[0]
+
+    def addresses(self) -> set:
+        return {h.addr(f) for h in self.topology.hosts.values() for f in ("ipv4", "ipv6")}
+
+    # -- waiting for events --------------------------------------------------------------------
+    def wait_segment(self, predicate, *, timeout: float = 5.0, what: str = "matching the case's condition"):
+        """Wait until a segment for which predicate(seg) is true has crossed the link."""
+        return self.capture.wait_for(predicate, timeout=timeout, what=what)
+
+    def wait_ss(self, role: str, predicate, *, timeout: float = 5.0, what: str = "the awaited state",
+                interval: float = 0.005):
+        """Poll `ss` in host `role` until predicate(snapshot) holds; StepTimeout names the last snapshot."""
+        deadline = time.monotonic() + timeout
+        while True:
+            snap = ss.take(self.topology.hosts[role].netns, label=f"waiting for {what}")
+            if predicate(snap):
+                snap.role = role
+                snap.label = what
+                self.snapshots.append(snap)
+                self.timeline.add(snap.time, "ss", role, f"[{what}] " + (", ".join(snap.states()) or "no sockets"))
+                return snap
+            if time.monotonic() > deadline:
+                raise StepTimeout(f"{role}: {what} not seen in ss within {timeout} s; last ss:\n{snap.text}")
+            _poll_pause(interval)
+
+    # -- expectations ----------------------------------------------------------------------------
+    def expect_segments(self, text: str, *, port: int | None = None, title: str = "segments"):
+        """Assert the segments on the link match the notation `text` (see harness/notation.py)."""
+        return expect.expect_segments(self.segments(port), text, title=title)
+
+    def expect_ss(self, snapshots: dict, **expected):
+        """Assert the `ss` states per host, e.g. expect_ss(snap, client=["ESTAB"], server=["LISTEN", "ESTAB"])."""
+        for role, states in expected.items():
+            expect.expect_states(snapshots[role].rows, list(states), side=role)
+
+    def expect_transitions(self, role: str, text: str, *, port: int | None = None, listener: bool = False):
+        """Assert one socket's kernel state sequence, e.g. 'CLOSE -> SYN_SENT -> ESTABLISHED'."""
+        hist = self.history(role, port, listener=listener)
+        expect.expect_transitions(hist.states(), text)
+        return hist
+
+    # -- artifacts -------------------------------------------------------------------------------
+    def finish(self):
+        """Drain the observers and write the artifacts; runs once, at the end of the case."""
+        if self._finished:
+            return
+        self._finished = True
+        self.end = time.monotonic()
+        try:
+            self.capture.drain()
+        except StepTimeout as exc:
+            self.note(f"capture drain failed: {exc}")
+        self._read_trace()
+        segs = self.capture.segments()
+        for s in segs:
+            self.timeline.add(s.time, "segment", "wire", s.text() + (f" [dropped by {s.dropped_by}]" if s.dropped_by else ""))
+        if self.trace is not None:
+            for t in self.own_transitions():
+                    role = self._role_of(t.local)
+                    self.timeline.add(t.time, "state", role, f"{t.local_port}>{t.peer_port} {t.old} -> {t.new}")
+        if self.faults:
+            for t, role, text in self.faults.events:
+                self.timeline.add(t, "fault", role, text)
+        if self.artifacts_dir:
+            self._write_artifacts(segs)
+
+    def _role_of(self, address: str) -> str:
+        for role, h in self.topology.hosts.items():
+            if address in (h.ipv4, h.ipv6):
+                return role
+        return "wire"
+
+    def _write_artifacts(self, segs):
+        d = self.artifacts_dir
+        os.makedirs(d, exist_ok=True)
+        self.capture.write_pcap(os.path.join(d, "packets.pcap"))
+        with open(os.path.join(d, "segments.txt"), "w") as fh:
+            fh.write("\n".join(s.text() + (f"  # dropped by {s.dropped_by}" if s.dropped_by else "") for s in segs) + "\n")
+        with open(os.path.join(d, "ss.txt"), "w") as fh:
+            for snap in self.snapshots:
+                fh.write(f"### {getattr(snap, 'role', '?')} [{snap.label}] t={(snap.time - self.start) * 1000:.3f} ms\n")
+                fh.write(snap.text if snap.text.endswith("\n") else snap.text + "\n")
+                fh.write("\n")
+        with open(os.path.join(d, "transitions.txt"), "w") as fh:
+            fh.write("".join(t.raw.rstrip("\n") + "\n" for t in self.own_transitions()))
+        with open(os.path.join(d, "timeline.txt"), "w") as fh:
+            fh.write(self.timeline.text())
+        with open(os.path.join(d, "timeline.json"), "w") as fh:
+            json.dump(self.timeline.to_json(), fh, indent=1)
+        with open(os.path.join(d, "steps.json"), "w") as fh:
+            json.dump([c.to_json() for c in self.calls], fh, indent=1)
+
+
+def _poll_pause(seconds: float):
+    """The pause between two polls of a condition that has no event to wait on (`ss` state)."""
+    import select
+    select.select([], [], [], seconds)

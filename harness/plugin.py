@@ -1,0 +1,183 @@
+"""The pytest plugin: fixtures, markers, options and the run's summary. A thin layer over `harness`.
+
+Registered through the ``pytest11`` entry point, so an installed socklab is active in any pytest
+run; the root conftest.py only points pytest at the cases.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from . import privileges, tracefs
+from .errors import SetupError, TraceUnavailable
+from .lab import Lab
+from .topology import Topology
+
+FAMILY_IDS = ("ipv4", "ipv6")
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("socklab", "socklab: Linux TCP socket-behaviour cases")
+    group.addoption("--socklab-reports", default="reports", help="where runs write their artifacts (default: reports)")
+    group.addoption("--socklab-run", default=None, help="name of this run's folder under the reports folder")
+    group.addoption("--socklab-ss-each-step", action="store_true", help="take an ss snapshot after every step")
+    group.addoption("--socklab-sysctl", action="append", default=[], metavar="KEY=VALUE",
+                    help="a sysctl applied inside every test namespace (repeatable)")
+    group.addoption("--socklab-slow", action="store_true", help="also run cases marked slow (e.g. a full 2MSL wait)")
+
+
+def pytest_configure(config):
+    for line in ("article(id): the article an experiment comes from (000..004)",
+                 "experiment(id): the experiment id from EXPERIMENTS.md",
+                 "families(*names): restrict the family parametrisation, e.g. families('ipv4')",
+                 "slow: a case that waits out a long protocol timer; runs only with --socklab-slow",
+                 "privileged: needs root (set on every case that uses a lab)"):
+        config.addinivalue_line("markers", line)
+    if hasattr(config, "workerinput"):
+        run = config.workerinput["socklab_run"]
+    else:
+        run = config.getoption("--socklab-run") or time.strftime("run-%Y%m%d-%H%M%S")
+    config.socklab_run = run
+    config.socklab_dir = os.path.join(os.path.abspath(config.getoption("--socklab-reports")), run)
+    # SIGTERM unwinds like Ctrl-C: fixtures tear down, every namespace and instance is removed.
+    signal.signal(signal.SIGTERM, _sigterm)
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def pytest_configure_node(node):
+    """xdist: every worker writes into the controller's run folder."""
+    node.workerinput["socklab_run"] = node.config.socklab_run
+
+
+def pytest_generate_tests(metafunc):
+    if "family" in metafunc.fixturenames:
+        m = metafunc.definition.get_closest_marker("families")
+        fams = m.args if m else FAMILY_IDS
+        metafunc.parametrize("family", fams, ids=list(fams))
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_slow = pytest.mark.skip(reason="slow case: run with --socklab-slow")
+    for item in items:
+        if item.get_closest_marker("slow") and not config.getoption("--socklab-slow"):
+            item.add_marker(skip_slow)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_pyfunc_call(pyfuncitem):
+    outcome = yield
+    exc = outcome.excinfo
+    if exc and isinstance(exc[1], TraceUnavailable):
+        outcome.force_exception(pytest.skip.Exception(str(exc[1]), _use_item_location=True))
+
+
+def pytest_sessionfinish(session):
+    tracefs.close_pool()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    d = config.socklab_dir
+    if os.path.isdir(d):
+        terminalreporter.write_sep("-", "socklab")
+        terminalreporter.write_line(f"artifacts: {d}")
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def lab_sysctls(request) -> dict:
+    """Name: lab_sysctls. Scope: function. Depends: the --socklab-sysctl options.
+
+    Sysctls set inside both namespaces of the case before anything runs. Override in a case module:
+
+        @pytest.fixture
+        def lab_sysctls():
+            return {"net.ipv4.tcp_fin_timeout": 1}
+    """
+    out = {}
+    for item in request.config.getoption("--socklab-sysctl"):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise pytest.UsageError(f"--socklab-sysctl {item!r}: expected KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@pytest.fixture
+def lab_mtu() -> int:
+    """Name: lab_mtu. Scope: function. Depends: nothing. The link MTU (override to test MSS)."""
+    return 1500
+
+
+@pytest.fixture
+def privileged():
+    """Name: privileged. Scope: function. Skips the case with one reason line without root/caps."""
+    reason = privileges.missing()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def hosts(privileged, lab_mtu, lab_sysctls):
+    """Name: hosts. Scope: function. Depends: privileged, lab_mtu, lab_sysctls.
+
+    The bare host pair (no programs, no observers):
+
+        def test_link(hosts):
+            assert hosts.client.get_sysctl("net.ipv6.conf.all.accept_dad") == "0"
+    """
+    with Topology(mtu=lab_mtu, sysctls=lab_sysctls) as topo:
+        yield topo
+
+
+def _case_dir(config, nodeid: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid.replace("::", "__")).strip("_")
+    return os.path.join(config.socklab_dir, "cases", safe)
+
+
+@pytest.fixture
+def lab(request, privileged, lab_mtu, lab_sysctls):
+    """Name: lab. Scope: function. Depends: privileged, lab_mtu, lab_sysctls, and `family` if the case takes it.
+
+    The whole lab of one case: hosts, a client and a server program, capture, ss, state trace; its
+    artifacts go to reports/<run>/cases/<test>/:
+
+        def test_connect(lab):
+            s = lab.server.socket(); s.bind(50000); s.listen()
+            lab.client.socket().connect(lab.hosts.server, 50000)
+            lab.expect_segments("client > server S 0:0(0)\\n...")
+    """
+    family = request.getfixturevalue("family") if "family" in request.fixturenames else "ipv4"
+    with Lab(family=family, mtu=lab_mtu, sysctls=lab_sysctls, artifacts_dir=_case_dir(request.config, request.node.nodeid),
+             ss_each_step=request.config.getoption("--socklab-ss-each-step"), name=request.node.nodeid) as the_lab:
+        request.node.socklab_lab = the_lab
+        yield the_lab
+
+
+@pytest.fixture
+def client(lab):
+    """Name: client. Scope: function. Depends: lab. The client host's socket program (lab.client)."""
+    return lab.client
+
+
+@pytest.fixture
+def server(lab):
+    """Name: server. Scope: function. Depends: lab. The server host's socket program (lab.server)."""
+    return lab.server
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    the_lab = getattr(item, "socklab_lab", None)
+    if the_lab is not None and rep.when == "call" and rep.failed and the_lab.artifacts_dir:
+        rep.sections.append(("socklab", f"artifacts: {the_lab.artifacts_dir}"))

@@ -1,0 +1,430 @@
+"""Socket programs driven step by step: the harness side of harness/agent.py.
+
+`Program` is one real process inside a host's namespace; `Socket` is one descriptor in it. Every
+call returns a `Call` (return value or errno name, monotonic start and end) or, with ``wait=False``,
+a `Pending` to await later. A call that does not return before its deadline raises `StepTimeout`
+naming the call; a failed call raises `StepError` unless the step said which errno it expects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+
+from .errors import ExpectationFailed, StepError, StepTimeout
+
+AGENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "agent.py")
+DEFAULT_CALL_TIMEOUT = 10.0
+
+
+@dataclass
+class Call:
+    """The record of one step: who called what, with which result, when."""
+
+    program: str
+    op: str
+    args: dict
+    ret: object = None
+    errno: str | None = None
+    error: str | None = None
+    t0: float = 0.0
+    t1: float = 0.0
+    background: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.errno is None and self.error is None
+
+    def text(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.args.items() if k not in ("data",) or len(str(v)) < 20)
+        if self.errno:
+            res = f"-1 {self.errno}"
+        elif self.error:
+            res = f"error {self.error}"
+        else:
+            res = _short(self.ret)
+        return f"{self.program}: {self.op}({args}) = {res}"
+
+    def to_json(self) -> dict:
+        return {"program": self.program, "op": self.op, "args": self.args, "ret": self.ret, "errno": self.errno,
+                "error": self.error, "t0": self.t0, "t1": self.t1, "background": self.background}
+
+
+def _short(value):
+    if isinstance(value, str) and len(value) > 24:
+        return f"<{len(value)} bytes>"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+class Pending:
+    """A call started with ``wait=False``; `wait()` returns what the blocking call would have."""
+
+    def __init__(self, program, op, args, future, finish):
+        self.program, self.op, self.args = program, op, args
+        self._future, self._finish = future, finish
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def wait(self, timeout: float | None = None):
+        """Await the call's result; StepTimeout naming the call if it has not returned in time."""
+        timeout = self.program.call_timeout if timeout is None else timeout
+        try:
+            msg = self._future.result(timeout)
+        except FutureTimeout:
+            raise StepTimeout(f"{self.program.name}: {self.op}({_args_text(self.args)}) did not return within "
+                              f"{timeout:.1f} s") from None
+        return self._finish(msg)
+
+
+def _args_text(args):
+    return ", ".join(f"{k}={v!r}" for k, v in args.items())
+
+
+class Program:
+    """A socket program (harness/agent.py) running inside `host`'s namespace."""
+
+    def __init__(self, host, name: str | None = None, *, family: str = "ipv4", on_call=None,
+                 output_dir: str | None = None, call_timeout: float = DEFAULT_CALL_TIMEOUT, _control=None,
+                 _pid=None):
+        self.host, self.name, self.family = host, name or host.role, family
+        self.on_call = on_call or (lambda call: None)
+        self.output_dir, self.call_timeout = output_dir, call_timeout
+        self.calls: list[Call] = []
+        self.children: list[Program] = []
+        self.exited: str | None = None      # why the process is gone, once it is
+        self._futures: dict[int, Future] = {}
+        self._ids = iter(range(1, 1 << 62))
+        self._lock = threading.Lock()
+        self._fds: list[int] = []
+        self._ready = Future()
+        self.proc = None
+        self.pid = _pid
+        self._stderr = None
+        if _control is not None:
+            self._attach(_control)
+
+    # -- process lifecycle ------------------------------------------------------------------
+    def start(self) -> "Program":
+        """Spawn the agent; returns at once (the first call waits for its readiness message)."""
+        ours, theirs = socket.socketpair()
+        if self.output_dir:
+            os.makedirs(self.output_dir, exist_ok=True)
+            self._stderr = open(os.path.join(self.output_dir, f"{self.name}.stderr.txt"), "wb")
+        self.proc = subprocess.Popen([sys.executable, "-S", "-u", AGENT, self.host.netns_path, str(theirs.fileno())],
+                                     pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                                     stdout=self._stderr or subprocess.DEVNULL, stderr=self._stderr or subprocess.DEVNULL)
+        theirs.close()
+        self.pid = self.proc.pid
+        self._attach(ours)
+        return self
+
+    def _attach(self, control):
+        self.control = control
+        self._reader = threading.Thread(target=self._read_loop, name=f"agent:{self.name}", daemon=True)
+        self._reader.start()
+
+    def wait_ready(self, timeout: float = 5.0):
+        try:
+            self._ready.result(timeout)
+        except FutureTimeout:
+            raise StepTimeout(f"{self.name}: socket program did not report ready within {timeout} s "
+                              f"(see {self.name}.stderr.txt in the case's artifacts)") from None
+
+    def close(self):
+        """End the program (EOF on its control socket) and reap it; kill it if it lingers."""
+        for child in self.children:
+            child.close()
+        try:
+            self.control.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.control.close()
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._stderr:
+            self._stderr.close()
+
+    def _read_loop(self):
+        buf = b""
+        while True:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(self.control, 65536, 4)
+            except OSError:
+                data = b""
+            self._fds.extend(fds)
+            if not data:
+                break
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                msg = json.loads(line)
+                if "ready" in msg:
+                    if self.pid is None:
+                        self.pid = msg["ready"]
+                    self._ready.set_result(msg)
+                    continue
+                fut = self._futures.pop(msg["id"], None)
+                if fut is not None:
+                    fut.set_result(msg)
+        gone = self.exited or "the socket program's process ended"
+        self.exited = gone
+        for fut in list(self._futures.values()):
+            if not fut.done():
+                fut.set_result({"gone": gone})
+        if not self._ready.done():
+            self._ready.set_result({"gone": gone})
+
+    # -- calls ------------------------------------------------------------------------------
+    def call(self, op, args=None, *, wait=True, timeout=None, expect=None, check=True, convert=None):
+        """Send one step to the program; see the module docstring for wait/expect/check."""
+        args = dict(args or {})
+        if self.exited:
+            raise StepError(f"{self.name}: {op}({_args_text(args)}) on a program that is gone ({self.exited})")
+        self.wait_ready()
+        fut = Future()
+        with self._lock:
+            ident = next(self._ids)
+            self._futures[ident] = fut
+            self.control.sendall((json.dumps({"id": ident, "op": op, "args": args, "bg": not wait}) + "\n").encode())
+        pending = Pending(self, op, args, fut, lambda msg: self._finish(op, args, msg, not wait, expect, check, convert))
+        return pending.wait(timeout) if wait else pending
+
+    def _finish(self, op, args, msg, background, expect, check, convert):
+        if "gone" in msg:
+            raise StepError(f"{self.name}: {op}({_args_text(args)}) never returned: {msg['gone']}")
+        call = Call(self.name, op, args, msg.get("ret"), msg.get("errno"), msg.get("error"), msg["t0"], msg["t1"],
+                    background)
+        self.calls.append(call)
+        self.on_call(call)
+        if call.error:
+            raise StepError(f"{call.text()}: the socket program rejected the step")
+        if expect is not None:
+            if call.errno != expect:
+                got = f"errno {call.errno}" if call.errno else f"success ({_short(call.ret)})"
+                raise ExpectationFailed(f"{self.name}: {op}({_args_text(args)}) expected to fail with {expect}, got {got}")
+        elif check and call.errno:
+            raise StepError(f"{call.text()} ({msg.get('strerror', '')}); pass expect='{call.errno}' if the case expects it")
+        return convert(call) if convert and call.ok else call
+
+    # -- program-level steps ----------------------------------------------------------------
+    def socket(self, family: str | None = None, type: str = "stream") -> "Socket":
+        """socket(family, type): a new descriptor in this program."""
+        family = family or self.family
+        call = self.call("socket", {"family": family, "type": type})
+        return Socket(self, call.ret, family)
+
+    def exit(self, code: int = 0) -> Call:
+        """Process exit without close(): the kernel closes every descriptor."""
+        call = self.call("exit", {"code": code})
+        self.exited = f"exited with status {code} at step {call.op}"
+        self._reap()
+        return call
+
+    def kill(self, sig: int = signal.SIGKILL) -> Call:
+        """Send `sig` to the process from outside, as `kill -SIG pid` would, and wait until it is gone."""
+        t0 = time.monotonic()
+        os.kill(self.pid, sig)
+        self.exited = f"killed by {signal.Signals(sig).name}"
+        self._reap()
+        call = Call(self.name, "kill", {"signal": signal.Signals(sig).name}, 0, None, None, t0, time.monotonic())
+        self.calls.append(call)
+        self.on_call(call)
+        return call
+
+    def _reap(self, timeout: float = 5.0):
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                raise StepTimeout(f"{self.name}: process {self.pid} still running {timeout} s after {self.exited}") from None
+        else:   # a forked child is not ours to wait(): wait for EOF on its control socket
+            self._reader.join(timeout)
+
+    def fork(self) -> "Program":
+        """fork(): a child program holding copies of every descriptor, driven like its parent."""
+        call = self.call("fork")
+        child = Program(self.host, f"{self.name}.child{len(self.children) + 1}", family=self.family,
+                        on_call=self.on_call, call_timeout=self.call_timeout,
+                        _control=socket.socket(fileno=self._fds.pop(0)), _pid=call.ret["pid"])
+        self.children.append(child)
+        return child
+
+    def setrlimit(self, name: str, soft: int, hard: int | None = None) -> Call:
+        """setrlimit(RLIMIT_<name>) in the program, e.g. setrlimit('NOFILE', 16)."""
+        return self.call("setrlimit", {"name": name, "soft": soft, "hard": hard})
+
+    def sock(self, fd: int, family: str | None = None) -> "Socket":
+        """A handle on descriptor `fd` of this program (e.g. one inherited through fork)."""
+        return Socket(self, fd, family or self.family)
+
+
+class Socket:
+    """One socket descriptor of a program; its methods are the socket calls."""
+
+    def __init__(self, program: Program, fd: int, family: str):
+        self.program, self.fd, self.family = program, fd, family
+        self.closed_by: str | None = None
+        self.local_port: int | None = None
+        self.peer_port: int | None = None
+
+    def __repr__(self):
+        return f"<Socket {self.program.name} fd={self.fd}>"
+
+    def _call(self, op, args=None, **kw):
+        if self.closed_by:
+            raise StepError(f"{self.program.name}: {op} on fd {self.fd}, which was already closed by {self.closed_by}")
+        return self.program.call(op, {"fd": self.fd, **(args or {})}, **kw)
+
+    def _addr(self, host_or_addr):
+        return host_or_addr.addr(self.family) if hasattr(host_or_addr, "addr") else host_or_addr
+
+    def bind(self, port: int = 0, addr=None, **kw) -> Call:
+        """bind(addr, port); addr defaults to the program's host address in the socket's family."""
+        call = self._call("bind", {"addr": self._addr(addr if addr is not None else self.program.host), "port": port}, **kw)
+        if call.ok:
+            self.local_port = port or None
+        return call
+
+    def listen(self, backlog: int = 128, **kw) -> Call:
+        return self._call("listen", {"backlog": backlog}, **kw)
+
+    def connect(self, host_or_addr, port: int, *, nonblocking: bool = False, **kw):
+        """connect() to a host (its address in this family) or an address string."""
+        result = self._call("connect", {"addr": self._addr(host_or_addr), "port": port, "nonblocking": nonblocking}, **kw)
+        self.peer_port = port
+        return result
+
+    def wait_connected(self, **kw) -> Call:
+        """Finish a non-blocking connect: block until writable and return SO_ERROR as errno."""
+        return self._call("wait_connected", **kw)
+
+    def accept(self, **kw):
+        """accept(): the connected Socket (or a Pending whose wait() returns it)."""
+        return self._call("accept", convert=lambda call: self._accepted(call), **kw)
+
+    def _accepted(self, call):
+        s = Socket(self.program, call.ret["fd"], self.family)
+        s.local_port, s.peer_port = self.local_port, call.ret["peer"][1]
+        s.call = call
+        return s
+
+    def send(self, data: str | bytes | None = None, *, size: int | None = None, flags=(), **kw) -> Call:
+        """send() `data` (text or bytes) or `size` bytes of 'x'; returns the byte count sent."""
+        if isinstance(data, bytes):
+            data = data.decode("latin-1")
+        return self._call("send", {"data": data, "size": size, "flags": list(flags)}, **kw)
+
+    def sendall(self, data=None, *, size=None, flags=(), **kw) -> Call:
+        if isinstance(data, bytes):
+            data = data.decode("latin-1")
+        return self._call("sendall", {"data": data, "size": size, "flags": list(flags)}, **kw)
+
+    def recv(self, size: int = 65536, *, flags=(), **kw):
+        """recv(size, flags): Call.ret is the data received ('' at end of stream)."""
+        return self._call("recv", {"size": size, "flags": list(flags)}, **kw)
+
+    def shutdown(self, how: str = "SHUT_WR", **kw) -> Call:
+        if how not in ("SHUT_RD", "SHUT_WR", "SHUT_RDWR"):
+            raise StepError(f"{self.program.name}: shutdown(how={how!r}): use SHUT_RD, SHUT_WR or SHUT_RDWR")
+        return self._call("shutdown", {"how": how}, **kw)
+
+    def close(self, **kw) -> Call:
+        call = self._call("close", **kw)
+        self.closed_by = f"close() at t={call.t0:.6f}"
+        return call
+
+    def dup(self) -> "Socket":
+        call = self._call("dup")
+        s = Socket(self.program, call.ret, self.family)
+        s.local_port, s.peer_port = self.local_port, self.peer_port
+        return s
+
+    def setsockopt(self, name: str, value, **kw) -> Call:
+        """setsockopt by name: SO_REUSEADDR, SO_LINGER (on, seconds), TCP_MAXSEG, TCP_NODELAY, SO_RCVBUF, ..."""
+        if isinstance(value, bool):
+            value = int(value)
+        return self._call("setsockopt", {"name": name, "value": list(value) if isinstance(value, tuple) else value}, **kw)
+
+    def getsockopt(self, name: str, **kw):
+        return self._call("getsockopt", {"name": name}, **kw).ret
+
+    def getsockname(self):
+        addr, port = self._call("getsockname").ret
+        self.local_port = port
+        return addr, port
+
+    def getpeername(self):
+        return tuple(self._call("getpeername").ret)
+
+
+class Command:
+    """Any command (a user's own server binary) running inside a host's namespace."""
+
+    def __init__(self, host, argv, *, name: str | None = None, output_dir: str | None = None):
+        self.host, self.argv = host, [str(a) for a in argv]
+        self.name = name or os.path.basename(self.argv[0])
+        self.output_dir = output_dir
+        self.proc = None
+        self.output_path = None
+
+    def start(self) -> "Command":
+        from .nsutil import preexec_enter
+        if self.output_dir:
+            os.makedirs(self.output_dir, exist_ok=True)
+            self.output_path = os.path.join(self.output_dir, f"{self.host.role}.{self.name}.output.txt")
+            out = open(self.output_path, "wb")
+        else:
+            out = subprocess.DEVNULL
+        try:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                         preexec_fn=preexec_enter(self.host.netns))
+        except FileNotFoundError:
+            raise StepError(f"{self.host.role}: command {self.argv[0]!r} not found") from None
+        finally:
+            if out is not subprocess.DEVNULL:
+                out.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 10.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise StepTimeout(f"{self.host.role}: {' '.join(self.argv)} still running after {timeout} s") from None
+
+    def output(self) -> str:
+        if not self.output_path:
+            return ""
+        with open(self.output_path, errors="replace") as fh:
+            return fh.read()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """SIGTERM, then SIGKILL if it has not gone within `timeout`."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

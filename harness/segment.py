@@ -1,0 +1,106 @@
+"""A TCP segment as the harness sees it: direction, tcpdump flags, relative seq/ack, options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+# tcpdump prints flags in this order, with "." for ACK last (e.g. "S.", "FP.", "R.").
+FLAG_ORDER = (("F", 0x01), ("S", 0x02), ("R", 0x04), ("P", 0x08), ("U", 0x20), ("E", 0x40), ("W", 0x80))
+ACK = 0x10
+
+
+def flags_text(bits: int) -> str:
+    """tcpdump's spelling of a TCP flags byte: 0x12 -> 'S.', 0x10 -> '.'."""
+    text = "".join(ch for ch, bit in FLAG_ORDER if bits & bit)
+    return text + "." if bits & ACK else text
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One TCP segment on the link, with sequence numbers relative to each side's ISN (ISN = 0)."""
+
+    time: float                 # CLOCK_MONOTONIC seconds, comparable with calls and transitions
+    src: str                    # "client" or "server" (the host the segment left)
+    dst: str
+    flags: str                  # tcpdump notation: "S", "S.", ".", "P.", "F.", "FP.", "R", "R."
+    seq: int                    # relative sequence number of the first byte (SYN = 0)
+    length: int                 # payload bytes
+    ack: int | None = None      # relative acknowledgment number, None when the ACK flag is off
+    win: int = 0                # raw window field (unscaled)
+    options: tuple = ()         # (("mss", 1460), ("sackOK", None), ("TS", (val, ecr)), ("nop", None), ("wscale", 7))
+    sport: int = 0
+    dport: int = 0
+    dropped_by: str | None = None   # name of the fault rule that dropped it on arrival, if any
+    raw_seq: int = 0            # absolute numbers, kept for the pcap cross-reference only
+    raw_ack: int = 0
+
+    @property
+    def end(self) -> int:
+        """tcpdump's 'start:end(len)' end: seq plus payload length."""
+        return self.seq + self.length
+
+    def option(self, name, default=None):
+        """Value of the first option called `name` ("mss", "wscale", "TS", "sackOK", ...)."""
+        for key, value in self.options:
+            if key == name:
+                return value
+        return default
+
+    def has(self, flag: str) -> bool:
+        """True when the segment carries the flag letter ("S", "F", "R", "P", or "." for ACK)."""
+        return flag in self.flags
+
+    def with_drop(self, rule: str) -> "Segment":
+        return replace(self, dropped_by=rule)
+
+    def options_text(self) -> str:
+        parts = []
+        for key, value in self.options:
+            if key == "TS":
+                parts.append(f"TS val {value[0]} ecr {value[1]}")
+            elif value is None:
+                parts.append(key)
+            elif key == "sack":
+                parts.append("sack " + " ".join(f"{a}:{b}" for a, b in value))
+            else:
+                parts.append(f"{key} {value}")
+        return ",".join(parts)
+
+    def text(self, *, options: bool = True, win: bool = False) -> str:
+        """The segment in the expectation notation, e.g. 'client > server  S. 0:0(0) ack 1 <mss 1460>'."""
+        out = f"{self.src} > {self.dst}  {self.flags:<3} {self.seq}:{self.end}({self.length})"
+        if self.ack is not None:
+            out += f" ack {self.ack}"
+        if win:
+            out += f" win {self.win}"
+        if options and self.options:
+            out += f" <{self.options_text()}>"
+        if self.dropped_by:
+            out += " (dropped)"
+        return out
+
+    def __str__(self) -> str:
+        return self.text()
+
+
+@dataclass
+class SegmentList:
+    """The ordered segments of one case; a thin list with the helpers cases reach for."""
+
+    items: list = field(default_factory=list)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+    def where(self, src=None, flags=None) -> list:
+        """Segments from `src` whose flags contain every letter of `flags`."""
+        return [s for s in self.items if (src is None or s.src == src) and (flags is None or all(f in s.flags for f in flags))]
+
+    def text(self) -> str:
+        return "\n".join(s.text() for s in self.items)

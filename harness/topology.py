@@ -1,0 +1,227 @@
+"""A pair of hosts, each its own network namespace, joined by one veth link.
+
+Everything is created through netlink (pyroute2) and every change is undone last-in-first-out when
+the `Topology` context ends, also on failure. Addresses come from 198.18.0.0/15 and 2001:db8::/32,
+different for every test of every process so concurrent runs never share an address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import os
+import subprocess
+from dataclasses import dataclass, field
+
+from pyroute2 import IPRoute
+from pyroute2 import netns as pr_netns
+
+from . import names, nsutil
+from .errors import CommandError, SetupError
+
+IFA_F_NODAD = 0x02
+NUD_PERMANENT = 0x80
+# IPv6 addresses are usable at once: no duplicate address detection, no router solicitations.
+NS_DEFAULT_SYSCTLS = {
+    "net.ipv6.conf.all.accept_dad": 0,
+    "net.ipv6.conf.default.accept_dad": 0,
+    "net.ipv6.conf.all.router_solicitations": 0,
+    "net.ipv6.conf.default.router_solicitations": 0,
+}
+FAMILIES = {"ipv4": 4, "ipv6": 6}
+
+
+@dataclass
+class Host:
+    """One end of the link: a role name ('client', 'server'), its namespace, interface and addresses."""
+
+    role: str
+    netns: str
+    ifname: str
+    ipv4: str
+    ipv6: str
+    mac: str = ""
+    sysctls: dict = field(default_factory=dict)
+
+    @property
+    def netns_path(self) -> str:
+        return nsutil.netns_path(self.netns)
+
+    def addr(self, family: str | int = "ipv4") -> str:
+        """This host's address in `family` ('ipv4'/'ipv6' or 4/6)."""
+        return self.ipv6 if FAMILIES.get(family, family) == 6 else self.ipv4
+
+    def mac_bytes(self) -> bytes:
+        return bytes.fromhex(self.mac.replace(":", ""))
+
+    def set_sysctl(self, key: str, value) -> None:
+        """Set a sysctl inside this host's namespace only (e.g. 'net.ipv4.tcp_fin_timeout')."""
+        nsutil.run_in(nsutil.write_sysctl, key, value, netns=self.netns)
+        self.sysctls[key] = str(value)
+
+    def get_sysctl(self, key: str) -> str:
+        return nsutil.run_in(nsutil.read_sysctl, key, netns=self.netns)
+
+    def run(self, argv, *, check=True, timeout=10.0, input=None) -> subprocess.CompletedProcess:
+        """Run a command inside this host's namespace and wait for it; a failure raises CommandError."""
+        try:
+            proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout,
+                                  preexec_fn=nsutil.preexec_enter(self.netns))
+        except FileNotFoundError:
+            raise SetupError(f"command {argv[0]!r} not found; install it (see README set-up)") from None
+        if check and proc.returncode != 0:
+            raise CommandError(argv, proc.returncode, proc.stdout, proc.stderr)
+        return proc
+
+
+class Topology(contextlib.AbstractContextManager):
+    """Two namespaces joined by a veth link: `with Topology() as topo: topo.client, topo.server`."""
+
+    def __init__(self, *, mtu: int = 1500, sysctls: dict | None = None, roles=("client", "server"),
+                 index: int | None = None):
+        self.mtu = mtu
+        self.roles = tuple(roles)
+        self.index = names.next_index() if index is None else index
+        self.extra_sysctls = dict(sysctls or {})
+        self.hosts: dict[str, Host] = {}
+        self._stack = contextlib.ExitStack()
+
+    def __getattr__(self, role):
+        hosts = self.__dict__.get("hosts", {})
+        if role in hosts:
+            return hosts[role]
+        raise AttributeError(role)
+
+    def peer_of(self, host: Host) -> Host:
+        a, b = self.hosts.values()
+        return b if host is a else a
+
+    def host_by_address(self) -> dict:
+        """Map every host address to its role name, for naming packet directions."""
+        out = {}
+        for h in self.hosts.values():
+            out[h.ipv4] = h.role
+            out[str(ipaddress.ip_address(h.ipv6))] = h.role
+        return out
+
+    def __enter__(self):
+        try:
+            self._build()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self._stack.close()
+        return False
+
+    def close(self):
+        self._stack.close()
+
+    # -- building ---------------------------------------------------------------------------
+    def _build(self):
+        v4, v6 = addresses(self.index)
+        for i, role in enumerate(self.roles):
+            host = Host(role, names.resource_name(self.index, role), names.ifname(self.index, role), v4[i], v6[i])
+            self._create_netns(host.netns)
+            self.hosts[role] = host
+        a, b = (self.hosts[r] for r in self.roles)
+        fd_b = os.open(b.netns_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            # The veth is born inside the first namespace with its peer inside the second, so it
+            # never exists in the host's namespace and disappears with the namespaces.
+            nsutil.run_in(self._configure_first, a, b, fd_b, netns=a.netns)
+        finally:
+            os.close(fd_b)
+        nsutil.run_in(self._configure_other, b, a, netns=b.netns)
+        nsutil.run_in(self._add_neighbour, a, b, netns=a.netns)
+
+    def _create_netns(self, name: str):
+        nsutil.run_in(self._attach_new_netns, name, new=True)
+        self._stack.callback(remove_netns, name)
+
+    def _attach_new_netns(self, name):
+        pr_netns.attach(name, "thread-self")
+        for key, value in {**NS_DEFAULT_SYSCTLS, **self.extra_sysctls}.items():
+            nsutil.write_sysctl(key, value)
+
+    def _configure_first(self, a: Host, b: Host, fd_b: int):
+        with IPRoute() as ipr:
+            ipr.link("add", ifname=a.ifname, kind="veth", mtu=self.mtu,
+                     peer={"ifname": b.ifname, "net_ns_fd": fd_b, "mtu": self.mtu})
+            self._configure(ipr, a)
+
+    def _configure_other(self, b: Host, a: Host):
+        with IPRoute() as ipr:
+            self._configure(ipr, b)
+            self._add_neighbour_with(ipr, b, a)
+
+    def _add_neighbour(self, a: Host, b: Host):
+        with IPRoute() as ipr:
+            self._add_neighbour_with(ipr, a, b)
+
+    def _configure(self, ipr, host: Host):
+        idx = ipr.link_lookup(ifname=host.ifname)[0]
+        ipr.addr("add", index=idx, address=host.ipv4, prefixlen=30)
+        ipr.addr("add", index=idx, address=host.ipv6, prefixlen=64, flags=IFA_F_NODAD)
+        ipr.link("set", index=idx, state="up")
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        host.mac = ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS")
+        host.sysctls.update({k: str(v) for k, v in self.extra_sysctls.items()})
+
+    @staticmethod
+    def _add_neighbour_with(ipr, host: Host, peer: Host):
+        # Permanent neighbour entries: no ARP or neighbour discovery racing the first segment.
+        idx = ipr.link_lookup(ifname=host.ifname)[0]
+        for dst in (peer.ipv4, peer.ipv6):
+            ipr.neigh("add", dst=dst, lladdr=peer.mac, ifindex=idx, state=NUD_PERMANENT)
+
+    def _configure_order_check(self):  # pragma: no cover - documentation of the order above
+        """The first host's MAC is known after _configure_first, the second's after _configure_other."""
+
+
+def addresses(index: int):
+    """IPv4 (/30) and IPv6 (/64) addresses for test `index` of this process: ([a, b], [a6, b6])."""
+    pid = os.getpid()
+    block = (pid * 64 + index) % (1 << 15)            # 2**15 /30 blocks in 198.18.0.0/15
+    base = int(ipaddress.IPv4Address("198.18.0.0")) + block * 4
+    v4 = [str(ipaddress.IPv4Address(base + 1)), str(ipaddress.IPv4Address(base + 2))]
+    net6 = f"2001:db8:{(pid >> 16) & 0xffff:x}:{pid & 0xffff:x}:{index & 0xffff:x}"
+    v6 = [str(ipaddress.IPv6Address(f"{net6}::1")), str(ipaddress.IPv6Address(f"{net6}::2"))]
+    return v4, v6
+
+
+def remove_netns(name: str) -> None:
+    """Kill what still runs inside the namespace and remove it; 'already gone' is not an error."""
+    path = nsutil.netns_path(name)
+    kill_processes_in(path)
+    try:
+        pr_netns.remove(name)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.EINVAL):
+            raise
+
+
+def kill_processes_in(path: str, sig: int = 9) -> list[int]:
+    """SIGKILL every process whose network namespace is the one bound at `path`; return their pids."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return []
+    killed = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ns = os.stat(f"/proc/{entry}/ns/net")
+        except OSError:
+            continue
+        if (ns.st_dev, ns.st_ino) == (st.st_dev, st.st_ino):
+            try:
+                os.kill(int(entry), sig)
+                killed.append(int(entry))
+            except ProcessLookupError:
+                pass
+    return killed

@@ -1,0 +1,214 @@
+"""tracefs instances of our own for the `sock:inet_sock_set_state` tracepoint.
+
+Each case reads from an instance of its own (own buffer, trace_clock=mono so event times compare
+with time.monotonic()). Creating an instance costs ~30 ms and removing one ~40 ms on this kind of
+machine (RCU grace periods in the kernel), so a per-process `InstancePool` prepares the next instance
+in a background thread while a case runs and removes used ones behind it; `close()` (at exit, on
+SIGTERM) waits until every instance it made is gone.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import errno
+import os
+import queue
+import threading
+
+from . import names
+from .errors import SetupError
+
+TRACEFS = "/sys/kernel/tracing"
+EVENT = "events/sock/inet_sock_set_state"
+
+
+def ensure_mounted() -> str | None:
+    """Mount tracefs if needed; return None when usable, else the reason it is not."""
+    if os.path.isdir(os.path.join(TRACEFS, "instances")):
+        return _event_missing()
+    if not os.path.isdir(TRACEFS):
+        return f"{TRACEFS} does not exist (kernel built without tracefs)"
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"nodev", TRACEFS.encode(), b"tracefs", 0, None) != 0:
+        err = ctypes.get_errno()
+        return f"cannot mount tracefs at {TRACEFS}: {os.strerror(err)} (needs root / CAP_SYS_ADMIN)"
+    return _event_missing()
+
+
+def _event_missing():
+    if not os.path.isdir(os.path.join(TRACEFS, EVENT)):
+        return f"tracepoint sock:inet_sock_set_state not present under {TRACEFS}/events"
+    return None
+
+
+def _write(path, value):
+    with open(path, "w") as fh:
+        fh.write(value)
+
+
+class Instance:
+    """One tracefs instance with the state-change event enabled and the mono clock."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.path = os.path.join(TRACEFS, "instances", name)
+        os.mkdir(self.path)
+        try:
+            _write(os.path.join(self.path, "trace_clock"), "mono")
+            _write(os.path.join(self.path, EVENT, "filter"), "protocol == 6")
+            _write(os.path.join(self.path, EVENT, "enable"), "1")
+        except BaseException:
+            remove_instance(self.path)
+            raise
+        self._pipe = None
+
+    def read(self) -> str:
+        """Consume and return whatever the instance has buffered so far (never blocks)."""
+        if self._pipe is None:
+            self._pipe = os.open(os.path.join(self.path, "trace_pipe"), os.O_RDONLY | os.O_NONBLOCK)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(self._pipe, 1 << 16)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+
+    def fileno(self) -> int:
+        self.read()
+        return self._pipe
+
+    def close_reader(self):
+        if self._pipe is not None:
+            os.close(self._pipe)
+            self._pipe = None
+
+
+def remove_instance(path: str) -> None:
+    """Disable the event and remove the instance; 'already gone' is fine, anything else raises."""
+    try:
+        _write(os.path.join(path, EVENT, "enable"), "0")
+    except FileNotFoundError:
+        return
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+
+
+class InstancePool:
+    """Hands out ready instances and removes used ones off the case's critical path."""
+
+    def __init__(self):
+        self._ready: queue.Queue = queue.Queue()
+        self._jobs: queue.Queue = queue.Queue()
+        self._made: set[str] = set()
+        self._errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._work, name="tracefs-pool", daemon=True)
+        self._thread.start()
+        self._jobs.put(("make", None))
+
+    def _work(self):
+        while True:
+            job, arg = self._jobs.get()
+            try:
+                if job == "make":
+                    self._ready.put(self._make())
+                elif job == "remove":
+                    remove_instance(arg.path)
+                    self._made.discard(arg.name)
+                elif job == "stop":
+                    return
+            except BaseException as exc:   # reported to the next caller, never lost
+                self._errors.append(exc)
+                if job == "make":
+                    self._ready.put(exc)
+            finally:
+                self._jobs.task_done()
+
+    def _make(self) -> Instance:
+        name = names.resource_name(names.next_index(), "trace")
+        self._made.add(name)
+        return Instance(name)
+
+    def get(self, timeout: float = 10.0) -> Instance:
+        """A ready instance (prepared in the background), and start preparing the next."""
+        try:
+            item = self._ready.get(timeout=timeout)
+        except queue.Empty:
+            raise SetupError(f"tracefs: no instance prepared within {timeout} s") from None
+        self._jobs.put(("make", None))
+        if isinstance(item, BaseException):
+            raise SetupError(f"tracefs: cannot create an instance: {item}") from item
+        return item
+
+    def release(self, inst: Instance) -> None:
+        inst.close_reader()
+        self._jobs.put(("remove", inst))
+
+    def close(self) -> None:
+        """Remove every instance this pool made and stop its thread; safe to call twice."""
+        if not self._thread.is_alive():
+            return
+        self._jobs.put(("stop", None))
+        self._thread.join(timeout=30)
+        while not self._ready.empty():
+            item = self._ready.get()
+            if isinstance(item, Instance):
+                self._made.discard(item.name)
+                remove_instance(item.path)
+        for name in list(self._made):
+            remove_instance(os.path.join(TRACEFS, "instances", name))
+            self._made.discard(name)
+
+
+_pool: InstancePool | None = None
+_pool_lock = threading.Lock()
+
+
+def pool() -> InstancePool:
+    """The process's pool, made on first use and closed at exit."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = InstancePool()
+            atexit.register(_pool.close)
+        return _pool
+
+
+def close_pool() -> None:
+    global _pool
+    with _pool_lock:
+        if _pool is not None:
+            _pool.close()
+            _pool = None
+
+
+def leftovers() -> list[str]:
+    """Our instances whose owner process is gone."""
+    base = os.path.join(TRACEFS, "instances")
+    try:
+        entries = os.listdir(base)
+    except OSError:
+        return []
+    out = []
+    for name in entries:
+        pid = names.owner_pid(name)
+        if pid is not None and not names.pid_alive(pid):
+            out.append(os.path.join(base, name))
+    return out
+
+
+def remove_quietly_busy(path: str) -> str | None:
+    """Remove a leftover instance; return an error text instead of raising (for `socklab cleanup`)."""
+    try:
+        remove_instance(path)
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            return f"{path}: busy (a reader still has it open)"
+        return f"{path}: {exc}"
+    return None
