@@ -57,17 +57,31 @@ def run_bench(repeat: int, cases_folder: str) -> int:
             pass
 
     rows = [("namespaces + link + addresses (+ teardown)", _time(topology_only, repeat))]
-    rows.append(("per-case overhead: topology, capture, trace, artifacts, teardown", _time(_lab_without_programs(tmp), repeat)))
+    rows.append(("empty labs back to back (no programs, no steps)", _time(_lab_without_programs(tmp), repeat)))
     with Topology() as topo:
         rows.append(("two socket programs started and stopped", _time(_programs_only(topo), repeat)))
     mod = _load_cases(cases_folder)
+    setup, teardown = [], []
     for name in CONNECTION_CASES:
         fn = getattr(mod, name)
         for family in ("ipv4", "ipv6"):
-            def one(fn=fn, family=family):
-                with Lab(family=family, artifacts_dir=os.path.join(tmp, name)) as lab:
+            walls = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                lab = Lab(family=family, artifacts_dir=os.path.join(tmp, name))
+                with lab:
+                    t1 = time.perf_counter()
                     fn(lab, family)
-            rows.append((f"{name}[{family}] end to end", _time(one, repeat)))
+                    t2 = time.perf_counter()
+                t3 = time.perf_counter()
+                walls.append(t3 - t0)
+                setup.append(t1 - t0)
+                teardown.append(t3 - t2)
+            rows.append((f"{name}[{family}] end to end", walls))
+    rows.insert(2, ("per-case overhead inside the connection cases: set-up + teardown",
+                    [a + b for a, b in zip(setup, teardown)]))
+    rows.insert(3, ("  of which set-up (topology, capture, trace, programs spawned)", setup))
+    rows.insert(4, ("  of which teardown (drain, artifacts, programs, namespaces)", teardown))
     width = max(len(r[0]) for r in rows)
     print(f"socklab bench: {repeat} runs each, medians (min .. max) in ms, on {os.cpu_count()} cores")
     for label, samples in rows:

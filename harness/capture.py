@@ -14,7 +14,7 @@ import socket
 import struct
 import time
 
-from . import nsutil
+from . import background, nsutil
 from .errors import StepTimeout, SocklabError
 from .segment import Segment, flags_text
 
@@ -26,12 +26,19 @@ RCVBUF = 32 << 20
 
 
 class Frame:
-    """One captured frame: raw bytes, monotonic and wall-clock times."""
+    """One captured frame: raw bytes, monotonic and wall-clock times, and its TCP fields once parsed."""
 
-    __slots__ = ("data", "mono", "wall")
+    __slots__ = ("data", "mono", "wall", "_tcp")
 
     def __init__(self, data, mono, wall):
         self.data, self.mono, self.wall = data, mono, wall
+        self._tcp = False                 # not parsed yet; None after parsing means "not TCP"
+
+    def tcp(self):
+        """(src, dst, sport, dport, seq, ack, flags, window, options, payload length) or None; parsed once."""
+        if self._tcp is False:
+            self._tcp = _parse_tcp(self.data)
+        return self._tcp
 
 
 class Capture:
@@ -58,11 +65,13 @@ class Capture:
     def __exit__(self, *exc):
         for s in (self._sock, self._send):
             if s is not None:
-                s.close()
+                background.submit(s.close)     # packet_release() waits for an RCU grace period
         return False
 
     def _open_tap(self):
-        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        # Protocol 0 at creation and the real one at bind(): the kernel then registers its packet hook
+        # once instead of registering, unregistering (an RCU wait) and registering again.
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         s.setsockopt(socket.SOL_SOCKET, 33, RCVBUF)     # SO_RCVBUFFORCE: room for a whole case
         s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         s.bind((self.tap.ifname, ETH_P_ALL))
@@ -70,8 +79,8 @@ class Capture:
         return s
 
     def _open_sender(self):
-        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(MARKER_ETHERTYPE))
-        s.bind((self.other.ifname, MARKER_ETHERTYPE))
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)   # send-only: no receive hook at all
+        s.bind((self.other.ifname, 0))
         return s
 
     # -- reading ----------------------------------------------------------------------------
@@ -139,51 +148,53 @@ class Capture:
         return to_segments(self.frames, self.topology.host_by_address(), self.drops)
 
     def write_pcap(self, path: str) -> None:
-        """Write every captured frame (ARP, ND and all) as a pcap file Wireshark opens."""
-        from scapy.layers.l2 import Ether
-        from scapy.utils import wrpcap
-        pkts = []
-        for f in self.frames:
-            p = Ether(f.data)
-            p.time = f.wall
-            pkts.append(p)
-        wrpcap(path, pkts)
+        """Write every captured frame (ARP, ND and all) as a nanosecond pcap file Wireshark opens."""
+        from scapy.utils import RawPcapWriter
+        with RawPcapWriter(path, linktype=1, nano=True, sync=False) as out:
+            out.write_header(None)
+            for f in self.frames:
+                sec = int(f.wall)
+                out.write_packet(f.data, sec=sec, usec=int(round((f.wall - sec) * 1e9)))
 
 
-def to_segments(frames, roles_by_addr: dict, drops=()) -> list[Segment]:
-    """Parse frames into Segments; sequence numbers relative to each flow direction's ISN."""
+def _parse_tcp(data: bytes):
     from scapy.layers.inet import IP, TCP
     from scapy.layers.inet6 import IPv6
     from scapy.layers.l2 import Ether
 
+    pkt = Ether(data)
+    ip = pkt.getlayer(IP) or pkt.getlayer(IPv6)
+    if ip is None or not pkt.haslayer(TCP):
+        return None
+    tcp = pkt[TCP]
+    payload = len(bytes(tcp.payload))
+    if isinstance(ip, IP):
+        payload = min(payload, ip.len - ip.ihl * 4 - tcp.dataofs * 4)   # Ethernet padding is not data
+    else:
+        payload = min(payload, ip.plen - tcp.dataofs * 4)
+    return (str(ip.src), str(ip.dst), tcp.sport, tcp.dport, tcp.seq, tcp.ack, int(tcp.flags), tcp.window,
+            _options(tcp.options), payload)
+
+
+def to_segments(frames, roles_by_addr: dict, drops=()) -> list[Segment]:
+    """Parse frames into Segments; sequence numbers relative to each flow direction's ISN."""
     isn: dict = {}
     out = []
     for f in frames:
-        pkt = Ether(f.data)
-        ip = pkt.getlayer(IP) or pkt.getlayer(IPv6)
-        if ip is None or not pkt.haslayer(TCP):
+        fields = f.tcp()
+        if fields is None:
             continue
-        tcp = pkt[TCP]
-        src, dst = str(ip.src), str(ip.dst)
-        fwd = (src, tcp.sport, dst, tcp.dport)
-        rev = (dst, tcp.dport, src, tcp.sport)
-        bits = int(tcp.flags)
-        if bits & 0x02 and isn.get(fwd) != tcp.seq:
-            isn[fwd] = tcp.seq          # a SYN with a new ISN starts a new connection on this 4-tuple
-        base = isn.setdefault(fwd, tcp.seq)
-        payload = len(bytes(tcp.payload))
-        if isinstance(ip, IP):
-            payload = min(payload, ip.len - ip.ihl * 4 - tcp.dataofs * 4)   # Ethernet padding is not data
-        else:
-            payload = min(payload, ip.plen - tcp.dataofs * 4)
+        src, dst, sport, dport, seq, ack_no, bits, win, options, payload = fields
+        fwd, rev = (src, sport, dst, dport), (dst, dport, src, sport)
+        if bits & 0x02 and isn.get(fwd) != seq:
+            isn[fwd] = seq              # a SYN with a new ISN starts a new connection on this 4-tuple
+        base = isn.setdefault(fwd, seq)
         ack = None
         if bits & 0x10:
-            ack = (tcp.ack - isn[rev]) % (1 << 32) if rev in isn else tcp.ack
-        seg = Segment(time=f.mono, src=roles_by_addr.get(src, src), dst=roles_by_addr.get(dst, dst),
-                      flags=flags_text(bits), seq=(tcp.seq - base) % (1 << 32), length=payload, ack=ack,
-                      win=tcp.window, options=_options(tcp.options), sport=tcp.sport, dport=tcp.dport,
-                      raw_seq=tcp.seq, raw_ack=tcp.ack)
-        out.append(seg)
+            ack = (ack_no - isn[rev]) % (1 << 32) if rev in isn else ack_no
+        out.append(Segment(time=f.mono, src=roles_by_addr.get(src, src), dst=roles_by_addr.get(dst, dst),
+                           flags=flags_text(bits), seq=(seq - base) % (1 << 32), length=payload, ack=ack, win=win,
+                           options=options, sport=sport, dport=dport, raw_seq=seq, raw_ack=ack_no))
     return _mark_drops(out, drops)
 
 

@@ -54,6 +54,8 @@ class Lab(contextlib.AbstractContextManager):
         self._stack = contextlib.ExitStack()
         self._finished = False
         self.faults = None
+        self.claim: str | None = None
+        self.verdicts: list[dict] = []
 
     # -- set-up and tear-down ---------------------------------------------------------------
     def __enter__(self):
@@ -244,6 +246,23 @@ class Lab(contextlib.AbstractContextManager):
         expect.expect_transitions(hist.states(), text)
         return hist
 
+    # -- verdicts ---------------------------------------------------------------------------------
+    def verdict(self, holds: bool, observed: str, *, setting: str | None = None, claim: str | None = None) -> str:
+        """Record the article's claim against what this run observed.
+
+        confirmed when `holds`; differs when it does not hold here but `setting` names the setting
+        under which it does (the case observed both); refuted otherwise. `observed` says what the
+        kernel did, in a sentence, from the run's own data.
+        """
+        claim = claim or self.claim
+        if not claim:
+            raise expect.ExpectationFailed("verdict() needs the article's claim: mark the case "
+                                           "@pytest.mark.claim('...') or pass claim=")
+        word = "confirmed" if holds else ("differs" if setting else "refuted")
+        self.verdicts.append({"claim": claim, "verdict": word, "observed": observed, "setting": setting})
+        self.note(f"verdict: {word}: {observed}" + (f" (decided by {setting})" if setting else ""))
+        return word
+
     # -- artifacts -------------------------------------------------------------------------------
     def finish(self):
         """Drain the observers and write the artifacts; runs once, at the end of the case."""
@@ -292,6 +311,8 @@ class Lab(contextlib.AbstractContextManager):
             fh.write(self.timeline.text())
         with open(os.path.join(d, "timeline.json"), "w") as fh:
             json.dump(self.timeline.to_json(), fh, indent=1)
+        with open(os.path.join(d, "verdict.json"), "w") as fh:
+            json.dump(self.verdicts, fh, indent=1)
         with open(os.path.join(d, "steps.json"), "w") as fh:
             json.dump([c.to_json() for c in self.calls], fh, indent=1)
 

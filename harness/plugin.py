@@ -34,6 +34,7 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     for line in ("article(id): the article an experiment comes from (000..004)",
                  "experiment(id): the experiment id from EXPERIMENTS.md",
+                 "claim(text): the article's claim, in our own words; the case records a verdict on it",
                  "families(*names): restrict the family parametrisation, e.g. families('ipv4')",
                  "slow: a case that waits out a long protocol timer; runs only with --socklab-slow",
                  "privileged: needs root (set on every case that uses a lab)"):
@@ -158,8 +159,14 @@ def lab(request, privileged, lab_mtu, lab_sysctls):
     family = request.getfixturevalue("family") if "family" in request.fixturenames else "ipv4"
     with Lab(family=family, mtu=lab_mtu, sysctls=lab_sysctls, artifacts_dir=_case_dir(request.config, request.node.nodeid),
              ss_each_step=request.config.getoption("--socklab-ss-each-step"), name=request.node.nodeid) as the_lab:
+        claim = request.node.get_closest_marker("claim")
+        the_lab.claim = claim.args[0] if claim else None
         request.node.socklab_lab = the_lab
         yield the_lab
+        if claim and not the_lab.verdicts and not getattr(request.node, "socklab_failed", False):
+            pytest.fail(f"case carries a claim but recorded no verdict: call lab.verdict(...)", pytrace=False)
+        for v in the_lab.verdicts:
+            request.node.user_properties.append(("verdict", f"{v['verdict']}: {v['observed']}"))
 
 
 @pytest.fixture
@@ -178,6 +185,8 @@ def server(lab):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
+    if rep.when == "call" and rep.failed:
+        item.socklab_failed = True
     the_lab = getattr(item, "socklab_lab", None)
     if the_lab is not None and rep.when == "call" and rep.failed and the_lab.artifacts_dir:
         rep.sections.append(("socklab", f"artifacts: {the_lab.artifacts_dir}"))

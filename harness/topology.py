@@ -124,43 +124,39 @@ class Topology(contextlib.AbstractContextManager):
     def _build(self):
         v4, v6 = addresses(self.index)
         for i, role in enumerate(self.roles):
-            host = Host(role, names.resource_name(self.index, role), names.ifname(self.index, role), v4[i], v6[i])
-            self._create_netns(host.netns)
-            self.hosts[role] = host
+            self.hosts[role] = Host(role, names.resource_name(self.index, role), names.ifname(self.index, role),
+                                    v4[i], v6[i])
+        for host in self.hosts.values():
+            self._stack.callback(remove_netns, host.netns)   # registered first: removal is safe if creation fails
+        # One thread does all of it: setns() moves only that thread, which ends with the work.
+        nsutil.run_in(self._build_in_thread, new=True)
+
+    def _build_in_thread(self):
         a, b = (self.hosts[r] for r in self.roles)
-        fd_b = os.open(b.netns_path, os.O_RDONLY | os.O_CLOEXEC)
+        fds = {}
         try:
-            # The veth is born inside the first namespace with its peer inside the second, so it
-            # never exists in the host's namespace and disappears with the namespaces.
-            nsutil.run_in(self._configure_first, a, b, fd_b, netns=a.netns)
+            for host in (a, b):
+                if host is b:
+                    nsutil.unshare_net()
+                pr_netns.attach(host.netns, "thread-self")
+                for key, value in {**NS_DEFAULT_SYSCTLS, **self.extra_sysctls}.items():
+                    nsutil.write_sysctl(key, value)
+                fds[host.role] = os.open(host.netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            nsutil.setns(fds[a.role])
+            with IPRoute() as ipr_a:
+                # The veth is born inside the first namespace with its peer inside the second, so it
+                # never exists in the host's namespace and disappears with the namespaces.
+                ipr_a.link("add", ifname=a.ifname, kind="veth", mtu=self.mtu,
+                           peer={"ifname": b.ifname, "net_ns_fd": fds[b.role], "mtu": self.mtu})
+                self._configure(ipr_a, a)
+                nsutil.setns(fds[b.role])
+                with IPRoute() as ipr_b:      # a netlink socket lives in the namespace it was opened in
+                    self._configure(ipr_b, b)
+                    self._add_neighbour(ipr_b, b, a)
+                self._add_neighbour(ipr_a, a, b)
         finally:
-            os.close(fd_b)
-        nsutil.run_in(self._configure_other, b, a, netns=b.netns)
-        nsutil.run_in(self._add_neighbour, a, b, netns=a.netns)
-
-    def _create_netns(self, name: str):
-        nsutil.run_in(self._attach_new_netns, name, new=True)
-        self._stack.callback(remove_netns, name)
-
-    def _attach_new_netns(self, name):
-        pr_netns.attach(name, "thread-self")
-        for key, value in {**NS_DEFAULT_SYSCTLS, **self.extra_sysctls}.items():
-            nsutil.write_sysctl(key, value)
-
-    def _configure_first(self, a: Host, b: Host, fd_b: int):
-        with IPRoute() as ipr:
-            ipr.link("add", ifname=a.ifname, kind="veth", mtu=self.mtu,
-                     peer={"ifname": b.ifname, "net_ns_fd": fd_b, "mtu": self.mtu})
-            self._configure(ipr, a)
-
-    def _configure_other(self, b: Host, a: Host):
-        with IPRoute() as ipr:
-            self._configure(ipr, b)
-            self._add_neighbour_with(ipr, b, a)
-
-    def _add_neighbour(self, a: Host, b: Host):
-        with IPRoute() as ipr:
-            self._add_neighbour_with(ipr, a, b)
+            for fd in fds.values():
+                os.close(fd)
 
     def _configure(self, ipr, host: Host):
         idx = ipr.link_lookup(ifname=host.ifname)[0]
@@ -172,14 +168,11 @@ class Topology(contextlib.AbstractContextManager):
         host.sysctls.update({k: str(v) for k, v in self.extra_sysctls.items()})
 
     @staticmethod
-    def _add_neighbour_with(ipr, host: Host, peer: Host):
+    def _add_neighbour(ipr, host: Host, peer: Host):
         # Permanent neighbour entries: no ARP or neighbour discovery racing the first segment.
         idx = ipr.link_lookup(ifname=host.ifname)[0]
         for dst in (peer.ipv4, peer.ipv6):
             ipr.neigh("add", dst=dst, lladdr=peer.mac, ifindex=idx, state=NUD_PERMANENT)
-
-    def _configure_order_check(self):  # pragma: no cover - documentation of the order above
-        """The first host's MAC is known after _configure_first, the second's after _configure_other."""
 
 
 def addresses(index: int):

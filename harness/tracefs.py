@@ -13,10 +13,11 @@ import atexit
 import ctypes
 import errno
 import os
-import queue
 import threading
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
 
-from . import names
+from . import background, names
 from .errors import SetupError
 
 TRACEFS = "/sys/kernel/tracing"
@@ -94,41 +95,28 @@ def remove_instance(path: str) -> None:
         _write(os.path.join(path, EVENT, "enable"), "0")
     except FileNotFoundError:
         return
-    try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        pass
+    # rmdir answers EBUSY while the kernel still holds a reference (a reader's file being released,
+    # a fork that has not exec'd yet); retry briefly before calling it a failure.
+    delay, deadline = 0.002, time.monotonic() + 3.0
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise
+        threading.Event().wait(delay)
+        delay = min(delay * 2, 0.2)
 
 
 class InstancePool:
-    """Hands out ready instances and removes used ones off the case's critical path."""
+    """Hands out ready instances; preparing and removing them happens in the background."""
 
     def __init__(self):
-        self._ready: queue.Queue = queue.Queue()
-        self._jobs: queue.Queue = queue.Queue()
         self._made: set[str] = set()
-        self._errors: list[BaseException] = []
-        self._thread = threading.Thread(target=self._work, name="tracefs-pool", daemon=True)
-        self._thread.start()
-        self._jobs.put(("make", None))
-
-    def _work(self):
-        while True:
-            job, arg = self._jobs.get()
-            try:
-                if job == "make":
-                    self._ready.put(self._make())
-                elif job == "remove":
-                    remove_instance(arg.path)
-                    self._made.discard(arg.name)
-                elif job == "stop":
-                    return
-            except BaseException as exc:   # reported to the next caller, never lost
-                self._errors.append(exc)
-                if job == "make":
-                    self._ready.put(exc)
-            finally:
-                self._jobs.task_done()
+        self._next = background.submit(self._make)
 
     def _make(self) -> Instance:
         name = names.resource_name(names.next_index(), "trace")
@@ -136,31 +124,32 @@ class InstancePool:
         return Instance(name)
 
     def get(self, timeout: float = 10.0) -> Instance:
-        """A ready instance (prepared in the background), and start preparing the next."""
+        """A ready instance (prepared while the previous case ran), and start preparing the next."""
+        fut, self._next = self._next, background.submit(self._make)
         try:
-            item = self._ready.get(timeout=timeout)
-        except queue.Empty:
+            return fut.result(timeout)
+        except FutureTimeout:
             raise SetupError(f"tracefs: no instance prepared within {timeout} s") from None
-        self._jobs.put(("make", None))
-        if isinstance(item, BaseException):
-            raise SetupError(f"tracefs: cannot create an instance: {item}") from item
-        return item
+        except OSError as exc:
+            raise SetupError(f"tracefs: cannot create an instance: {exc}") from exc
 
     def release(self, inst: Instance) -> None:
+        """Stop reading and remove the instance (in the background: the rmdir waits ~40 ms)."""
         inst.close_reader()
-        self._jobs.put(("remove", inst))
+        background.submit(self._remove, inst)
+
+    def _remove(self, inst: Instance) -> None:
+        remove_instance(inst.path)
+        self._made.discard(inst.name)
 
     def close(self) -> None:
-        """Remove every instance this pool made and stop its thread; safe to call twice."""
-        if not self._thread.is_alive():
-            return
-        self._jobs.put(("stop", None))
-        self._thread.join(timeout=30)
-        while not self._ready.empty():
-            item = self._ready.get()
-            if isinstance(item, Instance):
-                self._made.discard(item.name)
-                remove_instance(item.path)
+        """Remove every instance this pool made, the prepared spare included; safe to call twice."""
+        try:
+            spare = self._next.result(30)
+            self._remove(spare)
+        except Exception:
+            pass
+        background.flush()
         for name in list(self._made):
             remove_instance(os.path.join(TRACEFS, "instances", name))
             self._made.discard(name)
