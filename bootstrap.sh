@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Set up socklab on a Debian 12 machine (as root) and run it:
+#   ./bootstrap.sh run    the experiments: HTML report and results under reports/
+#   ./bootstrap.sh test   the test suite (harness tests and every case), in parallel
+# Set-up is idempotent: system tools from Debian's packages when missing, a virtualenv in .venv.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need_pkgs=()
+command -v ss >/dev/null 2>&1 || need_pkgs+=(iproute2)
+command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "bootstrap: missing ${need_pkgs[*]}; as root run: apt-get install -y ${need_pkgs[*]}" >&2
+        exit 4
+    fi
+    echo "bootstrap: installing ${need_pkgs[*]} from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[report]'
+
+case "${1:-}" in
+    run)  shift; exec .venv/bin/socklab run "$@" ;;
+    test) shift; exec .venv/bin/python -m pytest -n 2 "$@" ;;
+    *)    echo "usage: $0 run|test [extra arguments]" >&2; exit 2 ;;
+esac
