@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import json
 import os
+import threading
 import time
 
 from . import expect, ss, trace, tracefs
@@ -139,6 +140,11 @@ class Lab(contextlib.AbstractContextManager):
         """Set a sysctl inside one host's namespace for the rest of the case."""
         self.topology.hosts[role].set_sysctl(key, value)
         self.note(f"sysctl {key}={value}", side=role)
+
+    def hold(self, seconds: float, why: str) -> None:
+        """A pause that is part of the experiment (keep a state for a moment), named in the timeline."""
+        self.note(f"hold {seconds:g} s: {why}")
+        threading.Event().wait(seconds)
 
     def note(self, text: str, side: str = "client") -> None:
         t = time.monotonic()
@@ -288,6 +294,45 @@ class Lab(contextlib.AbstractContextManager):
         if self.artifacts_dir:
             self._write_artifacts(segs)
 
+    def record(self, segs=None) -> dict:
+        """Everything observed in this case as plain data (case.json), for results and reports."""
+        segs = self.capture.segments() if segs is None else segs
+        t0 = self.start
+        hists = []
+        if self.trace is not None:
+            try:
+                hists = trace.group_by_socket(self.own_transitions(), self.addresses())
+            except trace.TraceEventsLost as exc:
+                hists = trace.group_by_socket(exc.transitions, self.addresses())
+        return {
+            "name": self.name, "family": self.family, "mtu": self.mtu,
+            "sysctls": {k: str(v) for k, v in self.sysctls.items()},
+            "host_sysctls": {r: dict(h.sysctls) for r, h in self.topology.hosts.items()},
+            "hosts": {r: {"ipv4": h.ipv4, "ipv6": h.ipv6} for r, h in self.topology.hosts.items()},
+            "claim": self.claim, "verdicts": self.verdicts,
+            "duration": round(self.end - t0, 6),
+            "calls": [dict(c.to_json(), t0=round(c.t0 - t0, 6), t1=round(c.t1 - t0, 6)) for c in self.calls],
+            "segments": [{"t": round(s.time - t0, 6), "src": s.src, "dst": s.dst, "flags": s.flags, "seq": s.seq,
+                          "len": s.length, "ack": s.ack, "win": s.win, "options": [list(o) for o in s.options],
+                          "sport": s.sport, "dport": s.dport, "dropped_by": s.dropped_by, "text": s.text()}
+                         for s in segs],
+            "ss": [{"t": round(sn.time - t0, 6), "role": getattr(sn, "role", None), "label": sn.label, "text": sn.text,
+                    "rows": [{"state": r.state, "recv_q": r.recv_q, "send_q": r.send_q, "local": r.local,
+                              "local_port": r.local_port, "peer": r.peer, "peer_port": r.peer_port,
+                              "timer": None if r.timer is None else [r.timer.name, r.timer.remaining, r.timer.retrans]}
+                             for r in sn.rows]}
+                   for sn in self.snapshots],
+            "transitions": [{"local": h.key[0], "local_role": self._role_of(h.key[0]), "local_port": h.key[1],
+                             "peer": h.key[2], "peer_role": self._role_of(h.key[2]), "peer_port": h.key[3],
+                             "states": h.states(), "times": [round(t.time - t0, 6) for t in h.transitions]}
+                            for h in hists],
+            "faults": [{"t": round(t - t0, 6), "role": role, "text": text} for t, role, text in (self.faults.events if self.faults else [])],
+            "notes": [{"t": round(t - t0, 6), "text": text} for t, text in self.notes],
+            "trace_unavailable": self.trace_unavailable,
+            "artifacts": {"pcap": "packets.pcap", "ss": "ss.txt", "timeline": "timeline.txt", "segments": "segments.txt",
+                          "transitions": "transitions.txt", "steps": "steps.json"},
+        }
+
     def _role_of(self, address: str) -> str:
         for role, h in self.topology.hosts.items():
             if address in (h.ipv4, h.ipv6):
@@ -313,6 +358,8 @@ class Lab(contextlib.AbstractContextManager):
             json.dump(self.timeline.to_json(), fh, indent=1)
         with open(os.path.join(d, "verdict.json"), "w") as fh:
             json.dump(self.verdicts, fh, indent=1)
+        with open(os.path.join(d, "case.json"), "w") as fh:
+            json.dump(self.record(segs), fh, indent=1)
         with open(os.path.join(d, "steps.json"), "w") as fh:
             json.dump([c.to_json() for c in self.calls], fh, indent=1)
 

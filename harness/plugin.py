@@ -6,6 +6,7 @@ run; the root conftest.py only points pytest at the cases.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -190,3 +191,29 @@ def pytest_runtest_makereport(item, call):
     the_lab = getattr(item, "socklab_lab", None)
     if the_lab is not None and rep.when == "call" and rep.failed and the_lab.artifacts_dir:
         rep.sections.append(("socklab", f"artifacts: {the_lab.artifacts_dir}"))
+    _record_outcome(item, rep)
+
+
+def _record_outcome(item, rep):
+    """outcome.json in the case's folder: the pytest outcome and ids the results file is built from."""
+    if rep.when == "setup" and rep.passed:
+        return
+    if rep.when == "teardown" and rep.passed and os.path.exists(_outcome_path(item)):
+        return
+    exp, art = item.get_closest_marker("experiment"), item.get_closest_marker("article")
+    fam = item.callspec.params.get("family") if hasattr(item, "callspec") else None
+    data = {"nodeid": item.nodeid, "experiment": exp.args[0] if exp else None, "article": art.args[0] if art else None,
+            "family": fam, "when": rep.when, "outcome": rep.outcome,
+            "longrepr": str(rep.longrepr)[:20000] if rep.failed or rep.skipped else None}
+    if rep.skipped and isinstance(rep.longrepr, tuple):
+        data["longrepr"] = rep.longrepr[2]
+    if rep.when == "teardown" and not rep.passed:
+        data["outcome"] = "error"
+    path = _outcome_path(item)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(data, fh, indent=1)
+
+
+def _outcome_path(item) -> str:
+    return os.path.join(_case_dir(item.config, item.nodeid), "outcome.json")
