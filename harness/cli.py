@@ -18,6 +18,7 @@ def main(argv=None) -> int:
     run.add_argument("--name", default=None, help="run name (default: run-<date>-<time>)")
     run.add_argument("--sysctl", action="append", default=[], metavar="KEY=VALUE",
                      help="sysctl applied inside every test namespace (repeatable)")
+    run.add_argument("--profile", default=None, help="named settings profile (see harness/profiles.py)")
     run.add_argument("-n", "--workers", default="2", help="pytest-xdist workers (default: 2)")
     run.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
 
@@ -52,6 +53,8 @@ def _run(args) -> int:
              "-p", "no:cacheprovider", "-q"]
     for item in args.sysctl:
         pargs += ["--socklab-sysctl", item]
+    if args.profile:
+        pargs += ["--socklab-profile", args.profile]
     pargs += list(args.pytest_args)
     code = pytest.main(pargs)
     print(f"socklab: run {name}: artifacts in {os.path.join(os.path.abspath(args.reports), name)}")

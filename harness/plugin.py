@@ -15,7 +15,8 @@ import time
 import pytest
 
 from . import privileges, tracefs
-from .errors import SetupError, TraceUnavailable
+from .errors import SocklabError, TraceUnavailable
+from .profiles import sysctls_for
 from .lab import Lab
 from .topology import Topology
 
@@ -29,6 +30,8 @@ def pytest_addoption(parser):
     group.addoption("--socklab-ss-each-step", action="store_true", help="take an ss snapshot after every step")
     group.addoption("--socklab-sysctl", action="append", default=[], metavar="KEY=VALUE",
                     help="a sysctl applied inside every test namespace (repeatable)")
+    group.addoption("--socklab-profile", default=None,
+                    help="named settings profile applied in every test namespace (see harness/profiles.py)")
     group.addoption("--socklab-slow", action="store_true", help="also run cases marked slow (e.g. a full 2MSL wait)")
 
 
@@ -45,6 +48,10 @@ def pytest_configure(config):
     else:
         run = config.getoption("--socklab-run") or time.strftime("run-%Y%m%d-%H%M%S")
     config.socklab_run = run
+    try:
+        config.socklab_sysctls = sysctls_for(config.getoption("--socklab-profile"), config.getoption("--socklab-sysctl"))
+    except SocklabError as exc:
+        raise pytest.UsageError(str(exc)) from None
     config.socklab_dir = os.path.join(os.path.abspath(config.getoption("--socklab-reports")), run)
     # SIGTERM unwinds like Ctrl-C: fixtures tear down, every namespace and instance is removed.
     signal.signal(signal.SIGTERM, _sigterm)
@@ -104,13 +111,7 @@ def lab_sysctls(request) -> dict:
         def lab_sysctls():
             return {"net.ipv4.tcp_fin_timeout": 1}
     """
-    out = {}
-    for item in request.config.getoption("--socklab-sysctl"):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise pytest.UsageError(f"--socklab-sysctl {item!r}: expected KEY=VALUE")
-        out[key.strip()] = value.strip()
-    return out
+    return dict(request.config.socklab_sysctls)
 
 
 @pytest.fixture
