@@ -16,6 +16,7 @@ import time
 
 from . import background, nsutil
 from .errors import StepTimeout, SocklabError
+from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 from .segment import Segment, flags_text
 
 ETH_P_ALL = 0x0003

@@ -5,6 +5,12 @@ class SocklabError(Exception):
     """Base class of every error the harness raises on purpose."""
 
 
+def hide_own_frames(excinfo) -> bool:
+    """pytest's __tracebackhide__ hook: a harness error is about the case, so show the case's line
+    and the message, not the frames inside harness/ (a harness bug still shows them all)."""
+    return isinstance(excinfo.value, SocklabError)
+
+
 class SetupError(SocklabError):
     """The machine lacks a privilege, a kernel feature or a tool the harness needs."""
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from itertools import zip_longest
 
 from harness.errors import ExpectationFailed, ExpectationSyntaxError
+from harness.errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 from harness.notation import GAP, Pattern, SegmentPattern, parse_segments
 
 SS_STATES = ("ESTAB", "LISTEN", "SYN-SENT", "SYN-RECV", "FIN-WAIT-1", "FIN-WAIT-2", "CLOSE-WAIT",

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from .errors import CommandError, ExpectationSyntaxError, SetupError
+from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 
 TABLE = "socklab"
 NFT_FLAGS = {"F": "fin", "S": "syn", "R": "rst", "P": "psh", ".": "ack"}

@@ -18,6 +18,7 @@ import time
 from . import expect, ss, trace, tracefs
 from .capture import Capture
 from .errors import SetupError, StepTimeout, TraceUnavailable
+from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 from .program import Call, Command, Program
 from .timeline import Timeline
 from .topology import Topology

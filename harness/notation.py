@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from harness.errors import ExpectationSyntaxError
+from harness.errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 from harness.segment import FLAG_ORDER, Segment
 
 

@@ -21,6 +21,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 from .errors import ExpectationFailed, StepError, StepTimeout
+from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 
 AGENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "agent.py")
 DEFAULT_CALL_TIMEOUT = 10.0

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 
 from .errors import CommandError, SetupError
+from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 
 SS_ARGS = ("-tanoi",)
 

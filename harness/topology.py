@@ -19,6 +19,7 @@ from pyroute2 import netns as pr_netns
 
 from . import names, nsutil
 from .errors import CommandError, SetupError
+from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 
 IFA_F_NODAD = 0x02
 NUD_PERMANENT = 0x80

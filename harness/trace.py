@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import SocklabError
+from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 
 TIMEWAIT_NOTE = """\
 An orphaned socket (the application has closed it) that enters FIN_WAIT2, and any socket that
