@@ -29,11 +29,24 @@ def main(argv=None) -> int:
     bench.add_argument("--repeat", type=int, default=30)
     bench.add_argument("--cases", default="cases")
 
+    rep = sub.add_parser("report", help="write results.json and index.html of a run folder")
+    rep.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. reports/run-20250101-120000")
+    rep.add_argument("--profile", default=None, help="profile name to record (default: the one results.json has)")
+
+    cmp = sub.add_parser("compare", help="compare runs: behaviour, added/missing cases, flipped verdicts")
+    cmp.add_argument("results", nargs="+", metavar="RESULTS",
+                     help="results.json files or run folders; the first is the reference")
+    cmp.add_argument("--html", default=None, metavar="OUT", help="also write the comparison as one HTML page")
+
     args = parser.parse_args(argv)
     if args.cmd == "run":
         return _run(args)
     if args.cmd == "cleanup":
         return _cleanup(args)
+    if args.cmd == "report":
+        return _report(args)
+    if args.cmd == "compare":
+        return _compare(args)
     if args.cmd == "bench":
         from .bench import run_bench
         return run_bench(args.repeat, args.cases)
@@ -48,7 +61,7 @@ def _run(args) -> int:
     if problems:
         print("socklab run: cannot run the experiments here:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 4
-    name = args.name or time.strftime("run-%Y%m%d-%H%M%S")
+    name = args.name or default_run_name()
     pargs = [args.cases, "-n", str(args.workers), "--socklab-reports", args.reports, "--socklab-run", name,
              "-p", "no:cacheprovider", "-q"]
     for item in args.sysctl:
@@ -57,8 +70,62 @@ def _run(args) -> int:
         pargs += ["--socklab-profile", args.profile]
     pargs += list(args.pytest_args)
     code = pytest.main(pargs)
-    print(f"socklab: run {name}: artifacts in {os.path.join(os.path.abspath(args.reports), name)}")
+    run_dir = os.path.join(os.path.abspath(args.reports), name)
+    index = os.path.join(run_dir, "index.html")
+    if not os.path.exists(index) and os.path.isdir(os.path.join(run_dir, "cases")):
+        # the plugin writes both at session end; this covers a session that ended before it could
+        from .report import summary_line, write_report
+        from .results import build_results, write_results
+        results = build_results(run_dir, profile=args.profile)
+        write_results(run_dir, results=results)
+        print(summary_line(results, write_report(run_dir, results)))
+    print(f"socklab: run {name}: report {index}" if os.path.exists(index) else
+          f"socklab: run {name}: artifacts in {run_dir}")
     return int(code)
+
+
+def _report(args) -> int:
+    from .report import summary_line, write_report
+    from .results import ResultsError, build_results, load_results, write_results
+    run_dir = args.run_dir
+    if not os.path.isdir(os.path.join(run_dir, "cases")):
+        print(f"socklab report: {run_dir}: not a run folder (no cases/ in it)", file=sys.stderr)
+        return 2
+    profile = args.profile
+    if profile is None and os.path.exists(os.path.join(run_dir, "results.json")):
+        try:
+            profile = (load_results(run_dir).get("settings") or {}).get("profile")
+        except ResultsError:
+            profile = None
+    results = build_results(run_dir, profile=profile)
+    write_results(run_dir, results=results)
+    print(summary_line(results, write_report(run_dir, results)))
+    return 0
+
+
+def _compare(args) -> int:
+    from .compare import compare, write_compare_html
+    from .results import ResultsError, write_results
+    if len(args.results) < 2:
+        print("socklab compare: give at least two results files or run folders", file=sys.stderr)
+        return 2
+    for path in args.results:          # a run folder without results.json (e.g. an interrupted run)
+        if os.path.isdir(os.path.join(path, "cases")) and not os.path.exists(os.path.join(path, "results.json")):
+            write_results(path)
+    try:
+        comparison = compare(args.results)
+    except ResultsError as exc:
+        print(f"socklab compare: {exc}", file=sys.stderr)
+        return 2
+    print(comparison.text(), end="")
+    if args.html:
+        print(f"socklab compare: {write_compare_html(comparison, args.html)}")
+    return 1 if comparison.changed else 0
+
+
+def default_run_name() -> str:
+    """run-<date>-<time>-<pid>: two runs started in the same second never share a folder."""
+    return time.strftime("run-%Y%m%d-%H%M%S") + f"-{os.getpid()}"
 
 
 def _cleanup(args) -> int:

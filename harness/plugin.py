@@ -10,13 +10,13 @@ import json
 import os
 import re
 import signal
-import time
 
 import pytest
 
 from . import privileges, tracefs
 from .errors import SocklabError, TraceUnavailable
 from .profiles import sysctls_for
+from .cli import default_run_name
 from .lab import Lab
 from .topology import Topology
 
@@ -40,13 +40,14 @@ def pytest_configure(config):
                  "experiment(id): the experiment id from EXPERIMENTS.md",
                  "claim(text): the article's claim, in our own words; the case records a verdict on it",
                  "families(*names): restrict the family parametrisation, e.g. families('ipv4')",
+                 "no_report: keep this test out of the run's results and report (the harness's own tests)",
                  "slow: a case that waits out a long protocol timer; runs only with --socklab-slow",
                  "privileged: needs root (set on every case that uses a lab)"):
         config.addinivalue_line("markers", line)
     if hasattr(config, "workerinput"):
         run = config.workerinput["socklab_run"]
     else:
-        run = config.getoption("--socklab-run") or time.strftime("run-%Y%m%d-%H%M%S")
+        run = config.getoption("--socklab-run") or default_run_name()
     config.socklab_run = run
     try:
         config.socklab_sysctls = sysctls_for(config.getoption("--socklab-profile"), config.getoption("--socklab-sysctl"))
@@ -90,6 +91,26 @@ def pytest_pyfunc_call(pyfuncitem):
 
 def pytest_sessionfinish(session):
     tracefs.close_pool()
+    _write_run_report(session.config)
+
+
+def _write_run_report(config):
+    """results.json and index.html of the run: once, on the controller (xdist workers only write cases)."""
+    if hasattr(config, "workerinput"):
+        return
+    from .report import summary_line, write_report
+    from .results import build_results, write_results
+    run_dir = config.socklab_dir
+    if not os.path.isdir(os.path.join(run_dir, "cases")):
+        return
+    try:
+        results = build_results(run_dir, profile=config.getoption("--socklab-profile"))
+        if not results["cases"]:
+            return              # a session of plain tests (unit tests): nothing to report
+        write_results(run_dir, results=results)
+        config.socklab_summary = summary_line(results, write_report(run_dir, results))
+    except (OSError, ValueError) as exc:
+        config.socklab_summary = f"socklab: could not write the report of {run_dir}: {exc}"
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -97,6 +118,8 @@ def pytest_terminal_summary(terminalreporter, config):
     if os.path.isdir(d):
         terminalreporter.write_sep("-", "socklab")
         terminalreporter.write_line(f"artifacts: {d}")
+        if getattr(config, "socklab_summary", None):
+            terminalreporter.write_line(config.socklab_summary)
 
 
 # -- fixtures ------------------------------------------------------------------------------------
@@ -105,11 +128,12 @@ def pytest_terminal_summary(terminalreporter, config):
 def lab_sysctls(request) -> dict:
     """Name: lab_sysctls. Scope: function. Depends: the --socklab-sysctl options.
 
-    Sysctls set inside both namespaces of the case before anything runs. Override in a case module:
+    Sysctls set inside both namespaces of the case before anything runs (the run's profile and
+    --socklab-sysctl items). Extend it in a case module, keeping the run's settings:
 
         @pytest.fixture
-        def lab_sysctls():
-            return {"net.ipv4.tcp_fin_timeout": 1}
+        def lab_sysctls(lab_sysctls):
+            return {**lab_sysctls, "net.ipv4.tcp_fin_timeout": 1}
     """
     return dict(request.config.socklab_sysctls)
 
@@ -197,6 +221,9 @@ def pytest_runtest_makereport(item, call):
 
 def _record_outcome(item, rep):
     """outcome.json in the case's folder: the pytest outcome and ids the results file is built from."""
+    if item.get_closest_marker("no_report") or (
+            "lab" not in getattr(item, "fixturenames", ()) and not item.get_closest_marker("experiment")):
+        return              # not a case (a unit test, a harness test): nothing to report
     if rep.when == "setup" and rep.passed:
         return
     if rep.when == "teardown" and rep.passed and os.path.exists(_outcome_path(item)):

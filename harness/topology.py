@@ -163,7 +163,9 @@ class Topology(contextlib.AbstractContextManager):
         idx = ipr.link_lookup(ifname=host.ifname)[0]
         ipr.addr("add", index=idx, address=host.ipv4, prefixlen=30)
         ipr.addr("add", index=idx, address=host.ipv6, prefixlen=64, flags=IFA_F_NODAD)
-        ipr.link("set", index=idx, state="up")
+        # One TCP segment per packet: with GSO the veth carries (and the capture sees) one large
+        # packet where a real link carries several MSS-sized segments.
+        ipr.link("set", index=idx, gso_max_segs=1, state="up")
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
         host.mac = ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS")
         host.sysctls.update({k: str(v) for k, v in self.extra_sysctls.items()})

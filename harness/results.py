@@ -1,0 +1,343 @@
+"""The results file of a run: what every case claimed, decided and observed, in a comparable form.
+
+`write_results(run_dir)` reads every `cases/<case>/case.json` (Lab.record) and `outcome.json` (the
+plugin) under a run folder and writes `<run_dir>/results.json`. Besides ids, verdicts and outcomes,
+each case carries its observed behaviour *normalised*, so that two runs on the same kernel compare
+equal and a real change stands out:
+
+- segments: one line each, `client > server  S 0:0(0) ack 1 <mss 1460,sackOK,TS,nop,wscale 7>`,
+  flags, direction, sequence numbers relative to each side's ISN, option kinds with the values of
+  mss and wscale only (TS values, windows, ports, times and absolute numbers are dropped), `sack N`
+  for N SACK blocks, `(dropped)` for a segment a fault rule dropped. With more than one connection,
+  ` #N` numbers them in order of first appearance and the list goes connection by connection (the
+  order within a connection is kept; across connections it races on timers).
+- ss: checkpoint label -> role -> sorted `ss` states; a LISTEN row adds its queues as
+  `LISTEN 1/5` (Recv-Q = accept queue / Send-Q = backlog). Host addresses in labels read `<client>`
+  and `<server>`, ephemeral ports `eph`; a label met twice for a role gets ` #2`.
+- transitions: per socket `{"socket": "client:eph > server:50000", "states": [...]}`, sorted;
+  a listener is `server:50000 listener`. A port the case chose (bind, listen, connect's target) is
+  kept, any other port is `eph`.
+- steps: per program, its calls in start order as `connect` or `connect ECONNREFUSED`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import re
+import time
+
+from .errors import SocklabError
+
+SCHEMA = 1
+KIND = "socklab-results"
+FILENAME = "results.json"
+
+
+class ResultsError(SocklabError):
+    """A results file that cannot be used: missing, not JSON, not ours, or another schema version."""
+
+
+# -- reading a run folder -------------------------------------------------------------------------
+
+def _read_json(path):
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def case_dirs(run_dir: str) -> list[str]:
+    """The case folders of a run (those holding case.json or outcome.json), sorted."""
+    root = os.path.join(run_dir, "cases")
+    if not os.path.isdir(root):
+        return []
+    out = []
+    for name in sorted(os.listdir(root)):
+        d = os.path.join(root, name)
+        if os.path.isfile(os.path.join(d, "case.json")) or os.path.isfile(os.path.join(d, "outcome.json")):
+            out.append(d)
+    return out
+
+
+def load_case(case_dir: str) -> tuple[dict | None, dict | None]:
+    """(case.json, outcome.json) of one case folder; None for a file that is absent or unreadable
+    (a case killed while writing it)."""
+    out = []
+    for name in ("case.json", "outcome.json"):
+        try:
+            out.append(_read_json(os.path.join(case_dir, name)))
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            out.append(None)
+    return out[0], out[1]
+
+
+# -- normalisation -------------------------------------------------------------------------------
+
+def fixed_ports(rec: dict) -> set[int]:
+    """Ports the case chose itself: bound, listened on, or connected to. Any other port is ephemeral."""
+    ports = set()
+    for c in rec.get("calls", []):
+        port = (c.get("args") or {}).get("port")
+        if isinstance(port, int) and port and c.get("op") in ("bind", "connect"):
+            ports.add(port)
+    for h in rec.get("transitions", []):
+        if "LISTEN" in h.get("states", []) and h.get("local_port"):
+            ports.add(h["local_port"])
+    return ports
+
+
+def port_name(port, fixed: set) -> str:
+    return str(port) if (port in fixed or not port) else "eph"
+
+
+def option_kinds(options) -> str:
+    """Options without the values that change from run to run: 'mss 1460,sackOK,TS,nop,wscale 7'."""
+    parts = []
+    for name, value in options:
+        if name in ("mss", "wscale"):
+            parts.append(f"{name} {value}")
+        elif name == "sack":
+            parts.append(f"sack {len(value) if value else 0}")
+        else:
+            parts.append(name)
+    return ",".join(parts)
+
+
+def segment_line(seg: dict, conn: int | None = None) -> str:
+    """One segment of case.json in the normalised notation (see the module docstring)."""
+    end = seg["seq"] + seg["len"]
+    out = f"{seg['src']} > {seg['dst']}  {seg['flags']:<3} {seg['seq']}:{end}({seg['len']})"
+    if seg.get("ack") is not None:
+        out += f" ack {seg['ack']}"
+    if seg.get("options"):
+        out += f" <{option_kinds(seg['options'])}>"
+    if seg.get("dropped_by"):
+        out += " (dropped)"
+    if conn:
+        out += f" #{conn}"
+    return out
+
+
+def normal_segments(rec: dict) -> list[str]:
+    segs = rec.get("segments", [])
+    conns: dict = {}
+    for s in segs:
+        conns.setdefault(frozenset((s.get("sport"), s.get("dport"))), len(conns) + 1)
+    many = len(conns) > 1
+    numbered = [(conns[frozenset((s.get("sport"), s.get("dport")))], s) for s in segs]
+    # Connection by connection: the interleaving of different connections' segments follows
+    # their timers and races (a SYN retransmission of #4 against a SYN-ACK retransmission of #2).
+    numbered.sort(key=lambda ns: ns[0])
+    return [segment_line(s, n if many else None) for n, s in numbered]
+
+
+def _label_cleaner(rec: dict):
+    """A function that writes host addresses as <role> and ephemeral ports as eph in free text."""
+    subs = []
+    for role, addrs in (rec.get("hosts") or {}).items():
+        for a in addrs.values():
+            if a:
+                subs.append((re.compile(r"(?<![\w:.])" + re.escape(a) + r"(?![\w.]|:[0-9A-Fa-f]*:)"), f"<{role}>"))
+    fixed = fixed_ports(rec)
+    eph = {p for s in rec.get("segments", []) for p in (s.get("sport"), s.get("dport")) if p and p not in fixed}
+    eph |= {h.get(k) for h in rec.get("transitions", []) for k in ("local_port", "peer_port")
+            if h.get(k) and h.get(k) not in fixed}
+    if eph:
+        subs.append((re.compile(r"(?<!\d)(?:" + "|".join(str(p) for p in sorted(eph)) + r")(?!\d)"), "eph"))
+
+    def clean(text: str) -> str:
+        for rx, rep in subs:
+            text = rx.sub(rep, text)
+        return text
+    return clean
+
+
+def normal_ss(rec: dict) -> dict:
+    clean = _label_cleaner(rec)
+    out: dict = {}
+    for snap in rec.get("ss", []):
+        label, role = clean(snap.get("label") or "?"), snap.get("role") or "?"
+        key, n = label, 1
+        while role in out.get(key, {}):
+            n += 1
+            key = f"{label} #{n}"
+        states = [r["state"] + (f" {r['recv_q']}/{r['send_q']}" if r["state"] == "LISTEN" else "")
+                  for r in snap.get("rows", [])]
+        out.setdefault(key, {})[role] = sorted(s or "?" for s in states)
+    return out
+
+
+def socket_name(h: dict, fixed: set) -> str:
+    local = f"{h.get('local_role')}:{port_name(h.get('local_port'), fixed)}"
+    if not h.get("peer_port") and h.get("peer_role") == "wire":
+        return f"{local} listener"
+    return f"{local} > {h.get('peer_role')}:{port_name(h.get('peer_port'), fixed)}"
+
+
+def normal_transitions(rec: dict) -> list[dict]:
+    fixed = fixed_ports(rec)
+    out = [{"socket": socket_name(h, fixed), "states": list(h.get("states", []))} for h in rec.get("transitions", [])]
+    return sorted(out, key=lambda d: (d["socket"], d["states"]))
+
+
+def normal_steps(rec: dict) -> dict:
+    out: dict = {}
+    for c in sorted(rec.get("calls", []), key=lambda c: (c.get("t0") or 0)):
+        word = c.get("op", "?") + (f" {c['errno']}" if c.get("errno") else (" error" if c.get("error") else ""))
+        out.setdefault(c.get("program", "?"), []).append(word)
+    return out
+
+
+def behaviour(rec: dict) -> dict:
+    """The observed behaviour of one case.json, normalised for comparison."""
+    return {"segments": normal_segments(rec), "ss": normal_ss(rec),
+            "transitions": normal_transitions(rec), "steps": normal_steps(rec)}
+
+
+ASPECTS = ("segments", "ss", "transitions", "steps")
+
+
+# -- the results file ----------------------------------------------------------------------------
+
+def summary_verdict(verdicts: list) -> str | None:
+    """One word for a case: refuted beats differs beats confirmed; None without verdicts."""
+    words = {v.get("verdict") for v in verdicts}
+    for w in ("refuted", "differs", "confirmed"):
+        if w in words:
+            return w
+    return None
+
+
+def _artifacts(run_dir: str, case_dir: str, rec: dict | None) -> dict:
+    out = {}
+    known = {v: k for k, v in ((rec or {}).get("artifacts") or {}).items()}
+    for name in sorted(os.listdir(case_dir)):
+        path = os.path.join(case_dir, name)
+        if os.path.isfile(path):
+            out[known.get(name, name)] = os.path.relpath(path, run_dir)
+    return out
+
+
+def case_result(run_dir: str, case_dir: str) -> dict:
+    """The results entry of one case folder."""
+    rec, out = load_case(case_dir)
+    out = out or {}
+    rec_or = rec or {}
+    verdicts = [{k: v.get(k) for k in ("claim", "verdict", "observed", "setting")} for v in rec_or.get("verdicts", [])]
+    return {
+        "id": out.get("nodeid") or rec_or.get("name") or os.path.basename(case_dir),
+        "dir": os.path.relpath(case_dir, run_dir),
+        "experiment": out.get("experiment"), "article": out.get("article"),
+        "family": out.get("family") or rec_or.get("family"),
+        "claim": rec_or.get("claim") or next((v["claim"] for v in verdicts if v.get("claim")), None),
+        "verdict": summary_verdict(verdicts), "verdicts": verdicts,
+        "outcome": out.get("outcome", "unknown"), "when": out.get("when"), "longrepr": out.get("longrepr"),
+        "mtu": rec_or.get("mtu"),
+        "sysctls": _case_sysctls(rec_or),
+        "behaviour": behaviour(rec) if rec is not None else None,
+        "artifacts": _artifacts(run_dir, case_dir, rec),
+    }
+
+
+def is_case(case: dict) -> bool:
+    """A case of the run: the plugin wrote its outcome.json. It writes none for tests marked
+    no_report (the harness's own tests, which build labs too), so their folders are left out."""
+    return case.get("outcome", "unknown") != "unknown"
+
+
+def _case_sysctls(rec: dict) -> dict:
+    out = {k: str(v) for k, v in (rec.get("sysctls") or {}).items()}
+    for role, values in (rec.get("host_sysctls") or {}).items():
+        for k, v in (values or {}).items():
+            if out.get(k) != str(v):
+                out[f"{role}:{k}"] = str(v)
+    return out
+
+
+def settings_of(cases: list[dict], profile: str | None = None) -> dict:
+    """Sysctls applied (union: key -> value, or sorted list when cases differ), those common to every
+    case with a lab, the link MTUs, and the profile name."""
+    labbed = [c for c in cases if c.get("behaviour") is not None]
+    values: dict = {}
+    for c in labbed:
+        for k, v in c["sysctls"].items():
+            values.setdefault(k, set()).add(v)
+    union = {k: (next(iter(v)) if len(v) == 1 else sorted(v)) for k, v in sorted(values.items())}
+    common = {}
+    if labbed:
+        for k, v in labbed[0]["sysctls"].items():
+            if all(c["sysctls"].get(k) == v for c in labbed):
+                common[k] = v
+    return {"profile": profile, "sysctls": union, "common_sysctls": dict(sorted(common.items())),
+            "mtus": sorted({c["mtu"] for c in labbed if c.get("mtu")})}
+
+
+def harness_version() -> str:
+    try:
+        return importlib.metadata.version("socklab")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_results(run_dir: str, profile: str | None = None) -> dict:
+    """The results of the run folder `run_dir` as a dict (see the module docstring)."""
+    run_dir = os.path.abspath(run_dir)
+    cases = sorted((c for c in (case_result(run_dir, d) for d in case_dirs(run_dir)) if is_case(c)),
+                   key=lambda c: c["id"])
+    return {"schema": SCHEMA, "kind": KIND, "run": os.path.basename(run_dir.rstrip(os.sep)),
+            "kernel": os.uname().release, "harness": harness_version(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "settings": settings_of(cases, profile), "cases": cases}
+
+
+def write_results(run_dir: str, profile: str | None = None, results: dict | None = None) -> str:
+    """Write `<run_dir>/results.json` (`results`, or built from the folder now); returns its path."""
+    data = {k: v for k, v in results.items() if k != "path"} if results else build_results(run_dir, profile)
+    path = os.path.join(run_dir, FILENAME)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_results(path: str) -> dict:
+    """A results file (or a run folder holding one), checked to be ours and of this schema version."""
+    if os.path.isdir(path):
+        path = os.path.join(path, FILENAME)
+    try:
+        data = _read_json(path)
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no such results file (run `socklab report RUN_DIR` to write one)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: not a socklab results file (not JSON: {exc})") from None
+    if not isinstance(data, dict) or data.get("kind") != KIND or "schema" not in data:
+        raise ResultsError(f"{path}: not a socklab results file (no \"kind\": \"{KIND}\" and \"schema\")")
+    if data["schema"] != SCHEMA:
+        raise ResultsError(f"{path}: results schema {data['schema']!r}, this socklab reads schema {SCHEMA}; "
+                           f"rewrite it with `socklab report` from the run folder")
+    data["path"] = os.path.abspath(path)
+    return data
+
+
+def counts(results: dict) -> dict:
+    """{"verdicts": {confirmed: n, refuted: n, differs: n, none: n}, "outcomes": {passed: n, ...}}."""
+    verdicts = {"confirmed": 0, "refuted": 0, "differs": 0, "none": 0}
+    outcomes: dict = {}
+    for c in results["cases"]:
+        verdicts[c.get("verdict") or "none"] = verdicts.get(c.get("verdict") or "none", 0) + 1
+        outcomes[c["outcome"]] = outcomes.get(c["outcome"], 0) + 1
+    return {"verdicts": verdicts, "outcomes": outcomes}
+
+
+def settings_text(results: dict) -> str:
+    """The settings of a run in one line: profile, sysctls common to all cases, MTUs other than 1500."""
+    s = results.get("settings") or {}
+    parts = [f"profile {s['profile']}"] if s.get("profile") else []
+    parts += [f"{k}={v}" for k, v in (s.get("common_sysctls") or {}).items()]
+    mtus = s.get("mtus") or []
+    if any(m != 1500 for m in mtus):
+        parts.append("mtu " + ",".join(map(str, mtus)))
+    per_case = len(set(s.get("sysctls") or {}) - set(s.get("common_sysctls") or {}))
+    return " ".join(parts or ["defaults"]) + (f" (+{per_case} per-case sysctls)" if per_case else "")

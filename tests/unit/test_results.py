@@ -1,0 +1,203 @@
+"""harness.results on real runs (data/results/, see its README.txt): the file, its checks, normalisation."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness import results
+from harness.results import ResultsError, build_results, load_results, write_results
+
+DATA = Path(__file__).parent / "data" / "results"
+NOACCEPT = "cases/test_setup.py::test_listen_without_accept_completes_handshake[ipv4]"
+NOLISTEN = "cases/test_setup.py::test_connect_to_bound_port_without_listen_is_refused[ipv4]"
+GEN = "tests/unit/data/results/gen_cases.py::"
+
+
+def run_copy(tmp_path, name):
+    """A writable copy of a fixture run folder."""
+    dst = tmp_path / name
+    shutil.copytree(DATA / name, dst)
+    return dst
+
+
+def cases(res):
+    return {c["id"]: c for c in res["cases"]}
+
+
+@pytest.fixture(scope="module")
+def base():
+    return build_results(DATA / "base")
+
+
+def test_header(base):
+    assert base["schema"] == 1 and base["kind"] == "socklab-results"
+    assert base["run"] == "base"
+    assert base["kernel"] == os.uname().release
+    assert base["harness"] == results.harness_version() != ""
+    assert [c["id"] for c in base["cases"]] == sorted(c["id"] for c in base["cases"])
+    assert len(base["cases"]) == 7
+
+
+def test_settings_union_common_and_mtu(base):
+    s = base["settings"]
+    assert s["sysctls"] == {"net.ipv4.tcp_keepalive_time": "600"}        # the fixture cases' own override
+    assert s["common_sysctls"] == {}                                  # not in the test_setup cases
+    assert s["mtus"] == [1500] and s["profile"] is None
+    nots = build_results(DATA / "nots", profile="no-timestamps")
+    assert nots["settings"]["common_sysctls"] == {"net.ipv4.tcp_timestamps": "0"}
+    assert nots["settings"]["profile"] == "no-timestamps"
+    assert results.settings_text(nots) == "profile no-timestamps net.ipv4.tcp_timestamps=0 (+1 per-case sysctls)"
+
+
+def test_case_entry_ids_and_normalised_behaviour(base):
+    c = cases(base)[NOACCEPT]
+    assert (c["experiment"], c["article"], c["family"], c["outcome"], c["verdict"]) == \
+        ("CONN-NOACCEPT", "004", "ipv4", "passed", "confirmed")
+    assert c["claim"].startswith("a server that called listen() but never accept()")
+    b = c["behaviour"]
+    assert b["segments"] == [
+        "client > server  S   0:0(0) <mss 1460,sackOK,TS,nop,wscale 10>",
+        "server > client  S.  0:0(0) ack 1 <mss 1460,sackOK,TS,nop,wscale 10>",
+        "client > server  .   1:1(0) ack 1 <nop,nop,TS>",
+    ]
+    assert b["ss"] == {"the server's ESTAB entry": {"server": ["ESTAB", "LISTEN 1/5"]},
+                       "after connect": {"client": ["ESTAB"], "server": ["ESTAB", "LISTEN 1/5"]}}
+    assert b["transitions"] == [
+        {"socket": "client:eph > server:50000", "states": ["CLOSE", "SYN_SENT", "ESTABLISHED"]},
+        {"socket": "server:50000 > client:eph", "states": ["LISTEN", "SYN_RECV", "ESTABLISHED"]},
+        {"socket": "server:50000 listener", "states": ["CLOSE", "LISTEN"]},
+    ]
+    assert b["steps"] == {"server": ["socket", "bind", "listen"], "client": ["socket", "connect"]}
+
+
+def test_dropped_failed_and_skipped_cases(base):
+    by = cases(base)
+    drop = by[GEN + "test_drop[ipv4]"]
+    assert drop["behaviour"]["segments"][:2] == [
+        "client > server  S   0:0(0) <mss 1460,sackOK,TS,nop,wscale 10> (dropped)",
+        "client > server  S   0:0(0) <mss 1460,sackOK,TS,nop,wscale 10>"]
+    assert drop["verdict"] == "confirmed" and drop["claim"] == "a lost SYN is retransmitted"
+    fail = by[GEN + "test_fail[ipv4]"]
+    assert (fail["outcome"], fail["when"], fail["verdict"]) == ("failed", "call", "differs")
+    assert fail["verdicts"][0]["setting"] == "net.ipv4.example=1"
+    assert "deliberate failure <b>" in fail["longrepr"]
+    assert fail["behaviour"]["steps"] == {"client": ["socket", "connect ECONNREFUSED"]}
+    skip = by[GEN + "test_skipped[ipv4]"]
+    assert skip["behaviour"] is None and skip["outcome"] == "skipped" and skip["when"] == "setup"
+    assert skip["longrepr"] == "Skipped: skipped before its lab existed"
+    assert list(skip["artifacts"]) == ["outcome.json"]
+    close = by[GEN + "test_close[ipv4]"]
+    assert close["behaviour"]["ss"]["after close"] == {"client": ["TIME-WAIT"], "server": ["LISTEN 0/5"]}
+    assert close["sysctls"] == {"net.ipv4.tcp_keepalive_time": "600"}
+
+
+def test_artifacts_are_relative_to_the_run(base):
+    c = cases(base)[NOACCEPT]
+    assert c["artifacts"]["pcap"] == f"{c['dir']}/packets.pcap"
+    assert c["dir"].startswith("cases/")
+    for path in c["artifacts"].values():
+        assert not os.path.isabs(path) and (DATA / "base" / path).is_file()
+
+
+def test_two_runs_of_one_kernel_normalise_equal(base):
+    again = cases(build_results(DATA / "again"))
+    for cid, c in cases(base).items():
+        assert again[cid]["behaviour"] == c["behaviour"], cid
+    # ... although the raw records differ in what the normalisation drops
+    raw = [json.loads((DATA / run / cases(base)[NOACCEPT]["dir"] / "case.json").read_text()) for run in ("base", "again")]
+    assert raw[0]["segments"][0]["options"] != raw[1]["segments"][0]["options"]       # TS values
+    assert raw[0]["segments"][0]["sport"] != raw[1]["segments"][0]["sport"]           # ephemeral port
+    assert raw[0]["hosts"] != raw[1]["hosts"]                                         # addresses
+
+
+def test_a_real_change_stands_out(base):
+    nots = cases(build_results(DATA / "nots"))
+    c = nots[NOACCEPT]["behaviour"]
+    assert c["segments"][0] == "client > server  S   0:0(0) <mss 1460,nop,nop,sackOK,nop,wscale 10>"
+    assert c["ss"] == cases(base)[NOACCEPT]["behaviour"]["ss"]
+
+
+def test_segment_line_drops_values_that_change_between_runs():
+    seg = {"t": 1.5, "src": "server", "dst": "client", "flags": "P.", "seq": 1, "len": 5, "ack": 6, "win": 501,
+           "options": [["nop", None], ["nop", None], ["TS", [123, 456]], ["sack", [[7, 9], [11, 12]]]],
+           "sport": 50000, "dport": 41000, "dropped_by": "drop1"}
+    assert results.segment_line(seg) == "server > client  P.  1:6(5) ack 6 <nop,nop,TS,sack 2> (dropped)"
+    assert results.segment_line(dict(seg, options=[], dropped_by=None, ack=None), conn=2) == \
+        "server > client  P.  1:6(5) #2"
+
+
+def test_second_connection_is_numbered_and_ports_become_eph():
+    rec = {"hosts": {"client": {"ipv4": "198.18.1.1", "ipv6": "2001:db8::1"}, "server": {"ipv4": "198.18.1.2", "ipv6": None}},
+           "calls": [{"op": "bind", "args": {"port": 50000}, "program": "server", "t0": 0.1}],
+           "segments": [dict(src="client", dst="server", flags="S", seq=0, len=0, ack=None, options=[], sport=p, dport=50000)
+                        for p in (40001, 40002, 40001)],
+           "ss": [{"role": "server", "label": "accepted 198.18.1.1:40001", "rows": []},
+                  {"role": "server", "label": "accepted 198.18.1.1:40001", "rows": []}],
+           "transitions": [{"local_role": "client", "local_port": 40002, "peer_role": "server", "peer_port": 50000,
+                            "states": ["CLOSE", "SYN_SENT"]}]}
+    assert [s[-2:] for s in results.normal_segments(rec)] == ["#1", "#1", "#2"]     # connection by connection
+    assert results.normal_ss(rec) == {"accepted <client>:eph": {"server": []}, "accepted <client>:eph #2": {"server": []}}
+    assert results.normal_transitions(rec) == [{"socket": "client:eph > server:50000", "states": ["CLOSE", "SYN_SENT"]}]
+
+
+def test_summary_verdict_order():
+    assert results.summary_verdict([]) is None
+    assert results.summary_verdict([{"verdict": "confirmed"}, {"verdict": "differs"}]) == "differs"
+    assert results.summary_verdict([{"verdict": "refuted"}, {"verdict": "differs"}]) == "refuted"
+
+
+def test_write_and_load_round_trip(tmp_path):
+    run = run_copy(tmp_path, "base")
+    path = write_results(run, profile="p1")
+    assert path == os.path.join(run, "results.json")
+    data = load_results(path)
+    assert data["settings"]["profile"] == "p1" and len(data["cases"]) == 7
+    assert load_results(run)["cases"] == data["cases"]              # a run folder works too
+    assert results.counts(data) == {"verdicts": {"confirmed": 5, "refuted": 0, "differs": 1, "none": 1},
+                                    "outcomes": {"passed": 5, "failed": 1, "skipped": 1}}
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"kind": "socklab-results", "schema": 2, "cases": []}', "results schema 2, this socklab reads schema 1"),
+    ('{"schema": 1, "cases": []}', "not a socklab results file"),
+    ('[1, 2]', "not a socklab results file"),
+    ('not json at all', "not JSON"),
+])
+def test_load_rejects_what_is_not_ours(tmp_path, content, message):
+    path = tmp_path / "results.json"
+    path.write_text(content)
+    with pytest.raises(ResultsError, match=message):
+        load_results(path)
+
+
+def test_load_missing_file_says_how_to_make_one(tmp_path):
+    with pytest.raises(ResultsError, match="socklab report"):
+        load_results(tmp_path)
+
+
+def test_empty_run_folder(tmp_path):
+    res = build_results(tmp_path)
+    assert res["cases"] == [] and res["settings"]["mtus"] == []
+
+
+def test_lab_folders_without_outcome_are_left_out(tmp_path):
+    # The harness's own tests (marked no_report) build labs, so their folders hold case.json, but
+    # the plugin writes no outcome.json for them: they are not cases of the run.
+    run = run_copy(tmp_path, "base")
+    src = run / cases(build_results(run))[NOACCEPT]["dir"]
+    d = run / "cases" / "tests_integration_test_x.py__test_harness"
+    d.mkdir()
+    (d / "case.json").write_text((src / "case.json").read_text())
+    assert "tests/integration/test_x.py::test_harness" not in cases(build_results(run))
+    assert len(build_results(run)["cases"]) == 7
+
+
+def test_a_truncated_case_json_leaves_the_outcome(tmp_path):
+    run = run_copy(tmp_path, "base")
+    c = cases(build_results(run))[NOACCEPT]
+    (run / c["dir"] / "case.json").write_text('{"segments": [')
+    c = cases(build_results(run))[NOACCEPT]
+    assert c["behaviour"] is None and c["outcome"] == "passed"
