@@ -8,9 +8,7 @@ server's request is in SYN_RECEIVED (SYNRCVD-RST), one FIN+ACK answering the ser
 import sys
 
 import pytest
-from pyroute2 import IPRoute
 
-from harness import nsutil
 from harness.peer import Peer
 
 PORT = 50000
@@ -32,25 +30,12 @@ with socket.socket(family) as listener:
 """
 
 
-def _one_segment_per_packet(host):
-    """Make host's TCP build one segment per packet, so the capture sees the segments a wire would.
-
-    A veth takes TCP's GSO bursts whole: without this the capture shows one 2680-byte "segment"
-    where five of 536 leave a real NIC. gso_max_segs 1 on the link caps every burst at one segment.
-    """
-    def body():
-        with IPRoute() as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname=host.ifname)[0], gso_max_segs=1)
-    nsutil.run_in(body, netns=host.netns)
-
-
 @pytest.mark.article("000")
 @pytest.mark.experiment("HS-MSS-DEFAULT")
 @pytest.mark.claim("a peer whose SYN carries no MSS option is sent segments of the default MSS, "
                    "536 bytes (1220 for IPv6), however large the link's MTU")
 def test_syn_without_mss_option_gets_default_mss(lab, family):
     """SYN without MSS option: the server cuts a large write into default-MSS segments, not link-MSS ones."""
-    _one_segment_per_packet(lab.hosts.server)
     srv = lab.server.socket()
     srv.bind(PORT)
     srv.listen(5)

@@ -70,6 +70,7 @@ def run_bench(repeat: int, cases_folder: str) -> int:
                 t0 = time.perf_counter()
                 lab = Lab(family=family, artifacts_dir=os.path.join(tmp, name))
                 with lab:
+                    lab.claim = _claim_of(fn)
                     t1 = time.perf_counter()
                     fn(lab, family)
                     t2 = time.perf_counter()
@@ -88,6 +89,14 @@ def run_bench(repeat: int, cases_folder: str) -> int:
         print(f"  {label:<{width}}  {_median_ms(samples):8.1f}   ({min(samples) * 1000:.1f} .. {max(samples) * 1000:.1f})")
     tracefs.close_pool()
     return 0
+
+
+def _claim_of(fn):
+    """The case's @pytest.mark.claim text, as the pytest plugin would set it."""
+    for mark in getattr(fn, "pytestmark", []):
+        if mark.name == "claim":
+            return mark.args[0]
+    return None
 
 
 def _lab_without_programs(tmp):

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 
-from . import expect, ss, trace, tracefs
+from . import expect, nsutil, ss, trace, tracefs
 from .capture import Capture
 from .errors import SetupError, StepTimeout, TraceUnavailable
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
@@ -215,6 +215,30 @@ class Lab(contextlib.AbstractContextManager):
 
     def addresses(self) -> set:
         return {h.addr(f) for h in self.topology.hosts.values() for f in ("ipv4", "ipv6")}
+
+    def netstat(self, role: str) -> dict:
+        """The kernel's TCP counters in host `role`'s namespace: {'TcpExt': {...}, 'Tcp': {...}, ...}."""
+        def read():
+            with open("/proc/thread-self/net/netstat") as a, open("/proc/thread-self/net/snmp") as b:
+                return a.read() + b.read()
+        out = {}
+        lines = nsutil.run_in(read, netns=self.topology.hosts[role].netns).splitlines()
+        for names, values in zip(lines[::2], lines[1::2]):
+            group = names.split(":", 1)[0]
+            out[group] = dict(zip(names.split()[1:], (int(v) for v in values.split()[1:])))
+        return out
+
+    def wait_counter(self, role: str, counter: str, at_least: int, *, group: str = "TcpExt",
+                     timeout: float = 2.0) -> int:
+        """Wait until the kernel counter (e.g. TcpExt ListenOverflows) in host `role` reaches `at_least`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = self.netstat(role)[group][counter]
+            if seen >= at_least:
+                return seen
+            if time.monotonic() > deadline:
+                raise StepTimeout(f"{role}: {group} {counter} still {seen} after {timeout} s, expected >= {at_least}")
+            _poll_pause(0.005)
 
     # -- waiting for events --------------------------------------------------------------------
     def wait_segment(self, predicate, *, timeout: float = 5.0, what: str = "matching the case's condition"):

@@ -76,6 +76,25 @@ class Pending:
     def done(self) -> bool:
         return self._future.done()
 
+    def wait_blocked(self, function: str, timeout: float = 2.0) -> None:
+        """Wait until the program sleeps in kernel `function` (e.g. 'inet_csk_accept',
+        'sk_stream_wait_connect'), read from /proc/PID/task/*/stack: "the call is now blocked"."""
+        import glob
+        deadline = time.monotonic() + timeout
+        while True:
+            for path in glob.glob(f"/proc/{self.program.pid}/task/*/stack"):
+                try:
+                    with open(path) as fh:
+                        if function in fh.read():
+                            return
+                except OSError:
+                    pass                    # the thread ended between listing and reading
+            if self.done():
+                raise StepError(f"{self.program.name}: {self.op}() returned before it blocked in {function}")
+            if time.monotonic() > deadline:
+                raise StepTimeout(f"{self.program.name}: {self.op}() not blocked in {function} within {timeout} s")
+            threading.Event().wait(0.002)
+
     def wait(self, timeout: float | None = None):
         """Await the call's result; StepTimeout naming the call if it has not returned in time."""
         timeout = self.program.call_timeout if timeout is None else timeout
