@@ -38,6 +38,11 @@ def main(argv=None) -> int:
                      help="results.json files or run folders; the first is the reference")
     cmp.add_argument("--html", default=None, metavar="OUT", help="also write the comparison as one HTML page")
 
+    base = sub.add_parser("baseline", help="run the catalogue and keep its results as this kernel's baseline")
+    base.add_argument("--folder", default="baselines", help="where baselines live (default: baselines)")
+    base.add_argument("--from-run", default=None, metavar="RUN_DIR", help="keep an existing run instead")
+    base.add_argument("-n", "--workers", default="2")
+
     args = parser.parse_args(argv)
     if args.cmd == "run":
         return _run(args)
@@ -47,6 +52,8 @@ def main(argv=None) -> int:
         return _report(args)
     if args.cmd == "compare":
         return _compare(args)
+    if args.cmd == "baseline":
+        return _baseline(args)
     if args.cmd == "bench":
         from .bench import run_bench
         return run_bench(args.repeat, args.cases)
@@ -121,6 +128,21 @@ def _compare(args) -> int:
     if args.html:
         print(f"socklab compare: {write_compare_html(comparison, args.html)}")
     return 1 if comparison.changed else 0
+
+
+def _baseline(args) -> int:
+    from .baseline import record
+    run_dir = args.from_run
+    if run_dir is None:
+        name = default_run_name()
+        code = _run(argparse.Namespace(cases="cases", reports="reports", name=name, sysctl=[], profile=None,
+                                       workers=args.workers, pytest_args=[]))
+        if code != 0:
+            print("socklab baseline: the run failed; no baseline recorded", file=sys.stderr)
+            return int(code)
+        run_dir = os.path.join("reports", name)
+    print(f"socklab baseline: recorded {record(run_dir, args.folder)}")
+    return 0
 
 
 def default_run_name() -> str:

@@ -195,7 +195,11 @@ def compare(paths: list[str]) -> Comparison:
     """Compare the results files (or run folders) in `paths`, each later one with the first."""
     if len(paths) < 2:
         raise ValueError("compare needs at least two results files")
-    runs = [load_results(p) for p in paths]
+    return compare_runs([load_results(p) for p in paths])
+
+
+def compare_runs(runs: list[dict]) -> Comparison:
+    """Compare loaded results (load_results), each later one with the first."""
     cmp = Comparison(runs)
     ref = _by_id(runs[0])
     for i, r in enumerate(runs[1:], 1):

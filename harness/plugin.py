@@ -32,6 +32,8 @@ def pytest_addoption(parser):
                     help="a sysctl applied inside every test namespace (repeatable)")
     group.addoption("--socklab-profile", default=None,
                     help="named settings profile applied in every test namespace (see harness/profiles.py)")
+    group.addoption("--socklab-baseline", default=None, metavar="FOLDER",
+                    help="fail the session when a case behaves differently from FOLDER/<kernel>.json")
     group.addoption("--socklab-slow", action="store_true", help="also run cases marked slow (e.g. a full 2MSL wait)")
 
 
@@ -91,11 +93,12 @@ def pytest_pyfunc_call(pyfuncitem):
 
 def pytest_sessionfinish(session):
     tracefs.close_pool()
-    _write_run_report(session.config)
+    _write_run_report(session)
 
 
-def _write_run_report(config):
+def _write_run_report(session):
     """results.json and index.html of the run: once, on the controller (xdist workers only write cases)."""
+    config = session.config
     if hasattr(config, "workerinput"):
         return
     from .report import summary_line, write_report
@@ -111,6 +114,14 @@ def _write_run_report(config):
         config.socklab_summary = summary_line(results, write_report(run_dir, results))
     except (OSError, ValueError) as exc:
         config.socklab_summary = f"socklab: could not write the report of {run_dir}: {exc}"
+        return
+    folder = config.getoption("--socklab-baseline")
+    if folder:
+        from .baseline import check
+        ok, text = check(run_dir, folder)
+        config.socklab_baseline = (ok, text)
+        if ok is False and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -120,6 +131,13 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.write_line(f"artifacts: {d}")
         if getattr(config, "socklab_summary", None):
             terminalreporter.write_line(config.socklab_summary)
+    if getattr(config, "socklab_baseline", None):
+        ok, text = config.socklab_baseline
+        if ok is False:
+            terminalreporter.write_sep("=", "socklab baseline: FAILED", red=True)
+            terminalreporter.write_line(text)
+        else:
+            terminalreporter.write_line(f"socklab baseline: {text}")
 
 
 # -- fixtures ------------------------------------------------------------------------------------
