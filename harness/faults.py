@@ -5,7 +5,13 @@ the client's SYNs where they arrive (the server's prerouting hook), so each drop
 crossed the link, is in the capture, and is marked with the rule's name. `hold` is `drop` followed
 later by `release()`: the sender's retransmission then passes. `count=N` drops only the first N
 matches (an nftables limit with a burst of N that never refills within a case). `block_output` keeps
-a host's own kernel from sending matching segments at all (used by the injecting peer).
+a host's own kernel from sending matching segments at all (used by the injecting peer). `delay(role)`
+holds a host's segments in its kernel's neighbour queue and sends them, in order, on `release()`:
+a delay, not a drop, for orders no drop can force (simultaneous open and close).
+
+Which captured segments were dropped comes from the kernel, not from timing: every rule counts into a
+named nftables counter that outlives the rule, and the first N segments that match the rule's
+predicate after it was added are the N it dropped.
 """
 
 from __future__ import annotations
@@ -14,8 +20,12 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
+from pyroute2 import IPRoute
+
+from . import nsutil
 from .errors import CommandError, ExpectationSyntaxError, SetupError
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
+from .topology import NUD_PERMANENT
 
 TABLE = "socklab"
 NFT_FLAGS = {"F": "fin", "S": "syn", "R": "rst", "P": "psh", ".": "ack"}
@@ -37,6 +47,7 @@ class Rule:
     removed: float | None = None
     handles: list = field(default_factory=list)
     faults: object = None
+    final_count: int | None = None      # packets the rule dropped, read once it is gone
 
     def matches(self, seg) -> bool:
         """The same test nftables applies, for marking captured segments as dropped."""
@@ -49,10 +60,11 @@ class Rule:
         return True
 
     def active_at(self, t: float) -> bool:
-        return self.added <= t and (self.removed is None or t <= self.removed)
+        return self.added <= t
 
-    def limit_count(self) -> float:
-        return self.count if self.count is not None else float("inf")
+    def limit_count(self) -> int:
+        """How many packets the kernel dropped under this rule (so far, while it is in place)."""
+        return self.final_count if self.final_count is not None else self.faults.counters(self)
 
     def release(self) -> None:
         """Remove the rule: held segments pass on their next retransmission."""
@@ -81,6 +93,7 @@ class Faults:
     def __init__(self, lab):
         self.lab = lab
         self.rules: list[Rule] = []
+        self.delays: list[Delay] = []
         self.events: list[tuple[float, str, str]] = []
         self._tables: set[str] = set()
 
@@ -93,6 +106,13 @@ class Faults:
 
     hold = drop
 
+    def delay(self, role: str) -> "Delay":
+        """Hold every segment host `role` sends in its neighbour queue until the Delay's release()."""
+        d = Delay(self, self.lab.topology.hosts[role], self.lab.topology.peer_of(self.lab.topology.hosts[role]))
+        d.start()
+        self.delays.append(d)
+        return d
+
     def block_output(self, role: str, flags: str | None = None, *, name: str | None = None) -> Rule:
         """Keep host `role`'s kernel from sending matching segments (they never reach the link)."""
         peer = self.lab.topology.peer_of(self.lab.topology.hosts[role]).role
@@ -102,11 +122,11 @@ class Faults:
     def _add(self, rule: Rule) -> Rule:
         rule.faults = self
         self._ensure_table(rule.host, rule.hook)
-        lines = []
+        lines = [f"add counter inet {TABLE} {rule.name}"]
         if rule.count is not None:
             lines.append(f"add limit inet {TABLE} {rule.name} {{ rate 1/day burst {rule.count} packets }}")
         for match in _matches(rule):
-            action = (f'limit name "{rule.name}" ' if rule.count is not None else "") + "counter drop"
+            action = (f'limit name "{rule.name}" ' if rule.count is not None else "") + f'counter name "{rule.name}" drop'
             lines.append(f'add rule inet {TABLE} {rule.hook} {match} {action} comment "{rule.name}"')
         out = self._nft(rule.host, "\n".join(lines) + "\n", echo=True)
         rule.handles = [int(l.rsplit("# handle", 1)[1]) for l in out.splitlines() if "# handle" in l and " rule " in l]
@@ -120,13 +140,20 @@ class Faults:
     def remove(self, rule: Rule) -> None:
         if rule.removed is not None:
             return
+        started = time.monotonic()
         cmds = [f"delete rule inet {TABLE} {rule.hook} handle {h}" for h in rule.handles]
         self._nft(rule.host, "\n".join(cmds) + "\n")
-        rule.removed = time.monotonic()
+        rule.final_count = self.counters(rule)   # the named counter outlives the rule: the exact total
+        rule.removed = started
         self.events.append((rule.removed, rule.dst if rule.hook == "prerouting" else rule.src, f"removed rule {rule.name}"))
 
     def clear(self) -> None:
         """Remove every rule still in place (the namespaces' removal would too; this records when)."""
+        for d in self.delays:
+            try:
+                d.release()
+            except CommandError:
+                pass
         for rule in self.rules:
             if rule.removed is None:
                 try:
@@ -135,13 +162,13 @@ class Faults:
                     pass   # the namespace is going away with the rule in it
 
     def counters(self, rule: Rule) -> int:
-        """How many segments the kernel's rule matched, from nftables' own counter."""
-        out = self._nft(rule.host, None, args=["-a", "list", "chain", "inet", TABLE, rule.hook])
-        total = 0
+        """How many segments the kernel dropped under `rule`, from its named nftables counter."""
+        argv = ["list", "counter", "inet", TABLE, rule.name]
+        out = self._nft(rule.host, None, args=argv)
         for line in out.splitlines():
-            if f'comment "{rule.name}"' in line and "counter packets" in line:
-                total += int(line.split("counter packets", 1)[1].split()[0])
-        return total
+            if "packets" in line:
+                return int(line.split("packets", 1)[1].split()[0])
+        raise CommandError(["nft", *argv], 0, out, "no packets field in the counter")
 
     def _ensure_table(self, host, hook):
         key = f"{host.role}/{hook}"
@@ -158,6 +185,63 @@ class Faults:
             return host.run(argv, input=script).stdout
         except SetupError:
             raise SetupError("nft not found: faults need nftables (apt-get install -y nftables)") from None
+
+
+class Delay:
+    """Segments of one host held in its kernel's neighbour queue, sent in order on release().
+
+    The host's permanent neighbour entries for its peer are removed and address resolution (ARP,
+    IPv6 neighbour solicitation and advertisement) is dropped on its link, so the kernel queues what
+    it sends (up to 3 s, then it gives up on the neighbour). release() puts the entries back and the
+    kernel sends the queue at once: the first copies, not retransmissions, and nothing is dropped.
+    Usable as a context manager: `with lab.faults.delay("client") as held: ...; held.release()`.
+    """
+
+    TABLE = "socklab_delay"
+
+    def __init__(self, faults: Faults, host, peer):
+        self.faults, self.host, self.peer = faults, host, peer
+        self.released = True
+        self.started = self.ended = None
+
+    def start(self):
+        self.host.run(["nft", "-f", "-"], input=(
+            f"table netdev {self.TABLE} {{\n"
+            f"  chain resolution {{\n"
+            f"    type filter hook ingress device \"{self.host.ifname}\" priority -500; policy accept;\n"
+            f"    ether type arp drop\n"
+            f"    icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} drop\n"
+            f"  }}\n}}\n"))
+        self.released = False
+        nsutil.run_in(self._neighbours, "del", netns=self.host.netns)
+        self.started = time.monotonic()
+        self.faults.events.append((self.started, self.host.role, f"delay: {self.host.role}'s segments wait in its neighbour queue"))
+
+    def _neighbours(self, op):
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=self.host.ifname)[0]
+            for dst in (self.peer.ipv4, self.peer.ipv6):
+                if op == "del":
+                    ipr.neigh("del", dst=dst, ifindex=idx)
+                else:
+                    ipr.neigh("replace", dst=dst, lladdr=self.peer.mac, ifindex=idx, state=NUD_PERMANENT)
+
+    def release(self) -> None:
+        """Send the held segments now, in the order the kernel queued them."""
+        if self.released:
+            return
+        self.released = True
+        nsutil.run_in(self._neighbours, "replace", netns=self.host.netns)
+        self.ended = time.monotonic()
+        self.host.run(["nft", "delete", "table", "netdev", self.TABLE])
+        self.faults.events.append((self.ended, self.host.role, f"release: {self.host.role}'s held segments are sent"))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
 
 
 def _parse_direction(text: str, hosts) -> tuple[str, str]:

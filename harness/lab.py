@@ -57,6 +57,7 @@ class Lab(contextlib.AbstractContextManager):
         self._finished = False
         self.faults = None
         self.claim: str | None = None
+        self.states_table: list | None = None     # ALL-STATES: [{state, seen_by, how}] for the report
         self.verdicts: list[dict] = []
 
     # -- set-up and tear-down ---------------------------------------------------------------
@@ -354,6 +355,7 @@ class Lab(contextlib.AbstractContextManager):
             "faults": [{"t": round(t - t0, 6), "role": role, "text": text} for t, role, text in (self.faults.events if self.faults else [])],
             "notes": [{"t": round(t - t0, 6), "text": text} for t, text in self.notes],
             "trace_unavailable": self.trace_unavailable,
+            "states_table": self.states_table,
             "artifacts": {"pcap": "packets.pcap", "ss": "ss.txt", "timeline": "timeline.txt", "segments": "segments.txt",
                           "transitions": "transitions.txt", "steps": "steps.json"},
         }
