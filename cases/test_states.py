@@ -28,9 +28,9 @@ STATES = (
 
 
 @pytest.fixture
-def lab_sysctls():
-    """Name: lab_sysctls. Scope: function. Short retransmission timers in both namespaces."""
-    return {"net.ipv4.tcp_rto_min_us": FAST_RTO_US}
+def lab_sysctls(lab_sysctls):
+    """Name: lab_sysctls. Scope: function. The run's settings plus short retransmission timers."""
+    return {**lab_sysctls, "net.ipv4.tcp_rto_min_us": FAST_RTO_US}
 
 
 def _port_state(port, state):

@@ -17,7 +17,7 @@ import time
 
 from . import expect, nsutil, ss, trace, tracefs
 from .capture import Capture
-from .errors import SetupError, StepTimeout, TraceUnavailable
+from .errors import StepTimeout, TraceUnavailable
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 from .program import Call, Command, Program
 from .timeline import Timeline
@@ -116,6 +116,17 @@ class Lab(contextlib.AbstractContextManager):
     def addr(self, role: str) -> str:
         """The address of host `role` in this case's family."""
         return self.topology.hosts[role].addr(self.family)
+
+    def establish(self, port: int, *, backlog: int = 16):
+        """Set-up for cases about what comes after: a listener on `port`, blocked in accept() while the
+        client connects. Returns (listener, the server's accepted socket, the client's socket)."""
+        listener = self.server.socket()
+        listener.bind(port)
+        listener.listen(backlog)
+        accepting = listener.accept(wait=False)
+        cli = self.client.socket()
+        cli.connect(self.hosts.server, port)
+        return listener, accepting.wait(), cli
 
     def mss(self, mtu: int | None = None) -> int:
         """The MSS the kernel advertises on this link: MTU minus IP and TCP headers (40 or 60 bytes)."""
@@ -261,6 +272,19 @@ class Lab(contextlib.AbstractContextManager):
             if time.monotonic() > deadline:
                 raise StepTimeout(f"{role}: {what} not seen in ss within {timeout} s; last ss:\n{snap.text}")
             _poll_pause(interval)
+
+    def wait_gone(self, role: str, present, since: float, *, timeout: float, what: str, interval: float = 0.005):
+        """Poll `ss` until present(snapshot) turns false; return (low, high) bounds, in seconds after
+        `since`, of when the entry went away (the last snapshot that still had it, the first without)."""
+        last_seen = [since]
+
+        def gone(snap):
+            if present(snap):
+                last_seen[0] = snap.before
+                return False
+            return True
+        snap = self.wait_ss(role, gone, timeout=timeout, interval=interval, what=what)
+        return last_seen[0] - since, snap.after - since
 
     # -- expectations ----------------------------------------------------------------------------
     def expect_segments(self, text: str, *, port: int | None = None, title: str = "segments"):

@@ -208,7 +208,7 @@ def lab(request, privileged, lab_mtu, lab_sysctls):
         request.node.socklab_lab = the_lab
         yield the_lab
         if claim and not the_lab.verdicts and not getattr(request.node, "socklab_failed", False):
-            pytest.fail(f"case carries a claim but recorded no verdict: call lab.verdict(...)", pytrace=False)
+            pytest.fail("case carries a claim but recorded no verdict: call lab.verdict(...)", pytrace=False)
         for v in the_lab.verdicts:
             request.node.user_properties.append(("verdict", f"{v['verdict']}: {v['observed']}"))
 
@@ -246,9 +246,11 @@ def _record_outcome(item, rep):
         return
     if rep.when == "teardown" and rep.passed and os.path.exists(_outcome_path(item)):
         return
-    exp, art = item.get_closest_marker("experiment"), item.get_closest_marker("article")
+    exp = item.get_closest_marker("experiment")
     fam = item.callspec.params.get("family") if hasattr(item, "callspec") else None
-    data = {"nodeid": item.nodeid, "experiment": exp.args[0] if exp else None, "article": art.args[0] if art else None,
+    articles = sorted({m.args[0] for m in item.iter_markers("article")})
+    data = {"nodeid": item.nodeid, "experiment": exp.args[0] if exp else None,
+            "article": ",".join(articles) if articles else None,
             "family": fam, "when": rep.when, "outcome": rep.outcome,
             "longrepr": str(rep.longrepr)[:20000] if rep.failed or rep.skipped else None}
     if rep.skipped and isinstance(rep.longrepr, tuple):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 
 CAP_NET_ADMIN, CAP_SYS_ADMIN = 12, 21

@@ -18,7 +18,7 @@ import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import ExpectationFailed, StepError, StepTimeout
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
@@ -241,11 +241,11 @@ class Program:
         return convert(call) if convert and call.ok else call
 
     # -- program-level steps ----------------------------------------------------------------
-    def socket(self, family: str | None = None, type: str = "stream") -> "Socket":
-        """socket(family, type): a new descriptor in this program."""
+    def socket(self, family: str | None = None, type: str = "stream", **kw):
+        """socket(family, type): a new Socket; with expect=/check=False a failing call returns its Call."""
         family = family or self.family
-        call = self.call("socket", {"family": family, "type": type})
-        return Socket(self, call.ret, family)
+        call = self.call("socket", {"family": family, "type": type}, **kw)
+        return Socket(self, call.ret, family) if call.ok else call
 
     def exit(self, code: int = 0) -> Call:
         """Process exit without close(): the kernel closes every descriptor."""

@@ -83,6 +83,16 @@ class Segment:
         return self.text()
 
 
+def match(src: str | None = None, flags: str | None = None, *, seq: int | None = None, ack: int | None = None,
+          length: int | None = None, port: int | None = None):
+    """A predicate for lab.wait_segment: direction, exact flag set, and seq/ack/length/port where given."""
+    def matches(seg: Segment) -> bool:
+        return ((src is None or seg.src == src) and (flags is None or set(seg.flags) == set(flags))
+                and (seq is None or seg.seq == seq) and (ack is None or seg.ack == ack)
+                and (length is None or seg.length == length) and (port is None or port in (seg.sport, seg.dport)))
+    return matches
+
+
 @dataclass
 class SegmentList:
     """The ordered segments of one case; a thin list with the helpers cases reach for."""

@@ -77,6 +77,11 @@ class SsRow:
     def __str__(self) -> str:
         return self.raw
 
+    def timer_text(self) -> str:
+        """The timer as ss printed it, e.g. 'timer:(timewait,59sec,0)', or 'no timer'."""
+        found = re.search(r"timer:\([^)]*\)", self.raw)
+        return found.group() if found else "no timer"
+
 
 @dataclass
 class Snapshot:
