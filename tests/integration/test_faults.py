@@ -15,9 +15,9 @@ PORT = 50000
 
 
 @pytest.fixture
-def lab_sysctls():
+def lab_sysctls(lab_sysctls):
     """Name: lab_sysctls. Scope: function. Retransmissions after ~16 ms, so dropped segments come back fast."""
-    return {"net.ipv4.tcp_rto_min_us": 10_000}
+    return {**lab_sysctls, "net.ipv4.tcp_rto_min_us": 10_000}
 
 
 def connected(lab):
