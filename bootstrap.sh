@@ -10,6 +10,8 @@ need_pkgs=()
 command -v ss >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
+# the test suite renders the HTML report in a real browser
+[ "${1:-}" = test ] && ! command -v chromium >/dev/null 2>&1 && need_pkgs+=(chromium)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "bootstrap: missing ${need_pkgs[*]}; as root run: apt-get install -y ${need_pkgs[*]}" >&2

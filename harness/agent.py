@@ -74,9 +74,14 @@ class Agent:
                 line, buf = buf.split(b"\n", 1)
                 cmd = json.loads(line)
                 if cmd.get("bg"):
-                    threading.Thread(target=self.execute, args=(cmd,), daemon=True).start()
+                    threading.Thread(target=self.execute_bg, args=(cmd,), daemon=True).start()
                 else:
                     self.execute(cmd)
+
+    def execute_bg(self, cmd):
+        """A call the harness awaits later: say it has started, then make it."""
+        self.reply({"id": cmd["id"], "started": time.monotonic()})
+        self.execute(cmd)
 
     def execute(self, cmd):
         op = cmd["op"]
@@ -100,11 +105,20 @@ class Agent:
         except Exception as exc:             # a bad command: report it, keep serving
             out["error"] = f"{type(exc).__name__}: {exc}"
         out["t0"], out["t1"] = t0, time.monotonic()
+        if op == "connect":
+            out["local_port"] = self.local_port(cmd["args"]["fd"])
         self.reply(out, fds)
         if passing is not None:
             passing.close()                  # the harness holds its own copy now
         if op == "exit" and "ret" in out:
             os._exit(int(out["ret"]))
+
+    def local_port(self, fd):
+        """The port the kernel bound for `fd` (0 once a failed connect released it)."""
+        try:
+            return self.socks[fd].getsockname()[1]
+        except (KeyError, OSError):
+            return 0
 
     def sock(self, fd):
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from . import names, nsutil, tracefs
-from .topology import kill_processes_in, remove_netns
+from .topology import kill_processes_in, remove_netns, stale_blocks
 
 
 def leftover_namespaces() -> list[str]:
@@ -31,6 +31,12 @@ def cleanup(dry_run: bool = False) -> list[str]:
         pids = kill_processes_in(nsutil.netns_path(name))
         remove_netns(name)
         done.append(f"removed namespace {name}" + (f" (killed processes {pids})" if pids else ""))
+    for path in stale_blocks():
+        if dry_run:
+            done.append(f"would remove address claim {path}")
+            continue
+        os.unlink(path)
+        done.append(f"removed address claim {path}")
     if tracefs.ensure_mounted() is None or os.path.isdir(os.path.join(tracefs.TRACEFS, "instances")):
         for path in tracefs.leftovers():
             if dry_run:

@@ -209,7 +209,7 @@ class Lab(contextlib.AbstractContextManager):
         self.capture.drain()
         self._read_trace()
         events = [t for t in trace.parse("\n".join(self.trace_lines)) if t.time >= self.start]
-        hists = trace.group_by_socket(events, self.addresses())
+        hists = trace.group_by_socket(events, self.addresses(), self._connects())
         if port is not None:
             hists = [h for h in hists if port in (h.key[1], h.key[3])]
         return hists
@@ -224,6 +224,10 @@ class Lab(contextlib.AbstractContextManager):
             raise expect.ExpectationFailed(f"expected exactly one {'listening ' if listener else ''}socket of "
                                            f"{role} (port {port}) in the trace, found {len(hists)}:\n  {shown}")
         return hists[0]
+
+    def _connects(self) -> list:
+        """(t0, t1, local address, local port) of every connect() call, to place the trace's port-0 events."""
+        return [(c.t0, c.t1, self.addr(c.role), c.local_port or 0) for c in self.calls if c.op == "connect" and c.role]
 
     def addresses(self) -> set:
         return {h.addr(f) for h in self.topology.hosts.values() for f in ("ipv4", "ipv6")}
@@ -351,9 +355,9 @@ class Lab(contextlib.AbstractContextManager):
         hists = []
         if self.trace is not None:
             try:
-                hists = trace.group_by_socket(self.own_transitions(), self.addresses())
+                hists = trace.group_by_socket(self.own_transitions(), self.addresses(), self._connects())
             except trace.TraceEventsLost as exc:
-                hists = trace.group_by_socket(exc.transitions, self.addresses())
+                hists = trace.group_by_socket(exc.transitions, self.addresses(), self._connects())
         return {
             "name": self.name, "family": self.family, "mtu": self.mtu,
             "sysctls": {k: str(v) for k, v in self.sysctls.items()},

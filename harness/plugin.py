@@ -83,6 +83,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_slow)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    if {"lab", "hosts", "privileged"} & set(getattr(item, "fixturenames", ())):
+        reason = privileges.missing()
+        if reason:
+            # Raised here rather than in a fixture, so every case shares one location and `-rs`
+            # prints the reason once.
+            raise pytest.skip.Exception(reason)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_pyfunc_call(pyfuncitem):
     outcome = yield
@@ -92,8 +102,12 @@ def pytest_pyfunc_call(pyfuncitem):
 
 
 def pytest_sessionfinish(session):
-    tracefs.close_pool()
     _write_run_report(session)
+
+
+def pytest_unconfigure(config):
+    # After every fixture, an interrupted case's too, has been torn down.
+    tracefs.close_pool()
 
 
 def _write_run_report(session):

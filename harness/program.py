@@ -40,6 +40,8 @@ class Call:
     t0: float = 0.0
     t1: float = 0.0
     background: bool = False
+    local_port: int | None = None   # connect(): the port the kernel bound, 0 if released again
+    role: str = ""                  # the host the program runs in
 
     @property
     def ok(self) -> bool:
@@ -72,6 +74,7 @@ class Pending:
     def __init__(self, program, op, args, future, finish):
         self.program, self.op, self.args = program, op, args
         self._future, self._finish = future, finish
+        self.started: float | None = None     # when the program took the call up (CLOCK_MONOTONIC)
 
     def done(self) -> bool:
         return self._future.done()
@@ -123,6 +126,7 @@ class Program:
         self.children: list[Program] = []
         self.exited: str | None = None      # why the process is gone, once it is
         self._futures: dict[int, Future] = {}
+        self._started: dict[int, Future] = {}
         self._ids = iter(range(1, 1 << 62))
         self._lock = threading.Lock()
         self._fds: list[int] = []
@@ -184,7 +188,7 @@ class Program:
             try:
                 data, fds, _flags, _addr = socket.recv_fds(self.control, 65536, 4)
             except OSError:
-                data = b""
+                data, fds = b"", []
             self._fds.extend(fds)
             if not data:
                 break
@@ -197,11 +201,19 @@ class Program:
                         self.pid = msg["ready"]
                     self._ready.set_result(msg)
                     continue
+                if "started" in msg:
+                    started = self._started.pop(msg["id"], None)
+                    if started is not None:
+                        started.set_result(msg["started"])
+                    continue
                 fut = self._futures.pop(msg["id"], None)
                 if fut is not None:
                     fut.set_result(msg)
         gone = self.exited or "the socket program's process ended"
         self.exited = gone
+        for fut in list(self._started.values()):
+            if not fut.done():
+                fut.set_result(None)
         for fut in list(self._futures.values()):
             if not fut.done():
                 fut.set_result({"gone": gone})
@@ -215,19 +227,31 @@ class Program:
         if self.exited:
             raise StepError(f"{self.name}: {op}({_args_text(args)}) on a program that is gone ({self.exited})")
         self.wait_ready()
-        fut = Future()
+        fut, started = Future(), Future()
         with self._lock:
             ident = next(self._ids)
             self._futures[ident] = fut
+            if not wait:
+                self._started[ident] = started
             self.control.sendall((json.dumps({"id": ident, "op": op, "args": args, "bg": not wait}) + "\n").encode())
         pending = Pending(self, op, args, fut, lambda msg: self._finish(op, args, msg, not wait, expect, check, convert))
-        return pending.wait(timeout) if wait else pending
+        if wait:
+            return pending.wait(timeout)
+        # Return once the program has taken the call up (its thread is about to enter the kernel);
+        # pending.wait_blocked() says when it actually sleeps there.
+        try:
+            pending.started = started.result(self.call_timeout)
+        except FutureTimeout:
+            if not fut.done():
+                raise StepTimeout(f"{self.name}: {op}({_args_text(args)}) was not taken up within "
+                                  f"{self.call_timeout:.1f} s") from None
+        return pending
 
     def _finish(self, op, args, msg, background, expect, check, convert):
         if "gone" in msg:
             raise StepError(f"{self.name}: {op}({_args_text(args)}) never returned: {msg['gone']}")
         call = Call(self.name, op, args, msg.get("ret"), msg.get("errno"), msg.get("error"), msg["t0"], msg["t1"],
-                    background)
+                    background, msg.get("local_port"), self.host.role)
         self.calls.append(call)
         self.on_call(call)
         if call.error:

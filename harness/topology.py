@@ -123,7 +123,9 @@ class Topology(contextlib.AbstractContextManager):
 
     # -- building ---------------------------------------------------------------------------
     def _build(self):
-        v4, v6 = addresses(self.index)
+        block = claim_block(self.index)
+        self._stack.callback(release_block, block)
+        v4, v6 = addresses(self.index, block)
         for i, role in enumerate(self.roles):
             self.hosts[role] = Host(role, names.resource_name(self.index, role), names.ifname(self.index, role),
                                     v4[i], v6[i])
@@ -178,10 +180,75 @@ class Topology(contextlib.AbstractContextManager):
             ipr.neigh("add", dst=dst, lladdr=peer.mac, ifindex=idx, state=NUD_PERMANENT)
 
 
-def addresses(index: int):
-    """IPv4 (/30) and IPv6 (/64) addresses for test `index` of this process: ([a, b], [a6, b6])."""
+BLOCKS_DIR = "/run/socklab/v4blocks"
+N_BLOCKS = 1 << 15                                   # /30 blocks in 198.18.0.0/15
+
+
+def claim_block(index: int) -> int:
+    """Claim a /30 block of 198.18.0.0/15 for this process, so no two running labs, of any process,
+    share an IPv4 address (the trace is filtered by address). A file per block holds the owner pid,
+    created with O_EXCL; a block whose owner is dead is taken over."""
+    os.makedirs(BLOCKS_DIR, exist_ok=True)
     pid = os.getpid()
-    block = (pid * 64 + index) % (1 << 15)            # 2**15 /30 blocks in 198.18.0.0/15
+    start = (pid * 64 + index) % N_BLOCKS
+    for k in range(N_BLOCKS):
+        block = (start + k) % N_BLOCKS
+        path = os.path.join(BLOCKS_DIR, str(block))
+        for _attempt in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if _block_owner_alive(path):
+                    break
+                _unlink_quietly(path)        # a killed run's claim: take it over
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{pid}\n")
+            return block
+    raise SetupError(f"all {N_BLOCKS} IPv4 address blocks under {BLOCKS_DIR} are claimed by running processes")
+
+
+def release_block(block: int) -> None:
+    """Give a claimed block back (only our own claim)."""
+    path = os.path.join(BLOCKS_DIR, str(block))
+    if _block_owner(path) == os.getpid():
+        _unlink_quietly(path)
+
+
+def _block_owner(path: str) -> int | None:
+    try:
+        with open(path) as fh:
+            return int(fh.read().strip() or 0) or None
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _block_owner_alive(path: str) -> bool:
+    owner = _block_owner(path)
+    return owner is not None and names.pid_alive(owner)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def stale_blocks() -> list[str]:
+    """Claim files whose owner process is gone (for `socklab cleanup`)."""
+    try:
+        entries = os.listdir(BLOCKS_DIR)
+    except FileNotFoundError:
+        return []
+    return [os.path.join(BLOCKS_DIR, e) for e in entries if not _block_owner_alive(os.path.join(BLOCKS_DIR, e))]
+
+
+def addresses(index: int, block: int | None = None):
+    """IPv4 (/30 `block`) and IPv6 (/64) addresses for test `index` of this process: ([a, b], [a6, b6])."""
+    pid = os.getpid()
+    if block is None:
+        block = (pid * 64 + index) % N_BLOCKS
     base = int(ipaddress.IPv4Address("198.18.0.0")) + block * 4
     v4 = [str(ipaddress.IPv4Address(base + 1)), str(ipaddress.IPv4Address(base + 2))]
     net6 = f"2001:db8:{(pid >> 16) & 0xffff:x}:{pid & 0xffff:x}:{index & 0xffff:x}"

@@ -149,13 +149,15 @@ def parse(text: str) -> list[Transition]:
     return out
 
 
-def group_by_socket(transitions, addresses: set[str]) -> list[SocketHistory]:
+def group_by_socket(transitions, addresses: set[str], connects=()) -> list[SocketHistory]:
     """One history per socket, for sockets with an address in `addresses`; in order of first event.
 
     A wildcard listener (0.0.0.0 / ::) is kept only when `addresses` holds that wildcard. A
-    client's first event carries local port 0; it is put in front of the earliest later history
-    with the same local address and peer that starts in SYN_SENT. After a transition to CLOSE,
-    the next event with the same 4-tuple starts a new history (the port was reused).
+    client's first event carries local port 0: when `connects` ((t0, t1, local address, local port)
+    of the connect() calls) has the call during which it happened, it joins that port's history;
+    otherwise the earliest later history with the same local address and peer that starts in
+    SYN_SENT. After a transition to CLOSE, the next event with the same 4-tuple starts a new
+    history (the port was reused).
     """
     wanted = {_ip(a) for a in addresses}
     mine = sorted((t for t in transitions if _ip(t.local) in wanted or _ip(t.peer) in wanted),
@@ -177,9 +179,12 @@ def group_by_socket(transitions, addresses: set[str]) -> list[SocketHistory]:
         hist.transitions.append(t)
     for first in unbound:
         t0 = first.transitions[0]
+        port = next((p for a, b, local, p in connects
+                     if p and a <= t0.time <= b and _ip(local) == _ip(t0.local)), None)
         for hist in histories:
             head = hist.transitions[0]
             if (hist is not first and hist.key[1] != 0 and head.old == "SYN_SENT" and head.time >= t0.time
+                    and (port is None or hist.key[1] == port)
                     and (hist.key[0], hist.key[2], hist.key[3]) == (t0.local, t0.peer, t0.peer_port)):
                 hist.transitions.insert(0, t0)
                 histories.remove(first)

@@ -1,0 +1,279 @@
+"""harness.topology on the real kernel: names, addresses, IPv6 at once, MTU, sysctls, removal."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import socket
+import subprocess
+import threading
+
+import pytest
+
+from harness import names, nsutil, topology
+from harness.errors import SetupError
+from harness.lab import Lab
+from harness.program import Command
+from harness.topology import Topology
+
+V4_RANGE = ipaddress.ip_network("198.18.0.0/15")
+V6_RANGE = ipaddress.ip_network("2001:db8::/32")
+IFNAMSIZ = 15   # usable characters of an interface name (16 bytes with the NUL)
+
+
+def ip_json(host, *args):
+    """`ip -j ...` inside the host's namespace, parsed."""
+    return json.loads(host.run(["ip", "-j", *args]).stdout)
+
+
+def link(host):
+    return ip_json(host, "link", "show", "dev", host.ifname)[0]
+
+
+def test_names_carry_prefix_and_owner_pid():
+    """Namespaces are slab-<pid>-...; interfaces sl<pid hex>... fit IFNAMSIZ and exist only inside."""
+    pid = os.getpid()
+    with Topology() as topo:
+        for host in topo.hosts.values():
+            assert host.netns.startswith(f"slab-{pid}-"), host.netns
+            assert host.netns.endswith(f"-{host.role}"), host.netns
+            assert names.owner_pid(host.netns) == pid
+            assert os.path.exists(nsutil.netns_path(host.netns))
+            assert host.ifname.startswith(f"sl{pid:x}"), host.ifname
+            assert len(host.ifname) <= IFNAMSIZ, host.ifname
+            assert link(host)["ifname"] == host.ifname
+            # The veth is born inside the namespaces: the host's own namespace never has it.
+            assert not os.path.exists(f"/sys/class/net/{host.ifname}")
+        assert topo.client.ifname != topo.server.ifname
+
+
+class PidInThisThread:
+    """Stands in for the `os` module of a harness module: getpid() answers `pid` in the test's thread
+    only, so background threads of this process (tracefs pool) keep naming with the real pid."""
+
+    def __init__(self, pid):
+        self.pid, self.thread = pid, threading.get_ident()
+
+    def getpid(self):
+        return self.pid if threading.get_ident() == self.thread else os.getpid()
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+
+def pretend_pid(monkeypatch, module, pid):
+    monkeypatch.setattr(module, "os", PidInThisThread(pid))
+
+
+def test_interface_names_fit_for_the_largest_pid_and_index(monkeypatch):
+    """Even pid_max (2**22) and a huge test index give a name of at most 15 characters."""
+    pretend_pid(monkeypatch, names, 4194304)
+    for index in (1, 35, 36**4 - 1, 36**4, 10**9):
+        for role in ("client", "server"):
+            name = names.ifname(index, role)
+            assert len(name) <= IFNAMSIZ, name
+            assert name.startswith("sl400000"), name
+
+
+def test_two_topologies_in_one_process_share_no_name_and_no_address():
+    """Two Topology objects alive at once: disjoint namespaces, interfaces, addresses and IPv4 subnets."""
+    with Topology() as a, Topology() as b:
+        ha, hb = list(a.hosts.values()), list(b.hosts.values())
+        assert not {h.netns for h in ha} & {h.netns for h in hb}
+        assert not {h.ifname for h in ha} & {h.ifname for h in hb}
+        assert not {h.ipv4 for h in ha} & {h.ipv4 for h in hb}
+        assert not {h.ipv6 for h in ha} & {h.ipv6 for h in hb}
+        net_a = {ipaddress.ip_interface(f"{h.ipv4}/30").network for h in ha}
+        net_b = {ipaddress.ip_interface(f"{h.ipv4}/30").network for h in hb}
+        assert len(net_a) == len(net_b) == 1 and net_a != net_b
+        # IPv6: the test index sits in the interface identifier, so both pairs share the process's
+        # /64; harmless, each pair lives in namespaces of its own. The addresses differ (above).
+
+
+def test_addresses_of_one_process_never_repeat():
+    """The first 1000 test indices of a process get 1000 different IPv4 /30 blocks and IPv6 addresses."""
+    v4 = {topology.addresses(i)[0][0] for i in range(1, 1001)}
+    v6 = {topology.addresses(i)[1][0] for i in range(1, 1001)}
+    assert len(v4) == len(v6) == 1000
+
+
+def test_addresses_of_concurrent_processes_never_repeat(monkeypatch):
+    """The module's promise: 'different for every test of every process', so for neighbouring pids too:
+    blocks are claimed, and two live processes never hold the same one."""
+    monkeypatch.setattr(topology.names, "pid_alive", lambda pid: pid in (30000, 30001) or pid == os.getpid())
+    claimed = {}
+    try:
+        for pid in (30000, 30001):
+            pretend_pid(monkeypatch, topology, pid)
+            claimed[pid] = [topology.claim_block(i) for i in range(1, 201)]
+        shared = set(claimed[30000]) & set(claimed[30001])
+        assert not shared, f"pids 30000 and 30001 hold the same blocks: {sorted(shared)[:5]}"
+        assert len(set(claimed[30000])) == 200
+    finally:
+        for pid, blocks in claimed.items():
+            pretend_pid(monkeypatch, topology, pid)
+            for b in blocks:
+                topology.release_block(b)
+    for blocks in claimed.values():
+        assert not any(os.path.exists(os.path.join(topology.BLOCKS_DIR, str(b))) for b in blocks)
+
+
+def test_a_dead_owners_block_is_taken_over(monkeypatch):
+    """A claim left by a killed run (owner pid dead) does not keep its block from being used."""
+    pretend_pid(monkeypatch, topology, 4194000)
+    monkeypatch.setattr(topology.names, "pid_alive", lambda pid: pid != 4194000)
+    block = topology.claim_block(7)
+    monkeypatch.setattr(topology, "os", os)
+    try:
+        assert topology.claim_block((4194000 * 64 + 7 - os.getpid() * 64) % topology.N_BLOCKS) == block
+    finally:
+        topology.release_block(block)
+
+
+def test_addresses_are_in_the_test_ranges_and_on_the_link():
+    """198.18.0.0/15 and 2001:db8::/32 only, and the kernel has exactly those on each veth end."""
+    with Topology() as topo:
+        for host in topo.hosts.values():
+            assert ipaddress.ip_address(host.ipv4) in V4_RANGE, host.ipv4
+            assert ipaddress.ip_address(host.ipv6) in V6_RANGE, host.ipv6
+            addrs = ip_json(host, "addr", "show", "dev", host.ifname)[0]["addr_info"]
+            global_ = {(a["local"], a["prefixlen"]) for a in addrs if a.get("scope") == "global"}
+            assert global_ == {(host.ipv4, 30), (host.ipv6, 64)}
+
+
+def test_addresses_stay_in_range_for_any_pid_and_index(monkeypatch):
+    """Range arithmetic at the edges: pid 1 and pid_max, index 0 and far beyond 2**16."""
+    for pid in (1, 2, 32768, 4194304):
+        pretend_pid(monkeypatch, topology, pid)
+        for index in (0, 1, 63, 64, 65535, 65536, 10**6):
+            (a, b), (a6, b6) = topology.addresses(index)
+            for addr in (a, b):
+                assert ipaddress.ip_address(addr) in V4_RANGE, (pid, index, addr)
+            for addr in (a6, b6):
+                assert ipaddress.ip_address(addr) in V6_RANGE, (pid, index, addr)
+            net = ipaddress.ip_interface(f"{a}/30").network
+            assert ipaddress.ip_address(b) in net
+            assert {a, b} == {str(h) for h in net.hosts()}   # neither the network nor the broadcast address
+            assert ipaddress.ip_address(b6) in ipaddress.ip_interface(f"{a6}/64").network
+
+
+def _listen(addr):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.bind((addr, 0))      # fails with EADDRNOTAVAIL while the address is still tentative
+    s.listen(1)
+    return s
+
+
+def _connect(addr, port):
+    c = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    c.settimeout(2.0)
+    c.connect((addr, port))
+    return c
+
+
+def test_ipv6_is_usable_at_once():
+    """Right after creation: no tentative address, bind() to it works, a connect over IPv6 succeeds."""
+    with Topology() as topo:
+        srv = nsutil.run_in(_listen, topo.server.ipv6, netns=topo.server.netns)
+        try:
+            cli = nsutil.run_in(_connect, topo.server.ipv6, srv.getsockname()[1], netns=topo.client.netns)
+            conn, peer = srv.accept()
+            assert peer[0] == topo.client.ipv6
+            cli.sendall(b"v6")
+            assert conn.recv(2) == b"v6"
+            for s in (cli, conn):
+                s.close()
+        finally:
+            srv.close()
+        for host in topo.hosts.values():
+            for a in ip_json(host, "-6", "addr", "show", "dev", host.ifname)[0]["addr_info"]:
+                assert not a.get("tentative") and not a.get("dadfailed"), a
+            assert host.get_sysctl("net.ipv6.conf.all.accept_dad") == "0"
+
+
+@pytest.mark.parametrize("mtu", [1280, 9000])
+def test_link_mtu_is_set_on_both_ends(mtu):
+    """Topology(mtu=N) gives both veth ends MTU N."""
+    with Topology(mtu=mtu) as topo:
+        assert [link(h)["mtu"] for h in topo.hosts.values()] == [mtu, mtu]
+
+
+def test_link_mtu_reaches_tcp(family):
+    """Lab(mtu=1280): the SYN and the SYN+ACK advertise MSS = MTU - headers."""
+    with Lab(family=family, mtu=1280, trace_states=False) as lab:
+        srv = lab.server.socket()
+        srv.bind(50000)
+        srv.listen(1)
+        lab.client.socket().connect(lab.hosts.server, 50000)
+        syn, synack = lab.segments()[:2]
+        expected = 1280 - (60 if family == "ipv6" else 40)
+        assert lab.mss() == expected
+        assert (syn.flags, syn.option("mss")) == ("S", expected)
+        assert (synack.flags, synack.option("mss")) == ("S.", expected)
+
+
+def _host_sysctl(key):
+    # This test's own thread is in the host's namespace: /proc/sys shows the host's value.
+    with open("/proc/sys/" + key.replace(".", "/")) as fh:
+        return fh.read().strip()
+
+
+def test_sysctls_are_set_inside_and_the_host_keeps_its_own():
+    """Per-namespace sysctls (at creation and later) change nothing in the host's namespace."""
+    keys = ("net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_syn_retries", "net.ipv6.conf.all.accept_dad",
+            "net.ipv6.conf.default.router_solicitations")
+    before = {k: _host_sysctl(k) for k in keys}
+    fin = 7 if before["net.ipv4.tcp_fin_timeout"] != "7" else 9
+    syn = 2 if before["net.ipv4.tcp_syn_retries"] != "2" else 3
+    with Topology(sysctls={"net.ipv4.tcp_fin_timeout": fin}) as topo:
+        for host in topo.hosts.values():
+            assert host.get_sysctl("net.ipv4.tcp_fin_timeout") == str(fin)
+            assert host.get_sysctl("net.ipv6.conf.all.accept_dad") == "0"
+            assert host.get_sysctl("net.ipv6.conf.default.router_solicitations") == "0"
+        server_default = topo.server.get_sysctl("net.ipv4.tcp_syn_retries")
+        topo.client.set_sysctl("net.ipv4.tcp_syn_retries", syn)
+        assert topo.client.get_sysctl("net.ipv4.tcp_syn_retries") == str(syn)
+        assert topo.client.sysctls["net.ipv4.tcp_syn_retries"] == str(syn)
+        assert topo.server.get_sysctl("net.ipv4.tcp_syn_retries") == server_default
+        during = {k: _host_sysctl(k) for k in keys}
+    assert during == before
+    assert {k: _host_sysctl(k) for k in keys} == before
+
+
+def test_unknown_sysctl_fails_setup_and_leaves_nothing(resources):
+    """A sysctl the kernel does not have: SetupError naming it, and no namespace is left behind."""
+    topo = Topology(sysctls={"net.ipv4.no_such_sysctl": 1})
+    expected = [names.resource_name(topo.index, role) for role in topo.roles]
+    with pytest.raises(SetupError, match="net.ipv4.no_such_sysctl"):
+        with topo:
+            pass
+    left = [n for n in resources.netns(os.getpid()) if n in expected]
+    assert left == []
+
+
+def test_everything_is_removed_when_the_context_ends(resources):
+    """After the with-block: no /run/netns entry, and a process left inside has been killed."""
+    with Topology() as topo:
+        netns = [h.netns for h in topo.hosts.values()]
+        assert all(n in resources.netns(os.getpid()) for n in netns)
+        sleeper = Command(topo.server, ["sleep", "30"]).start()
+        assert resources.procs_in(topo.server.netns) == [sleeper.pid]
+    assert not set(netns) & set(resources.netns(os.getpid()))
+    assert sleeper.proc.wait(timeout=2) == -9
+
+
+class Boom(Exception):
+    pass
+
+
+def test_everything_is_removed_when_the_body_raises(resources):
+    """An exception in the body propagates unchanged and the namespaces are still removed."""
+    with pytest.raises(Boom):
+        with Topology() as topo:
+            netns = [h.netns for h in topo.hosts.values()]
+            raise Boom()
+    assert not set(netns) & set(resources.netns(os.getpid()))
+    for n in netns:
+        with pytest.raises(subprocess.CalledProcessError):
+            subprocess.run(["ip", "-n", n, "link"], check=True, capture_output=True)
