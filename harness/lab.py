@@ -359,7 +359,7 @@ class Lab(contextlib.AbstractContextManager):
             except trace.TraceEventsLost as exc:
                 hists = trace.group_by_socket(exc.transitions, self.addresses(), self._connects())
         return {
-            "name": self.name, "family": self.family, "mtu": self.mtu,
+            "name": self.name, "family": self.family, "mtu": self.mtu, "kernel": os.uname().release,
             "sysctls": {k: str(v) for k, v in self.sysctls.items()},
             "host_sysctls": {r: dict(h.sysctls) for r, h in self.topology.hosts.items()},
             "hosts": {r: {"ipv4": h.ipv4, "ipv6": h.ipv6} for r, h in self.topology.hosts.items()},

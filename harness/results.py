@@ -232,7 +232,7 @@ def case_result(run_dir: str, case_dir: str) -> dict:
         "claim": rec_or.get("claim") or next((v["claim"] for v in verdicts if v.get("claim")), None),
         "verdict": summary_verdict(verdicts), "verdicts": verdicts,
         "outcome": out.get("outcome", "unknown"), "when": out.get("when"), "longrepr": out.get("longrepr"),
-        "mtu": rec_or.get("mtu"),
+        "mtu": rec_or.get("mtu"), "kernel": rec_or.get("kernel"),
         "sysctls": _case_sysctls(rec_or),
         "behaviour": behaviour(rec) if rec is not None else None,
         "artifacts": _artifacts(run_dir, case_dir, rec),
@@ -284,8 +284,10 @@ def build_results(run_dir: str, profile: str | None = None) -> dict:
     run_dir = os.path.abspath(run_dir)
     cases = sorted((c for c in (case_result(run_dir, d) for d in case_dirs(run_dir)) if is_case(c)),
                    key=lambda c: c["id"])
+    # The kernel the cases ran on (case.json records it), not the one writing the report.
+    kernel = next((c["kernel"] for c in cases if c.get("kernel")), None) or os.uname().release
     return {"schema": SCHEMA, "kind": KIND, "run": os.path.basename(run_dir.rstrip(os.sep)),
-            "kernel": os.uname().release, "harness": harness_version(),
+            "kernel": kernel, "harness": harness_version(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "settings": settings_of(cases, profile), "cases": cases}
 
