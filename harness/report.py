@@ -38,6 +38,7 @@ th{background:#f2f2f2}pre{background:#f7f7f7;border:1px solid #ddd;padding:6px;o
 .both{color:#116611}.ss{color:#1f4e9c}.trace{color:#6a3d9a}
 .ladder{border:1px solid #ddd;background:#fff;max-width:100%;height:auto}
 .small{font-size:.85em;color:#555}ul.plain{list-style:none;padding-left:0}
+td a{white-space:nowrap}
 """
 
 
