@@ -64,6 +64,7 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt("SIGTERM")
 
 
+@pytest.hookimpl(optionalhook=True)      # an xdist hook: pytest without xdist must not reject it
 def pytest_configure_node(node):
     """xdist: every worker writes into the controller's run folder."""
     node.workerinput["socklab_run"] = node.config.socklab_run
