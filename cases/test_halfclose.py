@@ -7,6 +7,7 @@ from harness.segment import match
 
 PORT = 50000
 FIN_TIMEOUT = 1         # the client's shortened per-namespace tcp_fin_timeout, seconds
+SLOW_RTO_US = 5_000_000   # a tcp_rto_min_us that keeps RTO-paced timers (window probes) out of a case
 
 
 def listening(lab):
@@ -234,6 +235,12 @@ def test_shutdown_write_then_server_close(lab, family, how):
 def test_shutdown_write_with_unsent_data(lab, family):
     """The server's window is closed with data still queued at the client; shutdown(SHUT_WR): is the data delivered?"""
     size = 10000
+    # While the window is closed, nothing may depend on how long the case takes to look: the client's
+    # window probes are paced by its RTO, and the server ACKs the first segment after the window
+    # reopens at once only if the pause exceeded its own RTO. With a long tcp_rto_min on both hosts
+    # no probe leaves before the server reads, and that first segment is ACKed like every later one.
+    for role in ("client", "server"):
+        lab.set_sysctl(role, "net.ipv4.tcp_rto_min_us", SLOW_RTO_US)
     srv = lab.server.socket()
     srv.setsockopt("SO_RCVBUF", 1)                      # the kernel's minimum, inherited by the accepted socket
     srv.bind(PORT)
@@ -250,7 +257,9 @@ def test_shutdown_write_with_unsent_data(lab, family):
     closing = lab.ss("after shutdown(SHUT_WR) with unsent data")["client"].rows[0]
     chunks = []
     while True:                                         # now the server reads everything out
-        data = conn.recv(65536).ret
+        # MSG_WAITALL: the kernel copies segment after segment and sends each window update at once;
+        # a round trip to the case per segment could outlast the server's 40 ms delayed ACK.
+        data = conn.recv(size, flags=("MSG_WAITALL",)).ret
         if not data:
             break
         chunks.append(data)

@@ -352,6 +352,12 @@ def test_backlog_bounds_accept_queue(lab, family, overflow):
     """listen(1), no accept(): 2 queued; a further SYN is dropped, so is a final ACK at the full queue (or reset)."""
     if overflow == "abort_on_overflow":
         lab.set_sysctl("server", "net.ipv4.tcp_abort_on_overflow", 1)
+    # Every attempt ends at a defined point, however long the case runs: the extra client's SYN is
+    # retransmitted after 1 s and would be again only 2 s later (doubling, not linear), and it is
+    # closed right after the snapshot that shows it SYN-SENT; the late request gets one SYN+ACK
+    # retransmission and then expires without another.
+    lab.set_sysctl("client", "net.ipv4.tcp_syn_linear_timeouts", 0)
+    lab.set_sysctl("server", "net.ipv4.tcp_synack_retries", 1)
     srv = lab.server.socket()
     srv.bind(PORT)
     srv.listen(BACKLOG)
@@ -385,6 +391,8 @@ def test_backlog_bounds_accept_queue(lab, family, overflow):
     if overflow == "abort_on_overflow":
         lab.wait_ss("client", lambda snap: not snap.find(local_port=port["late"]), what="the late client reset")
         lab.wait_ss("server", lambda snap: not snap.find(state="SYN-RECV"), what="the late request dropped")
+    after = lab.ss("after the retransmissions")
+    extra.close()                                                     # its attempt ends: no third SYN
 
     handshake = """
         client > server  S   0:0(0)
@@ -406,7 +414,6 @@ def test_backlog_bounds_accept_queue(lab, family, overflow):
         server > client  R   1:1(0)
     """ if overflow == "abort_on_overflow" else ""), port=port["late"])
 
-    after = lab.ss("after the retransmissions")
     if overflow == "abort_on_overflow":
         lab.expect_ss(after, client=["ESTAB", "ESTAB", "SYN-SENT"], server=["LISTEN", "ESTAB", "ESTAB"])
         lab.expect_transitions("client", "CLOSE -> SYN_SENT -> ESTABLISHED -> CLOSE", port=port["late"])

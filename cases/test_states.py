@@ -3,13 +3,19 @@
 Which source can show which state follows from the kernel (harness/trace.py, TIMEWAIT_NOTE): ss never
 lists a CLOSED socket, and TIME_WAIT is never a traced new state (the timewait socket that replaces a
 closing socket is not traced). States that last microseconds are seen in ss only while the case
-holds the segment that would end them, so every such state below is held with a fault rule first.
+holds the segment that would end them, so every such state below is held with a fault first. Each
+hold ends at a defined point, so that a run observes the same segments as the next: a drop rule
+drops exactly one copy (count=1) and the next copy is the sender's own retransmission, or a sender's
+segments wait in its neighbour queue (lab.faults.delay), where the kernel does not retransmit them.
 """
 
 import pytest
 
 PORT = 50000
-FAST_RTO_US = 10_000        # held FINs and ACKs are retransmitted after ~16 ms, not ~200 ms
+# The one retransmission the case waits for (the client's FIN, dropped once to reach CLOSING) comes
+# ~tcp_rto_min after the FIN: ss has seen FIN-WAIT-1, CLOSING and FIN-WAIT-2 some 10 ms after it, so
+# 100 ms leaves room for a loaded machine while keeping the case short.
+HOLD_RTO_US = 100_000
 
 # The state as the articles name it, as ss prints it (None: ss cannot show it), as the kernel names it.
 STATES = (
@@ -29,8 +35,8 @@ STATES = (
 
 @pytest.fixture
 def lab_sysctls(lab_sysctls):
-    """Name: lab_sysctls. Scope: function. The run's settings plus short retransmission timers."""
-    return {**lab_sysctls, "net.ipv4.tcp_rto_min_us": FAST_RTO_US}
+    """Name: lab_sysctls. Scope: function. The run's settings plus the retransmission timer of the CLOSING hold."""
+    return {**lab_sysctls, "net.ipv4.tcp_rto_min_us": HOLD_RTO_US}
 
 
 def _port_state(port, state):
@@ -86,30 +92,29 @@ def test_every_state_is_reached_and_observed(lab, family):
     srv.listen(5)
     lab.ss("listening")                                              # LISTEN
 
-    # SYN_SENT: the SYN is dropped; closing the socket then takes it SYN_SENT -> CLOSE.
-    syn = lab.faults.hold("client > server", "S")
+    # SYN_SENT: the SYN is dropped (once); closing the socket then takes it SYN_SENT -> CLOSE before
+    # its first retransmission (after 1 s) could leave.
+    lab.faults.drop("client > server", "S", count=1)
     trying = lab.client.socket()
     trying.connect(lab.hosts.server, PORT, nonblocking=True, expect="EINPROGRESS")
     trying_port = trying.getsockname()[1]
     lab.wait_ss("client", lambda s: "SYN-SENT" in s.states(), what="SYN-SENT while its SYN is dropped")
     trying.close()
-    syn.release()
 
-    # SYN_RECEIVED: the final ACK is held, the server's request shows as SYN-RECV; the client's
-    # first data then carries the ACK and the connection is ESTABLISHED on both sides.
-    ack = lab.faults.hold("client > server", ".", payload=False)
+    # SYN_RECEIVED: the final ACK is dropped (once), the server's request shows as SYN-RECV; the
+    # client's first data then carries the ACK and the connection is ESTABLISHED on both sides.
+    lab.faults.drop("client > server", ".", payload=False, count=1)
     closer = lab.client.socket()
     closer.connect(lab.hosts.server, PORT)
     closer_port = closer.getsockname()[1]
     lab.wait_ss("server", lambda s: "SYN-RECV" in s.states(), what="SYN-RECV while the final ACK is held")
-    ack.release()
     closer.send("x")
     closer_peer = srv.accept()
     assert closer_peer.recv(10).ret == "x"                         # nothing unread: close() sends FIN, not RST
     lab.expect_ss(lab.ss("established"), client=["ESTAB"], server=["LISTEN", "ESTAB"])
 
     # CLOSE_WAIT and LAST_ACK on the server, FIN_WAIT_2 and TIME_WAIT on the client: the client
-    # closes first; the server's FIN is answered by ACKs that are held until ss shows LAST-ACK.
+    # closes first; the server's FIN waits in the server's neighbour queue until ss shows LAST-ACK.
     passive = lab.client.socket()
     passive.connect(lab.hosts.server, PORT)
     passive_port = passive.getsockname()[1]
@@ -117,21 +122,20 @@ def test_every_state_is_reached_and_observed(lab, family):
     passive.close()
     lab.wait_ss("server", _port_state(passive_port, "CLOSE-WAIT"), what="CLOSE-WAIT after the client's FIN")
     lab.wait_ss("client", _port_state(passive_port, "FIN-WAIT-2"), what="FIN-WAIT-2 (orphan)")
-    last_ack = lab.faults.hold("client > server", ".", payload=False)
-    passive_peer.close()
-    lab.wait_ss("server", _port_state(passive_port, "LAST-ACK"), what="LAST-ACK while the final ACKs are held")
+    with lab.faults.delay("server"):
+        passive_peer.close()
+        lab.wait_ss("server", _port_state(passive_port, "LAST-ACK"), what="LAST-ACK while its FIN is held")
     lab.wait_ss("client", _port_state(passive_port, "TIME-WAIT"), what="TIME-WAIT after the server's FIN")
-    last_ack.release()
     lab.wait_ss("server", lambda s: not s.find(peer_port=passive_port), what="LAST_ACK closed")
 
-    # FIN_WAIT_1 and CLOSING on the client: its FIN is held, so the server's FIN arrives first.
-    fin = lab.faults.hold("client > server", "F.")
+    # FIN_WAIT_1 and CLOSING on the client: its FIN is dropped once, so the server's FIN arrives
+    # first; the FIN's retransmission (after tcp_rto_min) passes and ends both holds.
+    lab.faults.drop("client > server", "F.", count=1)
     closer.close()
     lab.wait_ss("client", _port_state(closer_port, "FIN-WAIT-1"), what="FIN-WAIT-1 while its FIN is held")
     closer_peer.close()
     lab.wait_ss("client", _port_state(closer_port, "CLOSING"), what="CLOSING: the server's FIN came first")
     lab.wait_ss("server", _port_state(closer_port, "FIN-WAIT-2"), what="FIN-WAIT-2 (server)")
-    fin.release()
     lab.wait_ss("client", _port_state(closer_port, "TIME-WAIT"), what="TIME-WAIT (after CLOSING)")
     lab.wait_ss("server", _port_state(closer_port, "TIME-WAIT"), what="TIME-WAIT (server)")
 

@@ -234,6 +234,7 @@ def test_restarted_server_binds_over_time_wait(lab, family):
 
     new = lab.program("server", "restarted")
     binds = {}                                     # (port, new server's SO_REUSEADDR) -> bind() call
+    served = []                                    # (new server's connection, its client's port)
     for port in ports:
         for reuse in (False, True):
             sock = new.socket()
@@ -243,13 +244,19 @@ def test_restarted_server_binds_over_time_wait(lab, family):
             if call.ok:
                 sock.listen(16)
                 accepting = sock.accept(wait=False)
-                lab.client.socket().connect(lab.hosts.server, port)
-                accepting.wait()
+                client = lab.client.socket()
+                client.connect(lab.hosts.server, port)
+                served.append((accepting.wait(), client.getsockname()[1]))
     assert {key: call.errno for key, call in binds.items()} == {
         (PORT, False): "EADDRINUSE", (PORT, True): "EADDRINUSE",
         (PORT + 1, False): "EADDRINUSE", (PORT + 1, True): None}, [c.text() for c in binds.values()]
     snap = lab.ss("restarted server serving next to the TIME-WAITs")
     lab.expect_ss(snap, client=["ESTAB"], server=["TIME-WAIT", "TIME-WAIT", "LISTEN", "ESTAB"])
+    # The new server's connection ends here, not when the case's programs are stopped (its FIN and
+    # the client's ACK would then race the end of the capture).
+    for conn, client_port in served:
+        since, acked = conn.close().t0, match("client", ".", ack=2, port=client_port)
+        lab.wait_segment(lambda s: acked(s) and s.time > since, what="the client's ACK of the restarted server's FIN")
 
     def result(call):
         return "ok" if call.ok else call.errno

@@ -89,6 +89,7 @@ class Lab(contextlib.AbstractContextManager):
                            output_dir=self.artifacts_dir, call_timeout=self.call_timeout).start()
             self.programs[role] = prog
             self._stack.callback(prog.close)
+        self._later = self._stack.enter_context(contextlib.ExitStack())   # programs and commands started
         self._stack.callback(self.finish)     # runs first on exit: artifacts while everything is alive
         self.setup_done = time.monotonic()
 
@@ -137,14 +138,14 @@ class Lab(contextlib.AbstractContextManager):
         prog = Program(self.topology.hosts[role], name, family=self.family, on_call=self._on_call,
                        output_dir=self.artifacts_dir, call_timeout=self.call_timeout).start()
         self.programs[name] = prog
-        self._stack.callback(prog.close)
+        self._later.callback(prog.close)     # after finish(): what it still holds is recorded
         return prog
 
     def command(self, role: str, argv, name: str | None = None) -> Command:
         """Run any command (a user's own server, say) inside host `role`; stopped at the end of the case."""
         cmd = Command(self.topology.hosts[role], argv, name=name, output_dir=self.artifacts_dir)
         self.commands.append(cmd)
-        self._stack.callback(cmd.stop)
+        self._later.callback(cmd.stop)
         cmd.start()
         self.note(f"started {cmd.name}: {' '.join(cmd.argv)}", side=role)
         return cmd
