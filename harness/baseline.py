@@ -38,18 +38,23 @@ def check(run_dir: str, folder: str) -> tuple[bool | None, str]:
         return None, (f"no baseline for kernel {run['kernel']} in {folder}; record one with "
                       f"`socklab baseline` (runs the catalogue and keeps its results)")
     base = load_results(base_path)
-    if (run["settings"].get("sysctls") or {}) != (base["settings"].get("sysctls") or {}):
+    base_cases = {c["id"]: c for c in base["cases"]}
+    ran = [c for c in run["cases"] if c.get("behaviour") is not None]
+    # Only cases that ran with the baseline's own settings (per-case sysctls, MTU) are comparable.
+    same = {c["id"] for c in ran if c["id"] in base_cases
+            and (c.get("sysctls"), c.get("mtu")) == (base_cases[c["id"]].get("sysctls"), base_cases[c["id"]].get("mtu"))}
+    new = [c["id"] for c in ran if c["id"] not in base_cases]
+    if ran and not same and not new:
         return None, (f"this run's settings differ from the baseline's ({base_path}): "
                       f"use `socklab compare` to see what they change")
-    ran = {c["id"] for c in run["cases"] if c.get("behaviour") is not None}
-    base = dict(base, cases=[c for c in base["cases"] if c["id"] in ran])
-    missing = ran - {c["id"] for c in base["cases"]}
-    run = dict(run, cases=[c for c in run["cases"] if c["id"] in ran])
-    cmp = compare_runs([base, run])
+    cmp = compare_runs([dict(base, cases=[base_cases[i] for i in sorted(same)]),
+                        dict(run, cases=[c for c in ran if c["id"] in same])])
     if cmp.changed:
         return False, f"differs from the baseline {base_path}:\n" + cmp.text()
-    note = f" ({len(missing)} new cases not in it)" if missing else ""
-    return True, f"{len(ran) - len(missing)} cases reproduce the baseline {base_path}{note}"
+    other = len(ran) - len(same) - len(new)
+    note = "".join([f"; {len(new)} new cases not in it" if new else "",
+                    f"; {other} ran with other settings" if other else ""])
+    return True, f"{len(same)} cases reproduce the baseline {base_path}{note}"
 
 
 def dump(results: dict) -> str:
