@@ -15,7 +15,7 @@ import os
 import threading
 import time
 
-from . import expect, nsutil, ss, trace, tracefs
+from . import background, expect, nsutil, ss, trace, tracefs
 from .capture import Capture
 from .errors import StepTimeout, TraceUnavailable
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
@@ -347,7 +347,9 @@ class Lab(contextlib.AbstractContextManager):
             for t, role, text in self.faults.events:
                 self.timeline.add(t, "fault", role, text)
         if self.artifacts_dir:
-            self._write_artifacts(segs)
+            # Everything is collected by now; writing it is file I/O off the case's critical path.
+            # background.flush() (session end, exit) waits for it and re-raises any error.
+            background.submit(self._write_artifacts, segs)
 
     def record(self, segs=None) -> dict:
         """Everything observed in this case as plain data (case.json), for results and reports."""

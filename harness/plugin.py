@@ -13,7 +13,7 @@ import signal
 
 import pytest
 
-from . import privileges, tracefs
+from . import background, privileges, tracefs
 from .errors import SocklabError, TraceUnavailable
 from .profiles import sysctls_for
 from .cli import default_run_name
@@ -103,6 +103,11 @@ def pytest_pyfunc_call(pyfuncitem):
 
 
 def pytest_sessionfinish(session):
+    try:
+        background.flush()      # every case's artifacts are on disk before the results are built
+    except Exception as exc:    # an artifact that could not be written fails the run, visibly
+        session.config.socklab_artifact_error = f"socklab: writing a case's artifacts failed: {exc!r}"
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     _write_run_report(session)
 
 
@@ -146,6 +151,8 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.write_line(f"artifacts: {d}")
         if getattr(config, "socklab_summary", None):
             terminalreporter.write_line(config.socklab_summary)
+    if getattr(config, "socklab_artifact_error", None):
+        terminalreporter.write_line(config.socklab_artifact_error, red=True)
     if getattr(config, "socklab_baseline", None):
         ok, text = config.socklab_baseline
         if ok is False:
