@@ -43,6 +43,11 @@ def main(argv=None) -> int:
     base.add_argument("--from-run", default=None, metavar="RUN_DIR", help="keep an existing run instead")
     base.add_argument("-n", "--workers", default="2")
 
+    soak = sub.add_parser("soak", help="run the catalogue N times in a row; count failures and wall times")
+    soak.add_argument("--runs", type=int, default=20)
+    soak.add_argument("-n", "--workers", default="2")
+    soak.add_argument("--cases", default="cases")
+
     args = parser.parse_args(argv)
     if args.cmd == "run":
         return _run(args)
@@ -54,6 +59,8 @@ def main(argv=None) -> int:
         return _compare(args)
     if args.cmd == "baseline":
         return _baseline(args)
+    if args.cmd == "soak":
+        return _soak(args)
     if args.cmd == "bench":
         from .bench import run_bench
         return run_bench(args.repeat, args.cases)
@@ -143,6 +150,26 @@ def _baseline(args) -> int:
         run_dir = os.path.join("reports", name)
     print(f"socklab baseline: recorded {record(run_dir, args.folder)}")
     return 0
+
+
+def _soak(args) -> int:
+    """Consecutive catalogue runs, each a fresh pytest process checked against the baseline."""
+    import statistics
+    import subprocess
+    walls, failed = [], []
+    for i in range(1, args.runs + 1):
+        t0 = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "pytest", args.cases, "-q", "-n", str(args.workers),
+                               "--socklab-run", f"soak-{os.getpid()}-{i}"], capture_output=True, text=True)
+        walls.append(time.monotonic() - t0)
+        last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+        print(f"run {i:2d}: exit {proc.returncode}, {walls[-1]:.1f} s: {last}", flush=True)
+        if proc.returncode != 0:
+            failed.append(i)
+            print(proc.stdout[-4000:])
+    print(f"socklab soak: {args.runs - len(failed)} of {args.runs} runs passed; wall median "
+          f"{statistics.median(walls):.1f} s, max {max(walls):.1f} s" + (f"; failed runs: {failed}" if failed else ""))
+    return 1 if failed else 0
 
 
 def default_run_name() -> str:
