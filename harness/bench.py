@@ -91,6 +91,38 @@ def run_bench(repeat: int, cases_folder: str) -> int:
     return 0
 
 
+def protocol_waits(run_dir: str, gap: float = 0.05) -> tuple[float, int]:
+    """Time the cases spent waiting on kernel timers (retransmissions, timeouts), from their timelines:
+    every interval of at least `gap` seconds in which nothing happened (no call, segment, snapshot or
+    transition). Returns (seconds summed over all cases, number of cases)."""
+    import glob
+    import json
+    total, n = 0.0, 0
+    for path in glob.glob(os.path.join(run_dir, "cases", "*", "timeline.json")):
+        with open(path) as fh:
+            times = sorted(e["t"] for e in json.load(fh))
+        total += sum(b - a for a, b in zip(times, times[1:]) if b - a >= gap)
+        n += 1
+    return total, n
+
+
+def run_catalogue(cases_folder: str, workers: str = "2") -> int:
+    """The whole default catalogue with pytest -n `workers`: wall time next to the protocol waits."""
+    import subprocess
+    import sys
+    name = f"bench-catalogue-{os.getpid()}"
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "pytest", cases_folder, "-q", "-n", str(workers),
+                           "--socklab-run", name], capture_output=True, text=True)
+    wall = time.monotonic() - t0
+    waits, n = protocol_waits(os.path.join("reports", name))
+    last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+    print(f"socklab bench: catalogue with -n {workers}: {wall:.1f} s wall ({last})")
+    print(f"  protocol waits the cases cannot avoid (idle gaps >= 50 ms in {n} case timelines): {waits:.1f} s "
+          f"in all, {waits / int(workers):.1f} s per worker")
+    return proc.returncode
+
+
 def _claim_of(fn):
     """The case's @pytest.mark.claim text, as the pytest plugin would set it."""
     for mark in getattr(fn, "pytestmark", []):

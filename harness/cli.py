@@ -28,6 +28,8 @@ def main(argv=None) -> int:
     bench = sub.add_parser("bench", help="measure per-case overhead and the connection cases' wall time")
     bench.add_argument("--repeat", type=int, default=30)
     bench.add_argument("--cases", default="cases")
+    bench.add_argument("--catalogue", action="store_true",
+                       help="instead: time the whole catalogue with -n 2 next to its protocol waits")
 
     rep = sub.add_parser("report", help="write results.json and index.html of a run folder")
     rep.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. reports/run-20250101-120000")
@@ -62,7 +64,9 @@ def main(argv=None) -> int:
     if args.cmd == "soak":
         return _soak(args)
     if args.cmd == "bench":
-        from .bench import run_bench
+        from .bench import run_bench, run_catalogue
+        if args.catalogue:
+            return run_catalogue(args.cases)
         return run_bench(args.repeat, args.cases)
     return 2
 

@@ -24,7 +24,11 @@ from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by 
 IFA_F_NODAD = 0x02
 NUD_PERMANENT = 0x80
 # IPv6 addresses are usable at once: no duplicate address detection, no router solicitations.
+# The ports cases choose (CASE_PORTS) are never handed out as ephemeral ports, so a client's
+# random port cannot collide with a port a case binds or filters on.
+CASE_PORTS = "50000-50999"
 NS_DEFAULT_SYSCTLS = {
+    "net.ipv4.ip_local_reserved_ports": CASE_PORTS,
     "net.ipv6.conf.all.accept_dad": 0,
     "net.ipv6.conf.default.accept_dad": 0,
     "net.ipv6.conf.all.router_solicitations": 0,
