@@ -45,13 +45,13 @@ def owner_pid(name: str) -> int | None:
 
 
 def pid_alive(pid: int) -> bool:
+    """True while process `pid` runs; a zombie (killed, not yet reaped) counts as dead."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True
+    return state not in ("Z", "X")
 
 
 def _base36(n: int) -> str:
