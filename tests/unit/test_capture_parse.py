@@ -1,0 +1,57 @@
+"""Pcap normalisation without privileges: real captured frames -> Segments with relative numbers."""
+
+import json
+from pathlib import Path
+
+from scapy.utils import RawPcapReader
+
+from harness.capture import Frame, to_segments
+
+CASES = Path(__file__).parent / "data" / "results" / "base" / "cases"
+
+
+def load(case):
+    """Frames of a real case's pcap and its host address -> role map (from its case.json)."""
+    rec = json.loads((CASES / case / "case.json").read_text())
+    roles = {}
+    for role, h in rec["hosts"].items():
+        roles[h["ipv4"]] = role
+        roles[h["ipv6"]] = role
+    frames = [Frame(data, meta.sec + meta.usec / 1e9, meta.sec + meta.usec / 1e9)
+              for data, meta in RawPcapReader(str(CASES / case / "packets.pcap"))]
+    return frames, roles, rec
+
+
+def test_close_case_relative_numbers_both_directions():
+    frames, roles, rec = load("tests_unit_data_results_gen_cases.py__test_close_ipv4")
+    segs = to_segments(frames, roles)
+    assert [s.text(options=False) for s in segs] == [s["text"].split(" <")[0] for s in rec["segments"]]
+    syn, synack, ack = segs[:3]
+    assert (syn.src, syn.flags, syn.seq, syn.ack) == ("client", "S", 0, None)
+    assert (synack.src, synack.flags, synack.seq, synack.ack) == ("server", "S.", 0, 1)
+    assert (ack.flags, ack.seq, ack.ack) == (".", 1, 1)
+    # raw numbers are kept for cross-reference with the pcap
+    assert synack.raw_ack == (syn.raw_seq + 1) % 2**32
+
+
+def test_options_are_parsed_in_order():
+    frames, roles, _ = load("cases_test_setup.py__test_listen_without_accept_completes_handshake_ipv4")
+    syn = to_segments(frames, roles)[0]
+    assert [k for k, _ in syn.options] == ["mss", "sackOK", "TS", "nop", "wscale"]
+    assert syn.option("mss") == 1460 and syn.option("wscale") is not None
+    assert syn.option("TS")[1] == 0          # the SYN's TS echo reply is zero
+
+
+def test_non_tcp_frames_stay_out_of_the_segment_list():
+    frames, roles, rec = load("cases_test_setup.py__test_connect_to_bound_port_without_listen_is_refused_ipv4")
+    segs = to_segments(frames, roles)
+    assert len(segs) == len(rec["segments"]) == 2
+    assert [s.flags for s in segs] == ["S", "R."]
+    assert (segs[1].seq, segs[1].ack) == (0, 1)
+
+
+def test_a_retransmitted_syn_keeps_relative_seq_zero():
+    frames, roles, _ = load("tests_unit_data_results_gen_cases.py__test_drop_ipv4")
+    segs = to_segments(frames, roles)
+    syns = [s for s in segs if s.flags == "S"]
+    assert len(syns) >= 2 and all(s.seq == 0 for s in syns)
