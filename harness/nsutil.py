@@ -59,7 +59,13 @@ def run_in(fn, *args, netns: str | None = None, new: bool = False):
 
     t = threading.Thread(target=body, name=f"netns:{netns or 'new'}")
     t.start()
-    t.join()
+    try:
+        t.join()
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM): let the thread finish, so the undo that runs next sees
+        # every namespace and link it made.
+        t.join()
+        raise
     if "error" in box:
         raise box["error"]
     return box.get("value")

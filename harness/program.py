@@ -281,8 +281,8 @@ class Program:
     def kill(self, sig: int = signal.SIGKILL) -> Call:
         """Send `sig` to the process from outside, as `kill -SIG pid` would, and wait until it is gone."""
         t0 = time.monotonic()
+        self.exited = f"killed by {signal.Signals(sig).name}"   # before the kill: pending calls name it
         os.kill(self.pid, sig)
-        self.exited = f"killed by {signal.Signals(sig).name}"
         self._reap()
         call = Call(self.name, "kill", {"signal": signal.Signals(sig).name}, 0, None, None, t0, time.monotonic())
         self.calls.append(call)
