@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
-import os
 import threading
 import time
 
-from . import background, expect, nsutil, ss, trace, tracefs
+from . import artifacts, background, expect, nsutil, ss, trace, tracefs
 from .capture import Capture
 from .errors import StepTimeout, TraceUnavailable
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
-from .program import Call, Command, Program
+from .command import Command
+from .program import Call, Program
 from .timeline import Timeline
 from .topology import Topology
 
@@ -210,7 +209,7 @@ class Lab(contextlib.AbstractContextManager):
         self.capture.drain()
         self._read_trace()
         events = [t for t in trace.parse("\n".join(self.trace_lines)) if t.time >= self.start]
-        hists = trace.group_by_socket(events, self.addresses(), self._connects())
+        hists = trace.group_by_socket(events, self.addresses(), self.connect_calls())
         if port is not None:
             hists = [h for h in hists if port in (h.key[1], h.key[3])]
         return hists
@@ -226,7 +225,7 @@ class Lab(contextlib.AbstractContextManager):
                                            f"{role} (port {port}) in the trace, found {len(hists)}:\n  {shown}")
         return hists[0]
 
-    def _connects(self) -> list:
+    def connect_calls(self) -> list:
         """(t0, t1, local address, local port) of every connect() call, to place the trace's port-0 events."""
         return [(c.t0, c.t1, self.addr(c.role), c.local_port or 0) for c in self.calls if c.op == "connect" and c.role]
 
@@ -341,7 +340,7 @@ class Lab(contextlib.AbstractContextManager):
             self.timeline.add(s.time, "segment", "wire", s.text() + (f" [dropped by {s.dropped_by}]" if s.dropped_by else ""))
         if self.trace is not None:
             for t in self.own_transitions():
-                    role = self._role_of(t.local)
+                    role = self.role_of(t.local)
                     self.timeline.add(t.time, "state", role, f"{t.local_port}>{t.peer_port} {t.old} -> {t.new}")
         if self.faults:
             for t, role, text in self.faults.events:
@@ -349,78 +348,17 @@ class Lab(contextlib.AbstractContextManager):
         if self.artifacts_dir:
             # Everything is collected by now; writing it is file I/O off the case's critical path.
             # background.flush() (session end, exit) waits for it and re-raises any error.
-            background.submit(self._write_artifacts, segs)
+            background.submit(artifacts.write, self, segs)
 
     def record(self, segs=None) -> dict:
         """Everything observed in this case as plain data (case.json), for results and reports."""
-        segs = self.capture.segments() if segs is None else segs
-        t0 = self.start
-        hists = []
-        if self.trace is not None:
-            try:
-                hists = trace.group_by_socket(self.own_transitions(), self.addresses(), self._connects())
-            except trace.TraceEventsLost as exc:
-                hists = trace.group_by_socket(exc.transitions, self.addresses(), self._connects())
-        return {
-            "name": self.name, "family": self.family, "mtu": self.mtu, "kernel": os.uname().release,
-            "sysctls": {k: str(v) for k, v in self.sysctls.items()},
-            "host_sysctls": {r: dict(h.sysctls) for r, h in self.topology.hosts.items()},
-            "hosts": {r: {"ipv4": h.ipv4, "ipv6": h.ipv6} for r, h in self.topology.hosts.items()},
-            "claim": self.claim, "verdicts": self.verdicts,
-            "duration": round(self.end - t0, 6),
-            "calls": [dict(c.to_json(), t0=round(c.t0 - t0, 6), t1=round(c.t1 - t0, 6)) for c in self.calls],
-            "segments": [{"t": round(s.time - t0, 6), "src": s.src, "dst": s.dst, "flags": s.flags, "seq": s.seq,
-                          "len": s.length, "ack": s.ack, "win": s.win, "options": [list(o) for o in s.options],
-                          "sport": s.sport, "dport": s.dport, "dropped_by": s.dropped_by, "text": s.text()}
-                         for s in segs],
-            "ss": [{"t": round(sn.time - t0, 6), "role": getattr(sn, "role", None), "label": sn.label, "text": sn.text,
-                    "rows": [{"state": r.state, "recv_q": r.recv_q, "send_q": r.send_q, "local": r.local,
-                              "local_port": r.local_port, "peer": r.peer, "peer_port": r.peer_port,
-                              "timer": None if r.timer is None else [r.timer.name, r.timer.remaining, r.timer.retrans]}
-                             for r in sn.rows]}
-                   for sn in self.snapshots],
-            "transitions": [{"local": h.key[0], "local_role": self._role_of(h.key[0]), "local_port": h.key[1],
-                             "peer": h.key[2], "peer_role": self._role_of(h.key[2]), "peer_port": h.key[3],
-                             "states": h.states(), "times": [round(t.time - t0, 6) for t in h.transitions]}
-                            for h in hists],
-            "faults": [{"t": round(t - t0, 6), "role": role, "text": text} for t, role, text in (self.faults.events if self.faults else [])],
-            "notes": [{"t": round(t - t0, 6), "text": text} for t, text in self.notes],
-            "trace_unavailable": self.trace_unavailable,
-            "states_table": self.states_table,
-            "artifacts": {"pcap": "packets.pcap", "ss": "ss.txt", "timeline": "timeline.txt", "segments": "segments.txt",
-                          "transitions": "transitions.txt", "steps": "steps.json"},
-        }
+        return artifacts.record(self, self.capture.segments() if segs is None else segs)
 
-    def _role_of(self, address: str) -> str:
+    def role_of(self, address: str) -> str:
         for role, h in self.topology.hosts.items():
             if address in (h.ipv4, h.ipv6):
                 return role
         return "wire"
-
-    def _write_artifacts(self, segs):
-        d = self.artifacts_dir
-        os.makedirs(d, exist_ok=True)
-        self.capture.write_pcap(os.path.join(d, "packets.pcap"))
-        with open(os.path.join(d, "segments.txt"), "w") as fh:
-            fh.write("\n".join(s.text() + (f"  # dropped by {s.dropped_by}" if s.dropped_by else "") for s in segs) + "\n")
-        with open(os.path.join(d, "ss.txt"), "w") as fh:
-            for snap in self.snapshots:
-                fh.write(f"### {getattr(snap, 'role', '?')} [{snap.label}] t={(snap.time - self.start) * 1000:.3f} ms\n")
-                fh.write(snap.text if snap.text.endswith("\n") else snap.text + "\n")
-                fh.write("\n")
-        with open(os.path.join(d, "transitions.txt"), "w") as fh:
-            fh.write("".join(t.raw.rstrip("\n") + "\n" for t in self.own_transitions()))
-        with open(os.path.join(d, "timeline.txt"), "w") as fh:
-            fh.write(self.timeline.text())
-        with open(os.path.join(d, "timeline.json"), "w") as fh:
-            json.dump(self.timeline.to_json(), fh, indent=1)
-        with open(os.path.join(d, "verdict.json"), "w") as fh:
-            json.dump(self.verdicts, fh, indent=1)
-        with open(os.path.join(d, "case.json"), "w") as fh:
-            json.dump(self.record(segs), fh, indent=1)
-        with open(os.path.join(d, "steps.json"), "w") as fh:
-            json.dump([c.to_json() for c in self.calls], fh, indent=1)
-
 
 def _poll_pause(seconds: float):
     """The pause between two polls of a condition that has no event to wait on (`ss` state)."""

@@ -14,7 +14,7 @@ import pytest
 from harness import names, nsutil, topology
 from harness.errors import SetupError
 from harness.lab import Lab
-from harness.program import Command
+from harness.command import Command
 from harness.topology import Topology
 
 V4_RANGE = ipaddress.ip_network("198.18.0.0/15")

@@ -1,0 +1,79 @@
+"""A case's artifacts: what it observed, as files in its folder under reports/.
+
+`record()` turns a finished lab into plain data (case.json, which results and reports are built
+from); `write()` puts every artifact on disk: packets.pcap, segments.txt, ss.txt, transitions.txt,
+timeline.txt/.json, verdict.json, case.json and steps.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from . import trace
+
+
+def record(lab, segs) -> dict:
+    """Everything observed in this case as plain data (case.json), for results and reports."""
+    t0 = lab.start
+    hists = []
+    if lab.trace is not None:
+        try:
+            hists = trace.group_by_socket(lab.own_transitions(), lab.addresses(), lab.connect_calls())
+        except trace.TraceEventsLost as exc:
+            hists = trace.group_by_socket(exc.transitions, lab.addresses(), lab.connect_calls())
+    return {
+        "name": lab.name, "family": lab.family, "mtu": lab.mtu, "kernel": os.uname().release,
+        "sysctls": {k: str(v) for k, v in lab.sysctls.items()},
+        "host_sysctls": {r: dict(h.sysctls) for r, h in lab.topology.hosts.items()},
+        "hosts": {r: {"ipv4": h.ipv4, "ipv6": h.ipv6} for r, h in lab.topology.hosts.items()},
+        "claim": lab.claim, "verdicts": lab.verdicts,
+        "duration": round(lab.end - t0, 6),
+        "calls": [dict(c.to_json(), t0=round(c.t0 - t0, 6), t1=round(c.t1 - t0, 6)) for c in lab.calls],
+        "segments": [{"t": round(s.time - t0, 6), "src": s.src, "dst": s.dst, "flags": s.flags, "seq": s.seq,
+                      "len": s.length, "ack": s.ack, "win": s.win, "options": [list(o) for o in s.options],
+                      "sport": s.sport, "dport": s.dport, "dropped_by": s.dropped_by, "text": s.text()}
+                     for s in segs],
+        "ss": [{"t": round(sn.time - t0, 6), "role": getattr(sn, "role", None), "label": sn.label, "text": sn.text,
+                "rows": [{"state": r.state, "recv_q": r.recv_q, "send_q": r.send_q, "local": r.local,
+                          "local_port": r.local_port, "peer": r.peer, "peer_port": r.peer_port,
+                          "timer": None if r.timer is None else [r.timer.name, r.timer.remaining, r.timer.retrans]}
+                         for r in sn.rows]}
+               for sn in lab.snapshots],
+        "transitions": [{"local": h.key[0], "local_role": lab.role_of(h.key[0]), "local_port": h.key[1],
+                         "peer": h.key[2], "peer_role": lab.role_of(h.key[2]), "peer_port": h.key[3],
+                         "states": h.states(), "times": [round(t.time - t0, 6) for t in h.transitions]}
+                        for h in hists],
+        "faults": [{"t": round(t - t0, 6), "role": role, "text": text} for t, role, text in (lab.faults.events if lab.faults else [])],
+        "notes": [{"t": round(t - t0, 6), "text": text} for t, text in lab.notes],
+        "trace_unavailable": lab.trace_unavailable,
+        "states_table": lab.states_table,
+        "artifacts": {"pcap": "packets.pcap", "ss": "ss.txt", "timeline": "timeline.txt", "segments": "segments.txt",
+                      "transitions": "transitions.txt", "steps": "steps.json"},
+    }
+
+
+def write(lab, segs) -> None:
+    """Write the case's artifacts into lab.artifacts_dir (see reports/README.md for the list)."""
+    d = lab.artifacts_dir
+    os.makedirs(d, exist_ok=True)
+    lab.capture.write_pcap(os.path.join(d, "packets.pcap"))
+    with open(os.path.join(d, "segments.txt"), "w") as fh:
+        fh.write("\n".join(s.text() + (f"  # dropped by {s.dropped_by}" if s.dropped_by else "") for s in segs) + "\n")
+    with open(os.path.join(d, "ss.txt"), "w") as fh:
+        for snap in lab.snapshots:
+            fh.write(f"### {getattr(snap, 'role', '?')} [{snap.label}] t={(snap.time - lab.start) * 1000:.3f} ms\n")
+            fh.write(snap.text if snap.text.endswith("\n") else snap.text + "\n")
+            fh.write("\n")
+    with open(os.path.join(d, "transitions.txt"), "w") as fh:
+        fh.write("".join(t.raw.rstrip("\n") + "\n" for t in lab.own_transitions()))
+    with open(os.path.join(d, "timeline.txt"), "w") as fh:
+        fh.write(lab.timeline.text())
+    with open(os.path.join(d, "timeline.json"), "w") as fh:
+        json.dump(lab.timeline.to_json(), fh, indent=1)
+    with open(os.path.join(d, "verdict.json"), "w") as fh:
+        json.dump(lab.verdicts, fh, indent=1)
+    with open(os.path.join(d, "case.json"), "w") as fh:
+        json.dump(lab.record(segs), fh, indent=1)
+    with open(os.path.join(d, "steps.json"), "w") as fh:
+        json.dump([c.to_json() for c in lab.calls], fh, indent=1)
