@@ -231,8 +231,8 @@ class Delay:
         if self.released:
             return
         self.released = True
+        self.ended = time.monotonic()           # the queue leaves during the call below: stamp it first
         nsutil.run_in(self._neighbours, "replace", netns=self.host.netns)
-        self.ended = time.monotonic()
         self.host.run(["nft", "delete", "table", "netdev", self.TABLE])
         self.faults.events.append((self.ended, self.host.role, f"release: {self.host.role}'s held segments are sent"))
 
