@@ -271,13 +271,13 @@ def remove_netns(name: str) -> None:
             raise
 
 
-def kill_processes_in(path: str, sig: int = 9) -> list[int]:
-    """SIGKILL every process whose network namespace is the one bound at `path`; return their pids."""
+def processes_in(path: str) -> list[int]:
+    """Live (non-zombie) processes whose network namespace is the one bound at `path`."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return []
-    killed = []
+    found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -285,10 +285,18 @@ def kill_processes_in(path: str, sig: int = 9) -> list[int]:
             ns = os.stat(f"/proc/{entry}/ns/net")
         except OSError:
             continue
-        if (ns.st_dev, ns.st_ino) == (st.st_dev, st.st_ino):
-            try:
-                os.kill(int(entry), sig)
-                killed.append(int(entry))
-            except ProcessLookupError:
-                pass
+        if (ns.st_dev, ns.st_ino) == (st.st_dev, st.st_ino) and names.pid_alive(int(entry)):
+            found.append(int(entry))
+    return sorted(found)
+
+
+def kill_processes_in(path: str, sig: int = 9) -> list[int]:
+    """SIGKILL every process whose network namespace is the one bound at `path`; return their pids."""
+    killed = []
+    for pid in processes_in(path):
+        try:
+            os.kill(pid, sig)
+            killed.append(pid)
+        except ProcessLookupError:
+            pass
     return killed

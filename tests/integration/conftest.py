@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness import nsutil, tracefs
+from harness import names, nsutil, topology, tracefs
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NOBODY = 65534
@@ -63,31 +63,12 @@ class Resources:
     @staticmethod
     def procs_in(netns: str) -> list[int]:
         """Live (non-zombie) processes whose network namespace is the one bound at /run/netns/<netns>."""
-        try:
-            st = os.stat(nsutil.netns_path(netns))
-        except FileNotFoundError:
-            return []
-        out = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                ns = os.stat(f"/proc/{entry}/ns/net")
-            except OSError:
-                continue
-            if (ns.st_dev, ns.st_ino) == (st.st_dev, st.st_ino) and Resources.alive(int(entry)):
-                out.append(int(entry))
-        return sorted(out)
+        return topology.processes_in(nsutil.netns_path(netns))
 
     @staticmethod
     def alive(pid: int) -> bool:
         """True while `pid` exists and is not a zombie (a zombie holds no descriptor and no socket)."""
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                state = fh.read().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            return False
-        return state not in ("Z", "X")
+        return names.pid_alive(pid)
 
     @staticmethod
     def wait_gone(pids, timeout: float = 5.0) -> list[int]:
