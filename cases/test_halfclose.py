@@ -253,7 +253,7 @@ def test_shutdown_write_with_unsent_data(lab, family):
     queued = lab.wait_ss("client", lambda s: s.rows and s.rows[0].timer and s.rows[0].timer.name == "persist",
                          what="the client probing the closed window").rows[0]
     unsent = queued.info.get("notsent", 0)
-    shut = cli.shutdown("SHUT_WR")
+    cli.shutdown("SHUT_WR")
     closing = lab.ss("after shutdown(SHUT_WR) with unsent data")["client"].rows[0]
     chunks = []
     while True:                                         # now the server reads everything out

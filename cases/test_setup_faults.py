@@ -103,7 +103,7 @@ def test_held_final_ack_shows_syn_recv(lab, family):
     dropped = lab.faults.counters(rule)
     rule.release()                             # the client's next ACK passes: its answer to the retransmission
     done = lab.wait_ss("server", lambda s: "ESTAB" in s.states(), timeout=3, what="the server's ESTAB entry")
-    conn = srv.accept(timeout=1)
+    srv.accept(timeout=1)                      # the completed connection reaches accept()
 
     lab.expect_segments(f"""
         client > server  S   0:0(0) <mss {lab.mss()},...>

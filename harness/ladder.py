@@ -12,7 +12,7 @@ from __future__ import annotations
 import zlib
 from html import escape
 
-from .results import option_kinds
+from .results import segment_body
 
 ROW = 22                 # px per event row
 TIME_W = 86              # time column
@@ -25,17 +25,6 @@ X_SERVER = X_CLIENT + GAP_W
 WIDTH = X_SERVER + SIDE_W + 10
 PAUSE = 0.1              # s: a gap this long (and 20x the median gap) is drawn as a broken axis
 COLOURS = {"call": "#111", "state": "#1f4e9c", "fault": "#b35900", "note": "#555"}
-
-
-def segment_label(seg: dict) -> str:
-    """'S. 0:0(0) ack 1 <mss 1460,...>' as drawn above an arrow."""
-    end = seg["seq"] + seg["len"]
-    out = f"{seg['flags']} {seg['seq']}:{end}({seg['len']})"
-    if seg.get("ack") is not None:
-        out += f" ack {seg['ack']}"
-    if seg.get("options"):
-        out += f" <{option_kinds(seg['options'])}>"
-    return out
 
 
 def side_of(name: str | None) -> str:
@@ -88,7 +77,7 @@ def events(rec: dict) -> list[dict]:
     out = []
     for s in rec.get("segments", []):
         tag = f"#{conns[_pair(s)][0]} " if len(conns) > 1 else ""
-        out.append({"t": s["t"], "kind": "segment", "side": s["src"], "text": tag + segment_label(s), "seg": s})
+        out.append({"t": s["t"], "kind": "segment", "side": s["src"], "text": tag + segment_body(s), "seg": s})
     for c in rec.get("calls", []):
         t = c.get("t1") if c.get("background") else c.get("t0")
         out.append({"t": t or 0.0, "kind": "call", "side": side_of(c.get("program")), "text": call_text(c, addrs)})
@@ -219,7 +208,7 @@ def text_ladder(segments) -> str:
     rows = []
     for s in segments:
         if isinstance(s, dict):
-            label = segment_label(s)
+            label = segment_body(s)
             rows.append((f"{s['t'] * 1000:10.3f}  " if "t" in s else "", s["src"] == "client", label,
                          bool(s.get("dropped_by"))))
         else:

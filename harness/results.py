@@ -103,14 +103,19 @@ def option_kinds(options) -> str:
     return ",".join(parts)
 
 
-def segment_line(seg: dict, conn: int | None = None) -> str:
-    """One segment of case.json in the normalised notation (see the module docstring)."""
-    end = seg["seq"] + seg["len"]
-    out = f"{seg['src']} > {seg['dst']}  {seg['flags']:<3} {seg['seq']}:{end}({seg['len']})"
+def segment_body(seg: dict, flags_width: int = 0) -> str:
+    """'S. 0:0(0) ack 1 <mss 1460,...>': a case.json segment's flags, numbers and option kinds."""
+    out = f"{seg['flags']:<{flags_width}} {seg['seq']}:{seg['seq'] + seg['len']}({seg['len']})"
     if seg.get("ack") is not None:
         out += f" ack {seg['ack']}"
     if seg.get("options"):
         out += f" <{option_kinds(seg['options'])}>"
+    return out
+
+
+def segment_line(seg: dict, conn: int | None = None) -> str:
+    """One segment of case.json in the normalised notation (see the module docstring)."""
+    out = f"{seg['src']} > {seg['dst']}  {segment_body(seg, 3)}"
     if seg.get("dropped_by"):
         out += " (dropped)"
     if conn:

@@ -406,7 +406,7 @@ def test_dropped_syn_is_a_red_dashed_arrow_ending_in_an_x(page):
     crosses = [p for p in svg.iter("path") if p.attrs.get("stroke") == "#c00"]
     assert len(crosses) == 1
     labels = [squash(t.shown()) for t in svg.iter("text") if t.attrs.get("fill") == "#c00"]
-    assert labels == [ladder.segment_label(rec["segments"][0])]
+    assert labels == [ladder.segment_body(rec["segments"][0])]
     assert labels[0].startswith("S 0:0(0) <mss")
 
 
