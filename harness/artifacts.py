@@ -2,7 +2,7 @@
 
 `record()` turns a finished lab into plain data (case.json, which results and reports are built
 from); `write()` puts every artifact on disk: packets.pcap, segments.txt, ss.txt, transitions.txt,
-timeline.txt/.json, verdict.json, case.json and steps.json.
+timeline.txt/.json and case.json (calls, verdicts and everything else observed).
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ import json
 import os
 
 from . import trace
+from .record import (CallRecord, CaseRecord, Counters, Event, HistoryRecord, SegmentRecord, SnapshotRecord, SsRow,
+                     Timer)
 
 
-def record(lab, segs) -> dict:
-    """Everything observed in this case as plain data (case.json), for results and reports."""
+def record(lab, segs) -> CaseRecord:
+    """Everything observed in this case, typed (case.json), for judges, results and reports."""
     t0 = lab.start
     hists = []
     if lab.trace is not None:
@@ -22,35 +24,47 @@ def record(lab, segs) -> dict:
             hists = trace.group_by_socket(lab.own_transitions(), lab.addresses(), lab.connect_calls())
         except trace.TraceEventsLost as exc:
             hists = trace.group_by_socket(exc.transitions, lab.addresses(), lab.connect_calls())
-    return {
-        "name": lab.name, "family": lab.family, "mtu": lab.mtu, "kernel": os.uname().release,
-        "sysctls": {k: str(v) for k, v in lab.sysctls.items()},
-        "host_sysctls": {r: dict(h.sysctls) for r, h in lab.topology.hosts.items()},
-        "hosts": {r: {"ipv4": h.ipv4, "ipv6": h.ipv6} for r, h in lab.topology.hosts.items()},
-        "claim": lab.claim, "verdicts": lab.verdicts,
-        "duration": round(lab.end - t0, 6),
-        "calls": [dict(c.to_json(), t0=round(c.t0 - t0, 6), t1=round(c.t1 - t0, 6)) for c in lab.calls],
-        "segments": [{"t": round(s.time - t0, 6), "src": s.src, "dst": s.dst, "flags": s.flags, "seq": s.seq,
-                      "len": s.length, "ack": s.ack, "win": s.win, "options": [list(o) for o in s.options],
-                      "sport": s.sport, "dport": s.dport, "dropped_by": s.dropped_by, "text": s.text()}
-                     for s in segs],
-        "ss": [{"t": round(sn.time - t0, 6), "role": getattr(sn, "role", None), "label": sn.label, "text": sn.text,
-                "rows": [{"state": r.state, "recv_q": r.recv_q, "send_q": r.send_q, "local": r.local,
-                          "local_port": r.local_port, "peer": r.peer, "peer_port": r.peer_port,
-                          "timer": None if r.timer is None else [r.timer.name, r.timer.remaining, r.timer.retrans]}
-                         for r in sn.rows]}
-               for sn in lab.snapshots],
-        "transitions": [{"local": h.key[0], "local_role": lab.role_of(h.key[0]), "local_port": h.key[1],
-                         "peer": h.key[2], "peer_role": lab.role_of(h.key[2]), "peer_port": h.key[3],
-                         "states": h.states(), "times": [round(t.time - t0, 6) for t in h.transitions]}
-                        for h in hists],
-        "faults": [{"t": round(t - t0, 6), "role": role, "text": text} for t, role, text in (lab.faults.events if lab.faults else [])],
-        "notes": [{"t": round(t - t0, 6), "text": text} for t, text in lab.notes],
-        "trace_unavailable": lab.trace_unavailable,
-        "states_table": lab.states_table,
-        "artifacts": {"pcap": "packets.pcap", "ss": "ss.txt", "timeline": "timeline.txt", "segments": "segments.txt",
-                      "transitions": "transitions.txt", "steps": "steps.json"},
-    }
+    rel = lambda t: round(t - t0, 6)  # noqa: E731
+    return CaseRecord(
+        name=lab.name, family=lab.family, mtu=lab.mtu, kernel=os.uname().release,
+        experiment=lab.experiment, articles=list(lab.articles), judges=[j.id for j in lab.judges],
+        sysctls={k: str(v) for k, v in lab.sysctls.items()},
+        host_sysctls={r: dict(h.sysctls) for r, h in lab.topology.hosts.items()},
+        hosts={r: {"ipv4": h.ipv4, "ipv6": h.ipv6} for r, h in lab.topology.hosts.items()},
+        duration=round(lab.end - t0, 6),
+        calls=[CallRecord(program=c.program, op=c.op, args=c.args, ret=c.ret, errno=c.errno, error=c.error,
+                          t0=rel(c.t0), t1=rel(c.t1), background=c.background, role=c.role,
+                          local_port=c.local_port) for c in lab.calls],
+        segments_=[SegmentRecord(t=rel(s.time), src=s.src, dst=s.dst, flags=s.flags, seq=s.seq, len=s.length,
+                                 ack=s.ack, win=s.win, options=[list(o) for o in s.options], sport=s.sport,
+                                 dport=s.dport, dropped_by=s.dropped_by, text=s.text()) for s in segs],
+        ss=[SnapshotRecord(t=rel(sn.time), role=getattr(sn, "role", None) or "", label=sn.label, text=sn.text,
+                           before=rel(sn.before), after=rel(sn.after),
+                           rows=[SsRow(state=r.state, recv_q=r.recv_q, send_q=r.send_q, local=r.local,
+                                       local_port=r.local_port, peer=r.peer, peer_port=r.peer_port,
+                                       timer=None if r.timer is None else
+                                       Timer(r.timer.name, r.timer.remaining, r.timer.retrans),
+                                       info=_plain(r.info))
+                                 for r in sn.rows])
+            for sn in lab.snapshots],
+        transitions=[HistoryRecord(local=h.key[0], local_role=lab.role_of(h.key[0]), local_port=h.key[1],
+                                   peer=h.key[2], peer_role=lab.role_of(h.key[2]), peer_port=h.key[3],
+                                   states=h.states(), times=[rel(t.time) for t in h.transitions])
+                     for h in hists],
+        faults=[Event(rel(t), role, text) for t, role, text in (lab.faults.events if lab.faults else [])],
+        notes=[Event(rel(t), "", text) for t, text in lab.notes],
+        counters=[Counters(rel(t), role, label, values) for t, role, label, values in lab.counters],
+        facts=dict(lab.facts),
+        trace_unavailable=lab.trace_unavailable,
+        verdicts=list(lab.verdicts),
+        artifacts={"pcap": "packets.pcap", "ss": "ss.txt", "timeline": "timeline.txt", "segments": "segments.txt",
+                   "transitions": "transitions.txt"},
+    )
+
+
+def _plain(info: dict) -> dict:
+    """ss -i info as JSON-safe values (numbers and strings)."""
+    return {k: v if isinstance(v, (int, float, str, bool)) or v is None else str(v) for k, v in (info or {}).items()}
 
 
 def write(lab, segs) -> None:
@@ -71,9 +85,4 @@ def write(lab, segs) -> None:
         fh.write(lab.timeline.text())
     with open(os.path.join(d, "timeline.json"), "w") as fh:
         json.dump(lab.timeline.to_json(), fh, indent=1)
-    with open(os.path.join(d, "verdict.json"), "w") as fh:
-        json.dump(lab.verdicts, fh, indent=1)
-    with open(os.path.join(d, "case.json"), "w") as fh:
-        json.dump(lab.record(segs), fh, indent=1)
-    with open(os.path.join(d, "steps.json"), "w") as fh:
-        json.dump([c.to_json() for c in lab.calls], fh, indent=1)
+    lab.record(segs).save(os.path.join(d, "case.json"))

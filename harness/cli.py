@@ -35,6 +35,10 @@ def main(argv=None) -> int:
     rep.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. reports/run-20250101-120000")
     rep.add_argument("--profile", default=None, help="profile name to record (default: the one results.json has)")
 
+    jud = sub.add_parser("judge", help="judge every claim of a recorded run again from its case records")
+    jud.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. reports/run-20250101-120000")
+    jud.add_argument("--cases", default="cases", help="folder of the cases whose judges to use (default: cases)")
+
     cmp = sub.add_parser("compare", help="compare runs: behaviour, added/missing cases, flipped verdicts")
     cmp.add_argument("results", nargs="+", metavar="RESULTS",
                      help="results.json files or run folders; the first is the reference")
@@ -57,6 +61,8 @@ def main(argv=None) -> int:
         return _cleanup(args)
     if args.cmd == "report":
         return _report(args)
+    if args.cmd == "judge":
+        return _judge(args)
     if args.cmd == "compare":
         return _compare(args)
     if args.cmd == "baseline":
@@ -117,6 +123,44 @@ def _report(args) -> int:
             profile = None
     results = build_results(run_dir, profile=profile)
     write_results(run_dir, results=results)
+    print(summary_line(results, write_report(run_dir, results)))
+    return 0
+
+
+def _judge(args) -> int:
+    """Judge a recorded run again: no lab, no privileges; results.json and index.html rewritten."""
+    from .judge import JudgeError, load_judges
+    from .report import summary_line, write_report
+    from .results import ResultsError, build_results, load_results, write_results
+    run_dir = args.run_dir
+    if not os.path.isdir(os.path.join(run_dir, "cases")):
+        print(f"socklab judge: {run_dir}: not a run folder (no cases/ in it)", file=sys.stderr)
+        return 2
+    try:
+        registry = load_judges(args.cases)
+    except JudgeError as exc:
+        print(f"socklab judge: {exc}", file=sys.stderr)
+        return 2
+    before = {}
+    try:
+        old = load_results(run_dir)
+        before = {c["id"]: [(v.get("judge"), v.get("verdict")) for v in c.get("verdicts", [])] for c in old["cases"]}
+        profile = (old.get("settings") or {}).get("profile")
+    except ResultsError:
+        profile = None
+    results = build_results(run_dir, profile=profile, judges=registry)
+    judged = flipped = 0
+    for case in results["cases"]:
+        if case.get("unjudged"):
+            print(f"socklab judge: {case['id']}: not judged: {case['unjudged']}", file=sys.stderr)
+        now = [(v.get("judge"), v.get("verdict")) for v in case.get("verdicts", [])]
+        judged += len(now) if not case.get("unjudged") else 0
+        if case["id"] in before and before[case["id"]] != now:
+            flipped += 1
+            print(f"socklab judge: {case['id']}: {before[case['id']]} -> {now}")
+    write_results(run_dir, results=results)
+    print(f"socklab judge: {judged} claims judged in {len(results['cases'])} cases, "
+          f"{flipped} case(s) judged otherwise than recorded")
     print(summary_line(results, write_report(run_dir, results)))
     return 0
 

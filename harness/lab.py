@@ -54,10 +54,15 @@ class Lab(contextlib.AbstractContextManager):
         self.trace_lines: list[str] = []
         self._stack = contextlib.ExitStack()
         self._finished = False
+        self._segs: list = []
         self.faults = None
-        self.claim: str | None = None
-        self.states_table: list | None = None     # ALL-STATES: [{state, seen_by, how}] for the report
-        self.verdicts: list[dict] = []
+        self.claim: str | None = None             # legacy: a claim's text judged inline with verdict()
+        self.experiment: str | None = None
+        self.articles: list[str] = []
+        self.judges: list = []                    # harness.judge.Judge objects the plugin runs on the record
+        self.facts: dict = {}                     # lab.observe(name, value)
+        self.counters: list[tuple] = []           # (t, role, label, values) of lab.netstat(role, label=)
+        self.verdicts: list = []                  # VerdictRecord, judged after the steps
 
     # -- set-up and tear-down ---------------------------------------------------------------
     def __enter__(self):
@@ -89,7 +94,8 @@ class Lab(contextlib.AbstractContextManager):
             self.programs[role] = prog
             self._stack.callback(prog.close)
         self._later = self._stack.enter_context(contextlib.ExitStack())   # programs and commands started
-        self._stack.callback(self.finish)     # runs first on exit: artifacts while everything is alive
+        self._stack.callback(self._write_artifacts)
+        self._stack.callback(self.finish)     # runs first on exit: drained while everything is alive
         self.setup_done = time.monotonic()
 
     def __exit__(self, *exc):
@@ -158,6 +164,12 @@ class Lab(contextlib.AbstractContextManager):
         """A pause that is part of the experiment (keep a state for a moment), named in the timeline."""
         self.note(f"hold {seconds:g} s: {why}")
         threading.Event().wait(seconds)
+
+    def observe(self, name: str, value) -> None:
+        """Record a value the claim's judge reads (`record.fact(name)`): a measurement the other
+        observers cannot make (a timer read at a moment, a call's data). JSON-able values only."""
+        self.facts[name] = value
+        self.note(f"observed {name} = {value!r}")
 
     def note(self, text: str, side: str = "client") -> None:
         t = time.monotonic()
@@ -232,8 +244,9 @@ class Lab(contextlib.AbstractContextManager):
     def addresses(self) -> set:
         return {h.addr(f) for h in self.topology.hosts.values() for f in ("ipv4", "ipv6")}
 
-    def netstat(self, role: str) -> dict:
-        """The kernel's TCP counters in host `role`'s namespace: {'TcpExt': {...}, 'Tcp': {...}, ...}."""
+    def netstat(self, role: str, label: str | None = None) -> dict:
+        """The kernel's TCP counters in host `role`'s namespace: {'TcpExt': {...}, 'Tcp': {...}, ...};
+        with a `label` they are kept in the record (`record.counter(role, label, name)`)."""
         def read():
             with open("/proc/thread-self/net/netstat") as a, open("/proc/thread-self/net/snmp") as b:
                 return a.read() + b.read()
@@ -242,6 +255,8 @@ class Lab(contextlib.AbstractContextManager):
         for names, values in zip(lines[::2], lines[1::2]):
             group = names.split(":", 1)[0]
             out[group] = dict(zip(names.split()[1:], (int(v) for v in values.split()[1:])))
+        if label:
+            self.counters.append((time.monotonic(), role, label, out))
         return out
 
     def wait_counter(self, role: str, counter: str, at_least: int, *, group: str = "TcpExt",
@@ -257,13 +272,29 @@ class Lab(contextlib.AbstractContextManager):
             _poll_pause(0.005)
 
     # -- waiting for events --------------------------------------------------------------------
-    def wait_segment(self, predicate, *, timeout: float = 5.0, what: str = "matching the case's condition"):
-        """Wait until a segment for which predicate(seg) is true has crossed the link."""
-        return self.capture.wait_for(predicate, timeout=timeout, what=what)
+    def wait_segment(self, predicate, *, timeout: float = 5.0, what: str = "matching the case's condition",
+                     required: bool = True):
+        """Wait until a segment for which predicate(seg) is true has crossed the link and return it.
+
+        required=False: an observation, not a condition; when no such segment comes before the
+        deadline, return None (noted in the timeline) and let the claim's judge decide.
+        """
+        try:
+            return self.capture.wait_for(predicate, timeout=timeout, what=what)
+        except StepTimeout:
+            if required:
+                raise
+            self.note(f"not seen within {timeout:g} s: a segment {what}")
+            return None
 
     def wait_ss(self, role: str, predicate, *, timeout: float = 5.0, what: str = "the awaited state",
-                interval: float = 0.005):
-        """Poll `ss` in host `role` until predicate(snapshot) holds; StepTimeout names the last snapshot."""
+                interval: float = 0.005, required: bool = True):
+        """Poll `ss` in host `role` until predicate(snapshot) holds; StepTimeout names the last snapshot.
+
+        The snapshot that satisfied it is kept under the label `what`. required=False: when the
+        deadline passes, keep the last snapshot under `what` anyway and return it (an observation
+        for the judge, not a condition).
+        """
         deadline = time.monotonic() + timeout
         while True:
             snap = ss.take(self.topology.hosts[role].netns, label=f"waiting for {what}")
@@ -274,6 +305,12 @@ class Lab(contextlib.AbstractContextManager):
                 self.timeline.add(snap.time, "ss", role, f"[{what}] " + (", ".join(snap.states()) or "no sockets"))
                 return snap
             if time.monotonic() > deadline:
+                if not required:
+                    snap.role, snap.label = role, what
+                    self.snapshots.append(snap)
+                    self.timeline.add(snap.time, "ss", role, f"[{what}: not within {timeout:g} s] "
+                                      + (", ".join(snap.states()) or "no sockets"))
+                    return snap
                 raise StepTimeout(f"{role}: {what} not seen in ss within {timeout} s; last ss:\n{snap.text}")
             _poll_pause(interval)
 
@@ -314,12 +351,14 @@ class Lab(contextlib.AbstractContextManager):
         under which it does (the case observed both); refuted otherwise. `observed` says what the
         kernel did, in a sentence, from the run's own data.
         """
+        from .record import VerdictRecord
         claim = claim or self.claim
         if not claim:
             raise expect.ExpectationFailed("verdict() needs the article's claim: mark the case "
                                            "@pytest.mark.claim('...') or pass claim=")
         word = "confirmed" if holds else ("differs" if setting else "refuted")
-        self.verdicts.append({"claim": claim, "verdict": word, "observed": observed, "setting": setting})
+        self.verdicts.append(VerdictRecord(judge="", experiment=self.experiment or "", claims=[], claim=claim,
+                                           verdict=word, evidence=observed, setting=setting))
         self.note(f"verdict: {word}: {observed}" + (f" (decided by {setting})" if setting else ""))
         return word
 
@@ -345,13 +384,26 @@ class Lab(contextlib.AbstractContextManager):
         if self.faults:
             for t, role, text in self.faults.events:
                 self.timeline.add(t, "fault", role, text)
-        if self.artifacts_dir:
+        self._segs = segs
+
+    def judge(self) -> list:
+        """Drain the observers and judge the record with the case's judges (the plugin calls this
+        after the steps); Unobservable when the record lacks what a claim needs."""
+        from .judge import judge_record
+        self.finish()
+        self.verdicts.extend(judge_record(self.record(), self.judges))
+        for v in self.verdicts:
+            self.note(f"verdict: {v.verdict}: {v.evidence}" + (f" (decided by {v.setting})" if v.setting else ""))
+        return self.verdicts
+
+    def _write_artifacts(self):
+        if self.artifacts_dir and self._finished:
             # Everything is collected by now; writing it is file I/O off the case's critical path.
             # background.flush() (session end, exit) waits for it and re-raises any error.
-            background.submit(artifacts.write, self, segs)
+            background.submit(artifacts.write, self, self._segs)
 
-    def record(self, segs=None) -> dict:
-        """Everything observed in this case as plain data (case.json), for results and reports."""
+    def record(self, segs=None):
+        """Everything observed in this case, typed (harness.record.CaseRecord; written as case.json)."""
         return artifacts.record(self, self.capture.segments() if segs is None else segs)
 
     def role_of(self, address: str) -> str:

@@ -40,7 +40,7 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     for line in ("article(id): the article an experiment comes from (000..004)",
                  "experiment(id): the experiment id from EXPERIMENTS.md",
-                 "claim(text): the article's claim, in our own words; the case records a verdict on it",
+                 "claim(judge): a judge (harness.judge.judge) of an article's claim, run on the case's record",
                  "families(*names): restrict the family parametrisation, e.g. families('ipv4')",
                  "no_report: keep this test out of the run's results and report (the harness's own tests)",
                  "slow: a case that waits out a long protocol timer; runs only with --socklab-slow",
@@ -80,8 +80,31 @@ def pytest_generate_tests(metafunc):
 def pytest_collection_modifyitems(config, items):
     skip_slow = pytest.mark.skip(reason="slow case: run with --socklab-slow")
     for item in items:
+        _mark_from_judges(item)
         if item.get_closest_marker("slow") and not config.getoption("--socklab-slow"):
             item.add_marker(skip_slow)
+
+
+def _judges_of(item) -> list:
+    from .judge import Judge
+    return [m.args[0] for m in item.iter_markers("claim") if m.args and isinstance(m.args[0], Judge)]
+
+
+def _mark_from_judges(item):
+    """A case's experiment and article markers follow from its judges (every article of the
+    experiment's catalogue row), so `-m`, `-k` and the report see them without repeating them."""
+    have_exp = {m.args[0] for m in item.iter_markers("experiment")}
+    have_art = {m.args[0] for m in item.iter_markers("article")}
+    for j in _judges_of(item):
+        if j.experiment not in have_exp:
+            item.add_marker(pytest.mark.experiment(j.experiment))
+            have_exp.add(j.experiment)
+    from .articles import articles_of
+    for exp in sorted(have_exp):
+        for art in articles_of(exp):
+            if art not in have_art:
+                item.add_marker(pytest.mark.article(art))
+                have_art.add(art)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -225,14 +248,32 @@ def lab(request, privileged, lab_mtu, lab_sysctls):
     family = request.getfixturevalue("family") if "family" in request.fixturenames else "ipv4"
     with Lab(family=family, mtu=lab_mtu, sysctls=lab_sysctls, artifacts_dir=_case_dir(request.config, request.node.nodeid),
              ss_each_step=request.config.getoption("--socklab-ss-each-step"), name=request.node.nodeid) as the_lab:
-        claim = request.node.get_closest_marker("claim")
-        the_lab.claim = claim.args[0] if claim else None
-        request.node.socklab_lab = the_lab
+        node = request.node
+        claim = node.get_closest_marker("claim")
+        the_lab.judges = _judges_of(node)
+        the_lab.claim = claim.args[0] if claim and isinstance(claim.args[0], str) else None   # legacy
+        exp = node.get_closest_marker("experiment")
+        the_lab.experiment = exp.args[0] if exp else None
+        the_lab.articles = sorted({m.args[0] for m in node.iter_markers("article")})
+        node.socklab_lab = the_lab
         yield the_lab
-        if claim and not the_lab.verdicts and not getattr(request.node, "socklab_failed", False):
+        if getattr(node, "socklab_failed", False):
+            return                   # the steps failed: nothing to judge
+        if the_lab.judges:
+            from .record import Unobservable
+            missing = None
+            try:
+                the_lab.judge()
+            except Unobservable as exc:
+                missing = str(exc)
+            if missing and the_lab.trace_unavailable:
+                pytest.skip(f"claim not judged: {missing}")
+            if missing:
+                pytest.fail(f"the case could not observe what its claim needs: {missing}", pytrace=False)
+        elif the_lab.claim and not the_lab.verdicts:
             pytest.fail("case carries a claim but recorded no verdict: call lab.verdict(...)", pytrace=False)
         for v in the_lab.verdicts:
-            request.node.user_properties.append(("verdict", f"{v['verdict']}: {v['observed']}"))
+            node.user_properties.append(("verdict", f"{v.verdict}: {v.evidence}"))
 
 
 @pytest.fixture

@@ -59,7 +59,8 @@ class Call:
 
     def to_json(self) -> dict:
         return {"program": self.program, "op": self.op, "args": self.args, "ret": self.ret, "errno": self.errno,
-                "error": self.error, "t0": self.t0, "t1": self.t1, "background": self.background}
+                "error": self.error, "t0": self.t0, "t1": self.t1, "background": self.background,
+                "role": self.role, "local_port": self.local_port}
 
 
 def _short(value):

@@ -179,7 +179,7 @@ def _case_section(run_dir: str, case: dict) -> list[str]:
         out.append(f"<p><b>Claim:</b> {_e(case['claim'])}</p>")
     if case.get("verdicts"):
         out.append("<ul>" + "".join(
-            f"<li>{_word(v.get('verdict'))}: {_e(v.get('observed'))}"
+            f"<li>{_word(v.get('verdict'))}: {_e(v.get('evidence') or v.get('observed'))}"
             + (f" <span class=small>(holds under {_e(v['setting'])})</span>" if v.get("setting") else "")
             + (f" <span class=small>[claim: {_e(v['claim'])}]</span>" if v.get("claim") != case.get("claim") else "")
             + "</li>" for v in case["verdicts"]) + "</ul>")

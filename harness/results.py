@@ -30,7 +30,9 @@ import time
 
 from .errors import SocklabError
 
-SCHEMA = 1
+SCHEMA = 2
+READABLE = (1, 2)        # schema 1: verdicts say "observed" for "evidence"
+VERDICT_KEYS = ("judge", "experiment", "claims", "claim", "verdict", "evidence", "setting")
 KIND = "socklab-results"
 FILENAME = "results.json"
 
@@ -223,16 +225,38 @@ def _artifacts(run_dir: str, case_dir: str, rec: dict | None) -> dict:
     return out
 
 
-def case_result(run_dir: str, case_dir: str) -> dict:
-    """The results entry of one case folder."""
+def _verdicts(rec: dict, rejudged: list | None) -> list[dict]:
+    if rejudged is not None:
+        return [{k: getattr(v, k) for k in VERDICT_KEYS} for v in rejudged]
+    out = []
+    for v in rec.get("verdicts", []):
+        v = dict(v)
+        if "evidence" not in v:                      # a schema-1 record
+            v["evidence"] = v.get("observed")
+        out.append({k: v.get(k) for k in VERDICT_KEYS})
+    return out
+
+
+def case_result(run_dir: str, case_dir: str, judges: dict | None = None) -> dict:
+    """The results entry of one case folder; with `judges` (a registry), its claims judged again
+    from case.json instead of the verdicts recorded at run time."""
     rec, out = load_case(case_dir)
     out = out or {}
     rec_or = rec or {}
-    verdicts = [{k: v.get(k) for k in ("claim", "verdict", "observed", "setting")} for v in rec_or.get("verdicts", [])]
+    rejudged, unjudged = None, None
+    if judges is not None and rec is not None and rec.get("judges"):
+        from .judge import rejudge
+        _, rejudged, unjudged = rejudge(os.path.join(case_dir, "case.json"), judges)
+        if unjudged:
+            rejudged = None
+    verdicts = _verdicts(rec_or, rejudged)
+    articles = rec_or.get("articles") or sorted(a for a in (out.get("article") or "").split(",") if a)
     return {
         "id": out.get("nodeid") or rec_or.get("name") or os.path.basename(case_dir),
         "dir": os.path.relpath(case_dir, run_dir),
-        "experiment": out.get("experiment"), "article": out.get("article"),
+        "experiment": out.get("experiment") or rec_or.get("experiment"),
+        "article": ",".join(articles) or None, "articles": articles,
+        "judges": rec_or.get("judges", []), "unjudged": unjudged,
         "family": out.get("family") or rec_or.get("family"),
         "claim": rec_or.get("claim") or next((v["claim"] for v in verdicts if v.get("claim")), None),
         "verdict": summary_verdict(verdicts), "verdicts": verdicts,
@@ -284,17 +308,20 @@ def harness_version() -> str:
         return "unknown"
 
 
-def build_results(run_dir: str, profile: str | None = None) -> dict:
-    """The results of the run folder `run_dir` as a dict (see the module docstring)."""
+def build_results(run_dir: str, profile: str | None = None, judges: dict | None = None) -> dict:
+    """The results of the run folder `run_dir` as a dict (see the module docstring); with `judges`
+    (harness.judge.load_judges()), every claim judged again from the recorded case.json files."""
+    from . import articles
     run_dir = os.path.abspath(run_dir)
-    cases = sorted((c for c in (case_result(run_dir, d) for d in case_dirs(run_dir)) if is_case(c)),
+    cases = sorted((c for c in (case_result(run_dir, d, judges) for d in case_dirs(run_dir)) if is_case(c)),
                    key=lambda c: c["id"])
     # The kernel the cases ran on (case.json records it), not the one writing the report.
     kernel = next((c["kernel"] for c in cases if c.get("kernel")), None) or os.uname().release
     return {"schema": SCHEMA, "kind": KIND, "run": os.path.basename(run_dir.rstrip(os.sep)),
             "kernel": kernel, "harness": harness_version(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "settings": settings_of(cases, profile), "cases": cases}
+            "settings": settings_of(cases, profile), "claims": articles.claims(),
+            "articles": articles.titles(), "cases": cases}
 
 
 def write_results(run_dir: str, profile: str | None = None, results: dict | None = None) -> str:
@@ -321,7 +348,7 @@ def load_results(path: str) -> dict:
         raise ResultsError(f"{path}: not a socklab results file (not JSON: {exc})") from None
     if not isinstance(data, dict) or data.get("kind") != KIND or "schema" not in data:
         raise ResultsError(f"{path}: not a socklab results file (no \"kind\": \"{KIND}\" and \"schema\")")
-    if data["schema"] != SCHEMA:
+    if data["schema"] not in READABLE:
         raise ResultsError(f"{path}: results schema {data['schema']!r}, this socklab reads schema {SCHEMA}; "
                            f"rewrite it with `socklab report` from the run folder")
     data["path"] = os.path.abspath(path)

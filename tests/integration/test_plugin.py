@@ -13,6 +13,8 @@ from harness import privileges
 CASES = '''
 import pytest
 
+from harness.judge import judge, verdict_if
+
 
 def test_both(family):
     assert family in ("ipv4", "ipv6")
@@ -32,26 +34,34 @@ def test_no_family():
     pass
 
 
+@judge("ITEST-VERDICT", claims=[], text="a connect to a listener succeeds")
+def connect_succeeds(rec):
+    call = rec.call("connect")
+    return verdict_if(call.ok, f"connect() returned {call.result()}")
+
+
+@judge("ITEST-NOVERDICT", claims=[], text="a claim whose case never takes the snapshot it needs")
+def needs_a_snapshot(rec):
+    return verdict_if(not rec.snapshot("client", "never taken").rows, "no rows")
+
+
 @pytest.mark.article("004")
-@pytest.mark.experiment("ITEST-VERDICT")
-@pytest.mark.claim("a connect to a listener succeeds")
+@pytest.mark.claim(connect_succeeds)
 def test_with_verdict(lab, family):
     assert lab.family == family
     srv = lab.server.socket()
     srv.bind(50000)
     srv.listen(1)
-    call = lab.client.socket().connect(lab.hosts.server, 50000)
-    lab.verdict(call.ok, f"connect() returned {call.ret}")
+    lab.client.socket().connect(lab.hosts.server, 50000)
 
 
-@pytest.mark.experiment("ITEST-NOVERDICT")
-@pytest.mark.claim("a claim nobody decides")
+@pytest.mark.claim(needs_a_snapshot)
 @pytest.mark.families("ipv4")
 def test_without_verdict(lab, family):
     lab.client.socket()
 
 
-@pytest.mark.claim("a claim whose case fails first")
+@pytest.mark.claim(connect_succeeds)
 @pytest.mark.families("ipv4")
 def test_failing_with_claim(lab, family):
     assert False, "the case's own failure"
@@ -104,15 +114,16 @@ def test_trace_unavailable_becomes_a_skip_with_its_reason(plugin_run):
 
 
 def test_a_claim_without_verdict_fails(plugin_run):
-    """A claim-marked case that records no verdict errors at teardown; one that failed already does not."""
+    """A case whose judge cannot find what it needs in the record errors at teardown, saying what was
+    not observed; one that failed already is not judged."""
     got = outcomes(plugin_run)
     assert got["test_case.py::test_without_verdict[ipv4]"] == ["PASSED", "ERROR"], plugin_run.output
-    assert re.search(r"ERROR at teardown of test_without_verdict\[ipv4\] _+\ncase carries a claim but recorded no "
-                     r"verdict", plugin_run.output), plugin_run.output
+    assert re.search(r"ERROR at teardown of test_without_verdict\[ipv4\] _+\nthe case could not observe what its "
+                     r"claim needs: no ss snapshot of client labelled 'never taken'", plugin_run.output), plugin_run.output
     assert got["test_case.py::test_failing_with_claim[ipv4]"] == ["FAILED"], plugin_run.output
     outcome = plugin_run.json("test_case.py::test_without_verdict[ipv4]", "outcome.json")
     assert (outcome["when"], outcome["outcome"], outcome["experiment"]) == ("teardown", "error", "ITEST-NOVERDICT")
-    assert "recorded no verdict" in outcome["longrepr"]
+    assert "could not observe" in outcome["longrepr"]
     assert plugin_run.returncode == pytest.ExitCode.TESTS_FAILED
 
 
@@ -124,12 +135,13 @@ def test_case_folder_holds_outcome_case_and_artifacts(plugin_run):
     assert {k: outcome[k] for k in ("nodeid", "experiment", "article", "family", "outcome")} == {
         "nodeid": nodeid, "experiment": "ITEST-VERDICT", "article": "004", "family": "ipv6", "outcome": "passed"}
     case = plugin_run.json(nodeid, "case.json")
-    assert (case["family"], case["claim"]) == ("ipv6", "a connect to a listener succeeds")
-    assert [(v["verdict"], v["observed"]) for v in case["verdicts"]] == [("confirmed", "connect() returned 0")]
+    assert (case["family"], case["experiment"], case["judges"]) == ("ipv6", "ITEST-VERDICT",
+                                                                    ["ITEST-VERDICT:connect_succeeds"])
+    assert [(v["verdict"], v["evidence"], v["claim"]) for v in case["verdicts"]] == [
+        ("confirmed", "connect() returned 0", "a connect to a listener succeeds")]
     assert [s["flags"] for s in case["segments"][:3]] == ["S", "S.", "."]
     assert [c["op"] for c in case["calls"]][:4] == ["socket", "bind", "listen", "socket"]
-    assert plugin_run.json(nodeid, "verdict.json") == case["verdicts"]
-    for name in ("packets.pcap", "segments.txt", "transitions.txt", "timeline.txt", "timeline.json", "steps.json"):
+    for name in ("packets.pcap", "segments.txt", "transitions.txt", "timeline.txt", "timeline.json"):
         assert os.path.getsize(os.path.join(folder, name)) > 0, name
     assert os.path.exists(os.path.join(folder, "ss.txt"))     # empty: the case took no snapshot
 

@@ -33,7 +33,7 @@ def base():
 
 
 def test_header(base):
-    assert base["schema"] == 1 and base["kind"] == "socklab-results"
+    assert base["schema"] == 2 and base["kind"] == "socklab-results"
     assert base["run"] == "base"
     assert base["kernel"] == os.uname().release
     assert base["harness"] == results.harness_version() != ""
@@ -161,7 +161,7 @@ def test_write_and_load_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"kind": "socklab-results", "schema": 2, "cases": []}', "results schema 2, this socklab reads schema 1"),
+    ('{"kind": "socklab-results", "schema": 3, "cases": []}', "results schema 3, this socklab reads schema 2"),
     ('{"schema": 1, "cases": []}', "not a socklab results file"),
     ('[1, 2]', "not a socklab results file"),
     ('not json at all', "not JSON"),
