@@ -141,13 +141,12 @@ def _judge(args) -> int:
     except JudgeError as exc:
         print(f"socklab judge: {exc}", file=sys.stderr)
         return 2
-    before = {}
     try:
-        old = load_results(run_dir)
-        before = {c["id"]: [(v.get("judge"), v.get("verdict")) for v in c.get("verdicts", [])] for c in old["cases"]}
-        profile = (old.get("settings") or {}).get("profile")
+        profile = (load_results(run_dir).get("settings") or {}).get("profile")
     except ResultsError:
         profile = None
+    recorded = build_results(run_dir, profile=profile)           # the verdicts case.json kept from the run
+    before = {c["id"]: [(v.get("judge"), v.get("verdict")) for v in c.get("verdicts", [])] for c in recorded["cases"]}
     results = build_results(run_dir, profile=profile, judges=registry)
     judged = flipped = 0
     for case in results["cases"]:
