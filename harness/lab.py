@@ -178,7 +178,7 @@ class Lab(contextlib.AbstractContextManager):
 
     def _on_call(self, call: Call):
         self.calls.append(call)
-        side = call.program.split(".")[0]
+        side = call.role or call.program.split(".")[0]     # a program of its own still sits in its host
         self.timeline.add(call.t0 if not call.background else call.t1, "call", side, call.text())
         if self.ss_each_step:
             self.ss(f"after {call.text()}")
