@@ -234,15 +234,15 @@ def test_fin_wait_2_times_out_close_wait_stays(lab, family):
 
     old_cli.close()                                     # under the default tcp_fin_timeout
     lab.wait_segment(match("server", ".", ack=2, port=old_port), what="the server's ACK of the first FIN",
-                     timeout=2, required=False)
-    lab.wait_ss("client", lambda s: s.find(local_port=old_port, state="FIN-WAIT-2"), timeout=2, required=False,
+                     timeout=3, required=False)
+    lab.wait_ss("client", lambda s: s.find(local_port=old_port, state="FIN-WAIT-2"), timeout=3, required=False,
                 what="first client FIN-WAIT-2")
 
     lab.set_sysctl("client", "net.ipv4.tcp_fin_timeout", FIN_TIMEOUT)
     cli.close()
     lab.wait_segment(match("server", ".", ack=2, port=port), what="the server's ACK of the second FIN",
-                     timeout=2, required=False)
-    lab.wait_ss("client", lambda s: s.find(local_port=port, state="FIN-WAIT-2"), timeout=2, required=False,
+                     timeout=3, required=False)
+    lab.wait_ss("client", lambda s: s.find(local_port=port, state="FIN-WAIT-2"), timeout=3, required=False,
                 what="second client FIN-WAIT-2")
     lab.ss("both clients closed, the server did not")
     seen, gone = wait_gone(lab, "client", lambda s: s.find(local_port=port), timeout=FIN_TIMEOUT + 3,
@@ -251,14 +251,14 @@ def test_fin_wait_2_times_out_close_wait_stays(lab, family):
                 [None if seen is None else round(seen - lab.start, 6), None if gone is None else round(gone - lab.start, 6)])
     lab.ss("after the shortened tcp_fin_timeout")
 
-    conn.recv(100, timeout=2, check=False)              # reading the EOF consumes the FIN's sequence number
+    conn.recv(100, timeout=5, check=False)              # reading the EOF consumes the FIN's sequence number
     lab.ss("the server read EOF")
     conn.send("late", check=False)                      # the server finally writes to a peer that has gone
-    lab.wait_segment(match("client", "R", port=port), what="the client's RST", timeout=2, required=False)
+    lab.wait_segment(match("client", "R", port=port), what="the client's RST", timeout=3, required=False)
     conn.send("more", check=False)
     lab.ss("after the late sends")
     old_conn.close()                                    # the first connection: the server's close sends its FIN
-    lab.wait_segment(match("client", ".", ack=2, seq=2, port=old_port), timeout=2, required=False,
+    lab.wait_segment(match("client", ".", ack=2, seq=2, port=old_port), timeout=3, required=False,
                      what="the client's ACK of the server's FIN")
     lab.ss("after the server closed the first connection")
 
@@ -316,20 +316,20 @@ def test_half_closed_client_still_receives(lab, family):
     """The client shuts down writing; the server keeps sending, the client reads it in FIN-WAIT-2; the server closes."""
     srv, conn, cli = lab.establish(PORT)
     cli.shutdown("SHUT_WR")
-    lab.wait_segment(match("server", ".", ack=2), what="the server's ACK of the client's FIN", timeout=2,
+    lab.wait_segment(match("server", ".", ack=2), what="the server's ACK of the client's FIN", timeout=3,
                      required=False)
-    conn.recv(100, timeout=2, check=False)
-    lab.wait_ss("client", lambda s: s.states() == ["FIN-WAIT-2"], what="the client's FIN-WAIT-2", timeout=2,
+    conn.recv(100, timeout=5, check=False)
+    lab.wait_ss("client", lambda s: s.states() == ["FIN-WAIT-2"], what="the client's FIN-WAIT-2", timeout=3,
                 required=False)
     lab.ss("half closed")
     conn.send("more data", check=False)                 # the server, in CLOSE-WAIT, keeps sending
-    cli.recv(100, timeout=2, check=False)
-    lab.wait_segment(match("client", ".", ack=10), what="the client's ACK of the data", timeout=2, required=False)
+    cli.recv(100, timeout=5, check=False)
+    lab.wait_segment(match("client", ".", ack=10), what="the client's ACK of the data", timeout=3, required=False)
     conn.close()
-    lab.wait_segment(match("client", ".", seq=2, ack=11), what="the client's ACK of the server's FIN", timeout=2,
+    lab.wait_segment(match("client", ".", seq=2, ack=11), what="the client's ACK of the server's FIN", timeout=3,
                      required=False)
-    cli.recv(100, timeout=2, check=False)
-    lab.wait_ss("server", lambda s: s.states() == ["LISTEN"], what="the server's connection gone", timeout=2,
+    cli.recv(100, timeout=5, check=False)
+    lab.wait_ss("server", lambda s: s.states() == ["LISTEN"], what="the server's connection gone", timeout=3,
                 required=False)
     lab.ss("after the server's close")
 
@@ -370,10 +370,10 @@ def test_shutdown_read(lab, family):
     cli.shutdown("SHUT_RD", check=False)
     cli.recv(100, flags=DONTWAIT, check=False)          # nothing has arrived yet
     conn.send("after", check=False)
-    lab.wait_segment(lambda s: s.src == "client" and s.ack == 6, timeout=1, required=False,
+    lab.wait_segment(lambda s: s.src == "client" and s.ack == 6, timeout=3, required=False,
                      what="the client's answer to the data")
     lab.wait_ss("client", lambda s: s.rows and s.rows[0].recv_q == 5, what="the data in the client's Recv-Q",
-                timeout=1, required=False)
+                timeout=3, required=False)
     lab.ss("after the server's send")
     cli.recv(100, flags=DONTWAIT, check=False)
     cli.recv(100, flags=DONTWAIT, check=False)
@@ -405,14 +405,14 @@ def test_shutdown_write_then_server_close(lab, family, how):
     """The client shuts down (SHUT_WR or SHUT_RDWR) without close(); the server reads EOF and closes."""
     srv, conn, cli = lab.establish(PORT)
     cli.shutdown(how, check=False)
-    lab.wait_segment(match("server", ".", ack=2), what="the server's ACK of the client's FIN", timeout=2,
+    lab.wait_segment(match("server", ".", ack=2), what="the server's ACK of the client's FIN", timeout=3,
                      required=False)
-    lab.wait_ss("client", lambda s: s.states() == ["FIN-WAIT-2"], what="half closed", timeout=2, required=False)
-    conn.recv(100, timeout=2, check=False)
+    lab.wait_ss("client", lambda s: s.states() == ["FIN-WAIT-2"], what="half closed", timeout=3, required=False)
+    conn.recv(100, timeout=5, check=False)
     conn.close()
-    lab.wait_segment(match("client", ".", seq=2, ack=2), what="the client's ACK of the server's FIN", timeout=2,
+    lab.wait_segment(match("client", ".", seq=2, ack=2), what="the client's ACK of the server's FIN", timeout=3,
                      required=False)
-    lab.wait_ss("server", lambda s: s.states() == ["LISTEN"], what="the server's connection gone", timeout=2,
+    lab.wait_ss("server", lambda s: s.states() == ["LISTEN"], what="the server's connection gone", timeout=3,
                 required=False)
     lab.ss("after the server's close, the client's descriptor still open")
     cli.recv(100, flags=DONTWAIT, check=False)
@@ -473,7 +473,7 @@ def test_shutdown_write_with_unsent_data(lab, family, how):
         data = conn.recv(QUEUED, flags=("MSG_WAITALL",), timeout=5, check=False)
         if not data.ok or not data.ret:
             break
-    lab.wait_segment(lambda s: s.src == "client" and "F" in s.flags, what="the client's FIN", timeout=2,
+    lab.wait_segment(lambda s: s.src == "client" and "F" in s.flags, what="the client's FIN", timeout=3,
                      required=False)
-    lab.wait_ss("client", lambda s: s.states() == ["FIN-WAIT-2"], what="after reading everything", timeout=2,
+    lab.wait_ss("client", lambda s: s.states() == ["FIN-WAIT-2"], what="after reading everything", timeout=3,
                 required=False)

@@ -1,20 +1,19 @@
 """Connection tear-down with segments dropped or held on the path (articles 000, 001, 002).
 
-Retransmission timers are shortened with a per-namespace tcp_rto_min_us where a case waits for a
-retransmission, and lengthened where a case holds segments and must not see one (SIM-CLOSE).
+The cases run with the kernel's default timers (no per-namespace tcp_rto_min_us, which 6.1 does not
+have): a state the claim is about is held by a fault the harness adds and releases, never caught
+in ss before a timer moves it on. The claims are judged from the record by the judges below.
 """
 
 import pytest
 
+from harness.judge import Verdict, judge, verdict_if
+from harness.record import CaseRecord, Unobservable
+from harness.segment import match
+
 PORT = 50000
-FAST_RTO_US = 10_000        # retransmissions after ~16 ms instead of ~200 ms
-SLOW_RTO_US = 1_000_000     # no retransmission can sneak into a hold of a few ms
-
-
-def _rto_min(lab, usecs: int) -> None:
-    """Set tcp_rto_min_us in both namespaces; sockets read it when they are created."""
-    for role in ("client", "server"):
-        lab.set_sysctl(role, "net.ipv4.tcp_rto_min_us", usecs)
+DELACK_MIN = 0.040          # Linux's shortest delayed-ACK timer (TCP_DELACK_MIN, HZ/25)
+MEASURED = ("bare", "data", "data-eof")     # FINWAIT1-SEEN's normal closes: no data; data; data, peer closes on EOF
 
 
 def _connect(lab, srv):
@@ -32,157 +31,273 @@ def _listener(lab):
     return srv
 
 
-def _ms(values) -> str:
-    return ", ".join(f"{v * 1000:.1f}" for v in values)
+# -- helpers of the judges ------------------------------------------------------------------------
+
+def _hist(rec: CaseRecord, role: str, port: int):
+    """The non-listening kernel history of host `role` on the connection of client port `port`, or None."""
+    found = [h for h in rec.histories(role, listener=False) if port in (h.local_port, h.peer_port)]
+    return found[0] if found else None
 
 
-@pytest.mark.article("002")
-@pytest.mark.experiment("FINWAIT1-SEEN")
-@pytest.mark.claim("FIN_WAIT_1 is rarely seen because the peer ACKs a FIN at once; FIN_WAIT_2 is seen often")
+def _entered(hist, state, after=None):
+    """When `hist` (first, or first after `after`) entered `state`, or None."""
+    if hist is None:
+        return None
+    for i, st in enumerate(hist.states[1:]):
+        if st == state and i < len(hist.times) and (after is None or hist.times[i] >= after):
+            return hist.times[i]
+    return None
+
+
+def _chain(hist) -> str:
+    return hist.text() if hist else "(no trace of the socket)"
+
+
+def _acker(rec, port, src, upto, after=0.0):
+    """The first segment `src` sent on `port` at or after `after` that acknowledges up to `upto`, or None."""
+    return next((s for s in rec.segments(port, src=src) if s.t >= after and s.ack is not None and s.ack >= upto
+                 and not s.dropped_by), None)
+
+
+def _kind(seg) -> str:
+    if seg is None:
+        return "no ACK"
+    return "a FIN+ACK" if seg.has("F") else ("a pure ACK" if seg.pure_ack else f"{seg.flags} with {seg.len} bytes")
+
+
+def _released(rec, role):
+    """When the harness released host `role`'s held segments (the Delay's release event), or None."""
+    return next((e.t for e in rec.faults if e.text.startswith(f"release: {role}'s")), None)
+
+
+def _removed(rec):
+    """When the first fault rule was removed, or None."""
+    return next((e.t for e in rec.faults if e.text.startswith("removed rule")), None)
+
+
+# -- FINWAIT1-SEEN --------------------------------------------------------------------------------
+
+def _close_of(rec, kind):
+    """(client port, client FIN, the first segment acking it, delayed ACKs the server sent meanwhile)."""
+    port = rec.fact("client ports")[kind]
+    fin = next(iter(rec.segments(port, src="client", flags="F")), None)
+    ack = _acker(rec, port, "server", fin.seq + fin.len + 1, fin.t) if fin else None
+    delayed = (rec.counter("server", f"{kind}: after close", "DelayedACKs")
+               - rec.counter("server", f"{kind}: before close", "DelayedACKs"))
+    return port, fin, ack, delayed
+
+
+@judge("FINWAIT1-SEEN", claims=[67],
+       text="the peer ACKs a FIN at once, so FIN_WAIT_1 is rarely seen and FIN_WAIT_2 often (normal closes of "
+            "connections that carried data, default timers)")
+def peer_acks_at_once(rec: CaseRecord) -> Verdict:
+    parts = []
+    for kind in MEASURED:
+        port, fin, ack, delayed = _close_of(rec, kind)
+        fw2 = rec.snapshot("client", f"{kind}: after close").find(local_port=port, state="FIN-WAIT-2")
+        parts.append((kind, fin, ack, delayed, bool(fw2)))
+    _, fin, ack, delayed, fw2 = parts[1]             # data, the peer's application stays open
+    holds = fin is not None and ack is not None and ack.pure_ack and delayed == 0 and fw2
+    said = {"bare": "without data", "data": "after data, peer open", "data-eof": "after data, peer closes on EOF"}
+    return verdict_if(holds, "FIN-WAIT-1 lasted " + "; ".join(
+        f"{said[k]}: {'%.1f ms' % ((a.t - f.t) * 1000) if f and a else 'unmeasured'} ({_kind(a)}"
+        f"{', by the delayed-ACK timer' if d else ''}), then {'FIN-WAIT-2' if w else 'no FIN-WAIT-2'} in ss"
+        for k, f, a, d, w in parts) + " (server's TcpExt DelayedACKs counted around each close)")
+
+
+@judge("FINWAIT1-SEEN", claims=[5],
+       text="FIN_WAIT_1 waits for the ACK of its own FIN: while that ACK is held the socket stays FIN_WAIT_1 "
+            "and retransmits the FIN")
+def fin_wait_1_waits_for_ack(rec: CaseRecord) -> Verdict:
+    port = rec.fact("client ports")["held"]
+    snap = rec.snapshot("client", "FIN-WAIT-1 while the ACKs are dropped")
+    row = next(iter(snap.find(local_port=port)), None)
+    released = _removed(rec)
+    if released is None or snap.t > released:
+        raise Unobservable("the FIN-WAIT-1 snapshot was not taken while the peer's ACKs were dropped")
+    fins = rec.segments(port, src="client", flags="F")
+    hist = _hist(rec, "client", port)
+    fw2 = _entered(hist, "FIN_WAIT2")
+    holds = row is not None and row.state == "FIN-WAIT-1" and len(fins) >= 2 and (fw2 is None or fw2 >= released)
+    return verdict_if(holds,
+                      f"with the server's ACKs dropped ss showed {row.state if row else 'no entry'}"
+                      f"{' (timer %s)' % row.timer.name if row and row.timer else ''} "
+                      f"{(snap.t - fins[0].t) * 1000 if fins else 0:.0f} ms after the FIN; the FIN went "
+                      f"{len(fins)} times; the socket entered FIN_WAIT2 "
+                      + (f"{(fw2 - released) * 1000:+.0f} ms after the drop was removed" if fw2 is not None else
+                         "never (trace)"))
+
+
+@pytest.mark.claim(peer_acks_at_once)
+@pytest.mark.claim(fin_wait_1_waits_for_ack)
 def test_fin_wait_1_lasts_while_the_ack_is_held(lab, family):
-    """A normal close leaves FIN_WAIT1 within ms; with the peer's ACKs dropped, ss shows FIN-WAIT-1 and FINs repeat."""
-    _rto_min(lab, FAST_RTO_US)
+    """Normal closes with default timers (no data, data, data and the peer closing on EOF): how long FIN-WAIT-1
+    lasts and what ends it; then FIN-WAIT-1 held by dropping the peer's ACKs until the harness removes the drop."""
     srv = _listener(lab)
-
-    quick, _, quick_port = _connect(lab, srv)
-    quick.close()
-    orphan = lab.wait_ss("client", lambda s: s.find(local_port=quick_port, state="FIN-WAIT-2"),
-                         what="FIN-WAIT-2 after a normal close").find(local_port=quick_port)[0]
-    normal = lab.expect_transitions("client", "... -> ESTABLISHED -> FIN_WAIT1 -> FIN_WAIT2 -> CLOSE", port=quick_port)
-    normal_fw1 = normal.transitions[-2].time - normal.transitions[-3].time
-    peer_fin = lab.expect_transitions("server", "... -> ESTABLISHED -> CLOSE_WAIT", port=quick_port).transitions[-1]
-    ack_delay = normal.transitions[-2].time - peer_fin.time
+    ports = {}
+    for kind in MEASURED:
+        cli, conn, port = _connect(lab, srv)
+        ports[kind] = port
+        reading = None
+        if kind != "bare":
+            cli.send("hello")
+            conn.recv(100, timeout=5)
+            lab.wait_segment(match("server", ".", ack=6, port=port), what="the server's ACK of the data", timeout=3)
+        if kind == "data-eof":
+            reading = conn.recv(100, wait=False)         # the server waits for more: it will read EOF and close
+            reading.wait_blocked("sk_wait_data")
+        lab.netstat("server", label=f"{kind}: before close")
+        fin_end = 7 if kind != "bare" else 2
+        cli.close()
+        if reading is not None:
+            reading.wait(timeout=5)
+            conn.close()
+        lab.wait_segment(lambda s, p=port, n=fin_end: s.src == "server" and s.sport == PORT and s.dport == p
+                         and s.ack is not None and s.ack >= n, timeout=3, required=False,
+                         what=f"the server's ACK of the client's FIN ({kind})")
+        lab.wait_ss("client", lambda s, p=port: s.find(local_port=p, state="FIN-WAIT-2")
+                    or s.find(local_port=p, state="TIME-WAIT"), timeout=3, required=False,
+                    what=f"{kind}: after close")
+        lab.netstat("server", label=f"{kind}: after close")
 
     cli, _, port = _connect(lab, srv)
-    # Five ACKs dropped, the sixth passes: a hold of ~0.2 s that ends by itself, so the segments
-    # and nftables' counter are exact (a release() would race the next retransmission).
-    rule = lab.faults.drop("server > client", ".", payload=False, count=5)
+    ports["held"] = port
+    lab.observe("client ports", ports)
+    rule = lab.faults.drop("server > client", ".", payload=False)    # every ACK of the FIN, until removed
     cli.close()
-    held = lab.wait_ss("client", lambda s: s.find(local_port=port, state="FIN-WAIT-1"),
-                       what="FIN-WAIT-1 while the ACKs are dropped").find(local_port=port)[0]
-    lab.wait_ss("client", lambda s: s.find(local_port=port, state="FIN-WAIT-2"), timeout=3,
+    lab.wait_ss("client", lambda s: s.find(local_port=port, state="FIN-WAIT-1"), timeout=3, required=False,
+                what="FIN-WAIT-1 while the ACKs are dropped")
+    rule.release()                                       # the FIN's next retransmission is ACKed
+    lab.wait_ss("client", lambda s: s.find(local_port=port, state="FIN-WAIT-2"), timeout=3, required=False,
                 what="FIN-WAIT-2 once an ACK passes")
 
-    lab.expect_segments("""
-        client > server  S   0:0(0)
-        server > client  S.  0:0(0) ack 1
-        client > server  .   1:1(0) ack 1
-        client > server  F.  1:1(0) ack 1
-        server > client  .   1:1(0) ack 2 (dropped)
-        client > server  F.  1:1(0) ack 1
-        server > client  .   1:1(0) ack 2 (dropped)
-        client > server  F.  1:1(0) ack 1
-        server > client  .   1:1(0) ack 2 (dropped)
-        client > server  F.  1:1(0) ack 1
-        server > client  .   1:1(0) ack 2 (dropped)
-        client > server  F.  1:1(0) ack 1
-        server > client  .   1:1(0) ack 2 (dropped)
-        client > server  F.  1:1(0) ack 1
-        server > client  .   1:1(0) ack 2
-    """, port=port)
-    segs = lab.segments(port=port)
-    assert not segs[-1].dropped_by and lab.faults.counters(rule) == 5, "exactly five ACKs dropped"
-    fins = [s for s in segs if s.has("F")]
-    intervals = [b.time - a.time for a, b in zip(fins, fins[1:])]
-    hist = lab.expect_transitions("client", "CLOSE -> SYN_SENT -> ESTABLISHED -> FIN_WAIT1 -> FIN_WAIT2 -> CLOSE",
-                                  port=port)
-    held_fw1 = hist.transitions[-2].time - hist.transitions[-3].time
 
-    # "Rarely seen": FIN_WAIT1 lasts until the peer's ACK, FIN_WAIT2 (orphaned) for tcp_fin_timeout.
-    lab.verdict(held.state == "FIN-WAIT-1" and normal_fw1 * 100 < orphan.timer.remaining,
-                f"in a normal close FIN_WAIT1 lasted {normal_fw1 * 1000:.2f} ms (trace: the peer's ACK came "
-                f"{ack_delay * 1000:.2f} ms after it took the FIN into CLOSE_WAIT), while the orphaned FIN-WAIT-2 "
-                f"that followed has a {orphan.timer.remaining:.0f} s timer in ss; with the peer's ACKs dropped "
-                f"ss showed FIN-WAIT-1 (timer {held.timer.name}) for {held_fw1 * 1000:.0f} ms, the FIN sent "
-                f"{len(fins)} times at intervals {_ms(intervals)} ms (tcp_rto_min_us={FAST_RTO_US})")
+# -- SIM-CLOSE ------------------------------------------------------------------------------------
+
+def _sim_port(rec):
+    return rec.fact("client port")
 
 
-@pytest.mark.article("000")
-@pytest.mark.experiment("SIM-CLOSE")
-@pytest.mark.claim("when both sides close at once, each goes FIN_WAIT_1 -> CLOSING -> TIME_WAIT")
+@judge("SIM-CLOSE", claims=[72],
+       text="when both sides close almost at once each receives a FIN instead of the ACK and goes "
+            "FIN_WAIT_1 -> CLOSING")
+def crossing_fins_closing(rec: CaseRecord) -> Verdict:
+    port = _sim_port(rec)
+    fins = {r: next(iter(rec.segments(port, src=r, flags="F")), None) for r in ("client", "server")}
+    crossed = all(f is not None and f.ack == 1 for f in fins.values())
+    chains = {r: _hist(rec, r, port) for r in ("client", "server")}
+    closing = {r: h is not None and "FIN_WAIT1 -> CLOSING" in h.text() for r, h in chains.items()}
+    return verdict_if(crossed and all(closing.values()),
+                      f"both FINs left before either arrived (client FIN ack {fins['client'].ack if fins['client'] else '-'}, "
+                      f"server FIN ack {fins['server'].ack if fins['server'] else '-'}); trace: client "
+                      f"{_chain(chains['client'])}; server {_chain(chains['server'])}")
+
+
+@judge("SIM-CLOSE", claims=[8],
+       text="CLOSING waits for the ACK of its own FIN after a crossing FIN, then TIME_WAIT")
+def closing_waits_for_ack(rec: CaseRecord) -> Verdict:
+    port = _sim_port(rec)
+    half = rec.snapshot("server", "the server's CLOSING")
+    released = _released(rec, "server")
+    if released is None:
+        raise Unobservable("the server's held segments were never released")
+    fin = next(iter(rec.segments(port, src="server", flags="F")), None)
+    ack = _acker(rec, port, "client", fin.seq + 1, fin.t) if fin else None
+    hist = _hist(rec, "server", port)
+    closing = _entered(hist, "CLOSING")
+    left = _entered(hist, "CLOSE", after=closing) if closing is not None else None
+    tw = {r: rec.snapshot(r, f"{r} TIME-WAIT").find(state="TIME-WAIT") for r in ("client", "server")}
+    held_closing = "CLOSING" in half.states() and half.t < released
+    holds = (held_closing and ack is not None and left is not None and left >= ack.t - 0.001
+             and all(tw.values()))
+    return verdict_if(holds,
+                      f"ss showed the server {', '.join(half.states())} while its FIN was still held; it left "
+                      f"CLOSING {'%.2f ms after the client ACKed its FIN' % ((left - ack.t) * 1000) if left is not None and ack else 'not in the trace'}"
+                      f"; TIME-WAIT afterwards: client {'yes' if tw['client'] else 'no'}, server "
+                      f"{'yes' if tw['server'] else 'no'}")
+
+
+@pytest.mark.claim(crossing_fins_closing)
+@pytest.mark.claim(closing_waits_for_ack)
 def test_simultaneous_close(lab, family):
-    """Both close() with both FINs held until both are sent: the FINs cross, both CLOSING, both TIME-WAIT."""
-    _rto_min(lab, SLOW_RTO_US)
+    """Both close() with both FINs held until both are sent: the FINs cross; CLOSING; TIME-WAIT."""
     srv = _listener(lab)
     cli, conn, port = _connect(lab, srv)
+    lab.observe("client port", port)
     with lab.faults.delay("client") as client_held, lab.faults.delay("server") as server_held:
         cli.close()
         conn.close()
-        both_closed = lab.ss("both FINs sent and held")
+        lab.ss("both FINs sent and held")
         client_held.release()                   # the client's FIN reaches a server in FIN_WAIT1 ...
-        half = lab.wait_ss("server", lambda s: "CLOSING" in s.states(), what="the server's CLOSING")
+        lab.wait_ss("server", lambda s: "CLOSING" in s.states(), what="the server's CLOSING", timeout=3,
+                    required=False)
         server_held.release()                   # ... and the server's FIN, sent before, reaches the client
-    done = {role: lab.wait_ss(role, lambda s: "TIME-WAIT" in s.states(), what="TIME-WAIT")
-            for role in ("client", "server")}
-
-    lab.expect_ss(both_closed, client=["FIN-WAIT-1"], server=["LISTEN", "FIN-WAIT-1"])
-    lab.expect_ss({"server": half}, server=["LISTEN", "CLOSING"])
-    lab.expect_ss(done, client=["TIME-WAIT"], server=["LISTEN", "TIME-WAIT"])
-    # The server's FIN acknowledges only the SYN (ack 1): it left before the client's FIN arrived.
-    lab.expect_segments("""
-        client > server  S   0:0(0)
-        server > client  S.  0:0(0) ack 1
-        client > server  .   1:1(0) ack 1
-        client > server  F.  1:1(0) ack 1
-        server > client  F.  1:1(0) ack 1
-        ...
-    """, port=port)
-    # Then each side ACKs the other's FIN; which ACK crosses the link first depends on when the
-    # receive softirq runs, so only the set is checked.
-    segs = lab.segments(port=port)
-    acks = sorted((s.src, s.seq, s.end, s.ack) for s in segs[5:])
-    assert all(s.flags == "." for s in segs[5:]) and {a[0] for a in acks} == {"client", "server"} \
-        and all(a[1:] == (2, 2, 2) for a in acks), "\n".join(s.text() for s in segs)
-    chains = [lab.expect_transitions(role, "... -> ESTABLISHED -> FIN_WAIT1 -> CLOSING -> CLOSE", port=port).states()
-              for role in ("client", "server")]
-
-    timers = [done[role].find(state="TIME-WAIT")[0].timer for role in ("client", "server")]
-    lab.verdict(all(c[-3:] == ["FIN_WAIT1", "CLOSING", "CLOSE"] for c in chains)
-                and all(t.name == "timewait" for t in timers),
-                f"with both FINs in flight at once both sides went FIN_WAIT1 -> CLOSING (trace; ss showed the "
-                f"server CLOSING), then -> CLOSE in the trace as each became a timewait socket: ss shows TIME-WAIT "
-                f"on both (timers {timers[0].remaining:.0f} s and {timers[1].remaining:.0f} s); each FIN carried "
-                f"ack 1; ACKs of the other's FIN: client {sum(a[0] == 'client' for a in acks)}, "
-                f"server {sum(a[0] == 'server' for a in acks)}")
+    for role in ("client", "server"):
+        lab.wait_ss(role, lambda s: "TIME-WAIT" in s.states(), what=f"{role} TIME-WAIT", timeout=3, required=False)
 
 
-@pytest.mark.article("001")
-@pytest.mark.experiment("TIMEWAIT-ACK")
-@pytest.mark.claim("TIME_WAIT exists so that a lost final ACK can be sent again when the peer retransmits its FIN")
+# -- TIMEWAIT-ACK ---------------------------------------------------------------------------------
+
+def _lost_ack(rec):
+    """(port, the server's first FIN, the dropped final ACK, the server's next FIN, the client's ACK of it)."""
+    port = rec.fact("client port")
+    sfins = rec.segments(port, src="server", flags="F")
+    first = sfins[0] if sfins else None
+    lost = next((s for s in rec.segments(port, src="client", dropped=True) if first and s.t >= first.t), None)
+    again = next((s for s in sfins if lost and s.t > lost.t), None)
+    reack = next((s for s in rec.segments(port, src="client") if again and s.t >= again.t and not s.dropped_by), None)
+    return port, first, lost, again, reack
+
+
+@judge("TIMEWAIT-ACK", claims=[57, 76],
+       text="LAST_ACK resends its FIN on timeout; the TIME_WAIT side sends the lost ACK again")
+def last_ack_resends_time_wait_reacks(rec: CaseRecord) -> Verdict:
+    port, first, lost, again, reack = _lost_ack(rec)
+    if lost is None:
+        raise Unobservable("no final ACK of the client was dropped")
+    holds = again is not None and reack is not None and reack.pure_ack and reack.ack == again.seq + 1
+    return verdict_if(holds,
+                      f"the final ACK was dropped; the server "
+                      + (f"sent its FIN again {(again.t - first.t) * 1000:.0f} ms after the first" if again else
+                         "did not send its FIN again")
+                      + f"; the client's timewait socket answered with "
+                      + (f"{reack.flags} ack {reack.ack}" if reack else "nothing"))
+
+
+@judge("TIMEWAIT-ACK", claims=[10, 32],
+       text="TIME_WAIT lasts long enough for the peer to get the last ACK: it insures the fourth segment")
+def time_wait_outlasts_the_lost_ack(rec: CaseRecord) -> Verdict:
+    port, first, lost, again, reack = _lost_ack(rec)
+    if lost is None:
+        raise Unobservable("no final ACK of the client was dropped")
+    hist = _hist(rec, "server", port)
+    last_ack = _entered(hist, "LAST_ACK")
+    closed = _entered(hist, "CLOSE", after=last_ack) if last_ack is not None else None
+    gone = rec.snapshot("server", "the server's connection gone")
+    waiting = next(iter(rec.snapshot("client", "after LAST_ACK closed").find(local_port=port, state="TIME-WAIT")), None)
+    rsts = rec.segments(port, flags="R")
+    holds = (reack is not None and reack.pure_ack and closed is not None and closed >= reack.t - 0.001
+             and not rsts and waiting is not None and gone.states() == ["LISTEN"])
+    return verdict_if(holds,
+                      f"the server left LAST_ACK "
+                      + (f"{(closed - reack.t) * 1000:.2f} ms after the client's second ACK" if closed is not None and reack
+                         else "without a second ACK" if closed is not None else "never (trace)")
+                      + f" ({len(rsts)} RST); then the client was still "
+                      + (f"TIME-WAIT (timer {waiting.timer.remaining:.0f} s)" if waiting and waiting.timer else
+                         ("TIME-WAIT" if waiting else "not in TIME-WAIT")))
+
+
+@pytest.mark.claim(last_ack_resends_time_wait_reacks)
+@pytest.mark.claim(time_wait_outlasts_the_lost_ack)
 def test_time_wait_acks_the_retransmitted_fin(lab, family):
-    """The final ACK dropped once: LAST_ACK retransmits its FIN, the TIME_WAIT side ACKs again, LAST_ACK closes."""
-    _rto_min(lab, FAST_RTO_US)
+    """The final ACK dropped once: does LAST_ACK retransmit its FIN, the TIME_WAIT side ACK again, LAST_ACK close?"""
     srv = _listener(lab)
     cli, conn, port = _connect(lab, srv)
+    lab.observe("client port", port)
     cli.close()
     lab.wait_ss("client", lambda s: "FIN-WAIT-2" in s.states(), what="the client's FIN-WAIT-2")
-    rule = lab.faults.drop("client > server", ".", payload=False, count=1)
+    lab.faults.drop("client > server", ".", payload=False, count=1)
     conn.close()
-    gone = lab.wait_ss("server", lambda s: s.states() == ["LISTEN"], what="the server's connection gone")
-    waiting = lab.ss("after LAST_ACK closed")["client"]
-
-    lab.expect_segments("""
-        client > server  S   0:0(0)
-        server > client  S.  0:0(0) ack 1
-        client > server  .   1:1(0) ack 1
-        client > server  F.  1:1(0) ack 1
-        server > client  .   1:1(0) ack 2
-        server > client  F.  1:1(0) ack 2
-        client > server  .   2:2(0) ack 2 (dropped)
-        server > client  F.  1:1(0) ack 2
-        client > server  .   2:2(0) ack 2
-    """, port=port)
-    segs = lab.segments(port=port)
-    assert lab.faults.counters(rule) == 1 and not segs[-1].dropped_by, "exactly the first final ACK is dropped"
-    lab.expect_ss({"server": gone, "client": waiting}, server=["LISTEN"], client=["TIME-WAIT"])
-    server = lab.expect_transitions("server", "LISTEN -> SYN_RECV -> ESTABLISHED -> CLOSE_WAIT -> LAST_ACK -> CLOSE",
-                                    port=port)
-    last_ack = server.transitions[-1].time - server.transitions[-2].time
-    resent = segs[7].time - segs[5].time
-
-    lab.verdict(segs[7].has("F") and segs[8].src == "client" and not segs[8].dropped_by
-                and server.states()[-2:] == ["LAST_ACK", "CLOSE"],
-                f"the final ACK was dropped; the LAST_ACK side retransmitted its FIN {resent * 1000:.1f} ms later "
-                f"(tcp_rto_min_us={FAST_RTO_US}), the client's timewait socket ACKed it again, and the server "
-                f"went LAST_ACK -> CLOSE after {last_ack * 1000:.1f} ms; the client stays TIME-WAIT "
-                f"(timer {waiting.find(state='TIME-WAIT')[0].timer.remaining:.0f} s)")
+    lab.wait_ss("server", lambda s: s.states() == ["LISTEN"], what="the server's connection gone", timeout=3,
+                required=False)
+    lab.ss("after LAST_ACK closed")
