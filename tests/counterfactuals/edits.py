@@ -70,3 +70,12 @@ def set_history(rec: CaseRecord, role: str, states: list[str], *, port: int | No
     h.states = list(states)
     h.times = (h.times + [h.times[-1] if h.times else 0.0] * len(states))[:max(len(states) - 1, 0)]
     return h
+
+
+def set_counter(rec: CaseRecord, role: str, label: str, name: str, value: int, group: str = "TcpExt"):
+    """Make host `role`'s counter `name` read `value` in the counters kept under `label`."""
+    found = [c for c in rec.counters if c.role == role and c.label.startswith(label)]
+    if not found:
+        raise ValueError(f"no counters of {role} labelled {label!r} in the record to edit")
+    found[-1].values.setdefault(group, {})[name] = value
+    return found[-1]
