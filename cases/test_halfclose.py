@@ -13,7 +13,6 @@ from harness.segment import match
 
 PORT = 50000
 FIN_TIMEOUT = 1         # the client's shortened per-namespace tcp_fin_timeout, seconds
-SLOW_RTO_US = 5_000_000   # a tcp_rto_min_us that keeps RTO-paced timers (window probes) out of a case
 NOSIGNAL = ("MSG_NOSIGNAL",)
 DONTWAIT = ("MSG_DONTWAIT",)
 
@@ -241,15 +240,15 @@ def test_fin_wait_2_times_out_close_wait_stays(lab, family):
 
     old_cli.close()                                     # under the default tcp_fin_timeout
     lab.wait_segment(match("server", ".", ack=2, port=old_port), what="the server's ACK of the first FIN",
-                     timeout=3, required=False)
-    lab.wait_ss("client", lambda s: s.find(local_port=old_port, state="FIN-WAIT-2"), timeout=3, required=False,
+                     timeout=5, required=False)
+    lab.wait_ss("client", lambda s: s.find(local_port=old_port, state="FIN-WAIT-2"), timeout=5, required=False,
                 what="first client FIN-WAIT-2")
 
     lab.set_sysctl("client", "net.ipv4.tcp_fin_timeout", FIN_TIMEOUT)
     cli.close()
     lab.wait_segment(match("server", ".", ack=2, port=port), what="the server's ACK of the second FIN",
-                     timeout=3, required=False)
-    lab.wait_ss("client", lambda s: s.find(local_port=port, state="FIN-WAIT-2"), timeout=3, required=False,
+                     timeout=5, required=False)
+    lab.wait_ss("client", lambda s: s.find(local_port=port, state="FIN-WAIT-2"), timeout=5, required=False,
                 what="second client FIN-WAIT-2")
     lab.ss("both clients closed, the server did not")
     seen, gone = wait_gone(lab, "client", lambda s: s.find(local_port=port), timeout=FIN_TIMEOUT + 3,
@@ -261,11 +260,11 @@ def test_fin_wait_2_times_out_close_wait_stays(lab, family):
     conn.recv(100, timeout=5, check=False)              # reading the EOF consumes the FIN's sequence number
     lab.ss("the server read EOF")
     conn.send("late", check=False)                      # the server finally writes to a peer that has gone
-    lab.wait_segment(match("client", "R", port=port), what="the client's RST", timeout=3, required=False)
+    lab.wait_segment(match("client", "R", port=port), what="the client's RST", timeout=5, required=False)
     conn.send("more", check=False)
     lab.ss("after the late sends")
     old_conn.close()                                    # the first connection: the server's close sends its FIN
-    lab.wait_segment(match("client", ".", ack=2, seq=2, port=old_port), timeout=3, required=False,
+    lab.wait_segment(match("client", ".", ack=2, seq=2, port=old_port), timeout=5, required=False,
                      what="the client's ACK of the server's FIN")
     lab.ss("after the server closed the first connection")
 
@@ -323,20 +322,20 @@ def test_half_closed_client_still_receives(lab, family):
     """The client shuts down writing; the server keeps sending, the client reads it in FIN-WAIT-2; the server closes."""
     srv, conn, cli = lab.establish(PORT)
     cli.shutdown("SHUT_WR")
-    lab.wait_segment(match("server", ".", ack=2), what="the server's ACK of the client's FIN", timeout=3,
+    lab.wait_segment(match("server", ".", ack=2), what="the server's ACK of the client's FIN", timeout=5,
                      required=False)
     conn.recv(100, timeout=5, check=False)
-    lab.wait_ss("client", lambda s: s.states() == ["FIN-WAIT-2"], what="the client's FIN-WAIT-2", timeout=3,
+    lab.wait_ss("client", lambda s: s.states() == ["FIN-WAIT-2"], what="the client's FIN-WAIT-2", timeout=5,
                 required=False)
     lab.ss("half closed")
     conn.send("more data", check=False)                 # the server, in CLOSE-WAIT, keeps sending
     cli.recv(100, timeout=5, check=False)
-    lab.wait_segment(match("client", ".", ack=10), what="the client's ACK of the data", timeout=3, required=False)
+    lab.wait_segment(match("client", ".", ack=10), what="the client's ACK of the data", timeout=5, required=False)
     conn.close()
-    lab.wait_segment(match("client", ".", seq=2, ack=11), what="the client's ACK of the server's FIN", timeout=3,
+    lab.wait_segment(match("client", ".", seq=2, ack=11), what="the client's ACK of the server's FIN", timeout=5,
                      required=False)
     cli.recv(100, timeout=5, check=False)
-    lab.wait_ss("server", lambda s: s.states() == ["LISTEN"], what="the server's connection gone", timeout=3,
+    lab.wait_ss("server", lambda s: s.states() == ["LISTEN"], what="the server's connection gone", timeout=5,
                 required=False)
     lab.ss("after the server's close")
 
@@ -377,10 +376,10 @@ def test_shutdown_read(lab, family):
     cli.shutdown("SHUT_RD", check=False)
     cli.recv(100, flags=DONTWAIT, check=False)          # nothing has arrived yet
     conn.send("after", check=False)
-    lab.wait_segment(lambda s: s.src == "client" and s.ack == 6, timeout=3, required=False,
+    lab.wait_segment(lambda s: s.src == "client" and s.ack == 6, timeout=5, required=False,
                      what="the client's answer to the data")
     lab.wait_ss("client", lambda s: s.rows and s.rows[0].recv_q == 5, what="the data in the client's Recv-Q",
-                timeout=3, required=False)
+                timeout=5, required=False)
     lab.ss("after the server's send")
     cli.recv(100, flags=DONTWAIT, check=False)
     cli.recv(100, flags=DONTWAIT, check=False)
@@ -412,14 +411,14 @@ def test_shutdown_write_then_server_close(lab, family, how):
     """The client shuts down (SHUT_WR or SHUT_RDWR) without close(); the server reads EOF and closes."""
     srv, conn, cli = lab.establish(PORT)
     cli.shutdown(how, check=False)
-    lab.wait_segment(match("server", ".", ack=2), what="the server's ACK of the client's FIN", timeout=3,
+    lab.wait_segment(match("server", ".", ack=2), what="the server's ACK of the client's FIN", timeout=5,
                      required=False)
-    lab.wait_ss("client", lambda s: s.states() == ["FIN-WAIT-2"], what="half closed", timeout=3, required=False)
+    lab.wait_ss("client", lambda s: s.states() == ["FIN-WAIT-2"], what="half closed", timeout=5, required=False)
     conn.recv(100, timeout=5, check=False)
     conn.close()
-    lab.wait_segment(match("client", ".", seq=2, ack=2), what="the client's ACK of the server's FIN", timeout=3,
+    lab.wait_segment(match("client", ".", seq=2, ack=2), what="the client's ACK of the server's FIN", timeout=5,
                      required=False)
-    lab.wait_ss("server", lambda s: s.states() == ["LISTEN"], what="the server's connection gone", timeout=3,
+    lab.wait_ss("server", lambda s: s.states() == ["LISTEN"], what="the server's connection gone", timeout=5,
                 required=False)
     lab.ss("after the server's close, the client's descriptor still open")
     cli.recv(100, flags=DONTWAIT, check=False)
@@ -455,12 +454,9 @@ def shut_wr_discards_unsent(rec: CaseRecord) -> Verdict:
 @pytest.mark.parametrize("how", ["SHUT_WR", "SHUT_RDWR"])
 def test_shutdown_write_with_unsent_data(lab, family, how):
     """The server's window is closed with data still queued at the client; shutdown(): is the data delivered?"""
-    # While the window is closed, nothing may depend on how long the case takes to look: the client's
-    # window probes are paced by its RTO, and the server ACKs the first segment after the window
-    # reopens at once only if the pause exceeded its own RTO. With a long tcp_rto_min on both hosts
-    # no probe leaves before the server reads, and that first segment is ACKed like every later one.
-    for role in ("client", "server"):
-        lab.set_sysctl(role, "net.ipv4.tcp_rto_min_us", SLOW_RTO_US)
+    # Window probes may leave while the window is closed (paced by the RTO): they carry no new data
+    # and the judge counts only what the server reads, so no timer setting is needed (6.1 has no
+    # tcp_rto_min_us).
     srv = lab.server.socket()
     srv.setsockopt("SO_RCVBUF", 1)                      # the kernel's minimum, inherited by the accepted socket
     srv.bind(PORT)
@@ -469,9 +465,9 @@ def test_shutdown_write_with_unsent_data(lab, family, how):
     conn.getsockopt("SO_RCVBUF")
     cli.setsockopt("SO_SNDBUF", 1 << 20)                # room for all of it: send() returns at once
     cli.send(size=QUEUED)
-    lab.wait_segment(lambda s: s.src == "server" and s.win == 0, what="a zero window from the server")
+    lab.wait_segment(lambda s: s.src == "server" and s.win == 0, what="a zero window from the server", timeout=10)
     lab.wait_ss("client", lambda s: s.rows and s.rows[0].timer and s.rows[0].timer.name == "persist",
-                what="the client probing the closed window")
+                what="the client probing the closed window", timeout=10)
     cli.shutdown(how, check=False)
     lab.ss("after shutdown with unsent data")
     while True:                                         # now the server reads everything out
@@ -480,7 +476,7 @@ def test_shutdown_write_with_unsent_data(lab, family, how):
         data = conn.recv(QUEUED, flags=("MSG_WAITALL",), timeout=5, check=False)
         if not data.ok or not data.ret:
             break
-    lab.wait_segment(lambda s: s.src == "client" and "F" in s.flags, what="the client's FIN", timeout=3,
+    lab.wait_segment(lambda s: s.src == "client" and "F" in s.flags, what="the client's FIN", timeout=5,
                      required=False)
-    lab.wait_ss("client", lambda s: s.states() == ["FIN-WAIT-2"], what="after reading everything", timeout=3,
+    lab.wait_ss("client", lambda s: s.states() == ["FIN-WAIT-2"], what="after reading everything", timeout=5,
                 required=False)

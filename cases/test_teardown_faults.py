@@ -142,7 +142,7 @@ def test_fin_wait_1_lasts_while_the_ack_is_held(lab, family):
         if kind != "bare":
             cli.send("hello")
             conn.recv(100, timeout=5)
-            lab.wait_segment(match("server", ".", ack=6, port=port), what="the server's ACK of the data", timeout=3)
+            lab.wait_segment(match("server", ".", ack=6, port=port), what="the server's ACK of the data", timeout=10)
         if kind == "data-eof":
             reading = conn.recv(100, wait=False)         # the server waits for more: it will read EOF and close
             reading.wait_blocked("sk_wait_data")
@@ -153,10 +153,10 @@ def test_fin_wait_1_lasts_while_the_ack_is_held(lab, family):
             reading.wait(timeout=5)
             conn.close()
         lab.wait_segment(lambda s, p=port, n=fin_end: s.src == "server" and s.sport == PORT and s.dport == p
-                         and s.ack is not None and s.ack >= n, timeout=3, required=False,
+                         and s.ack is not None and s.ack >= n, timeout=5, required=False,
                          what=f"the server's ACK of the client's FIN ({kind})")
         lab.wait_ss("client", lambda s, p=port: s.find(local_port=p, state="FIN-WAIT-2")
-                    or s.find(local_port=p, state="TIME-WAIT"), timeout=3, required=False,
+                    or s.find(local_port=p, state="TIME-WAIT"), timeout=5, required=False,
                     what=f"{kind}: after close")
         lab.netstat("server", label=f"{kind}: after close")
 
@@ -165,10 +165,10 @@ def test_fin_wait_1_lasts_while_the_ack_is_held(lab, family):
     lab.observe("client ports", ports)
     rule = lab.faults.drop("server > client", ".", payload=False)    # every ACK of the FIN, until removed
     cli.close()
-    lab.wait_ss("client", lambda s: s.find(local_port=port, state="FIN-WAIT-1"), timeout=3, required=False,
+    lab.wait_ss("client", lambda s: s.find(local_port=port, state="FIN-WAIT-1"), timeout=5, required=False,
                 what="FIN-WAIT-1 while the ACKs are dropped")
     rule.release()                                       # the FIN's next retransmission is ACKed
-    lab.wait_ss("client", lambda s: s.find(local_port=port, state="FIN-WAIT-2"), timeout=3, required=False,
+    lab.wait_ss("client", lambda s: s.find(local_port=port, state="FIN-WAIT-2"), timeout=5, required=False,
                 what="FIN-WAIT-2 once an ACK passes")
 
 
@@ -229,11 +229,11 @@ def test_simultaneous_close(lab, family):
         conn.close()
         lab.ss("both FINs sent and held")
         client_held.release()                   # the client's FIN reaches a server in FIN_WAIT1 ...
-        lab.wait_ss("server", lambda s: "CLOSING" in s.states(), what="the server's CLOSING", timeout=3,
+        lab.wait_ss("server", lambda s: "CLOSING" in s.states(), what="the server's CLOSING", timeout=5,
                     required=False)
         server_held.release()                   # ... and the server's FIN, sent before, reaches the client
     for role in ("client", "server"):
-        lab.wait_ss(role, lambda s: "TIME-WAIT" in s.states(), what=f"{role} TIME-WAIT", timeout=3, required=False)
+        lab.wait_ss(role, lambda s: "TIME-WAIT" in s.states(), what=f"{role} TIME-WAIT", timeout=5, required=False)
 
 
 # -- TIMEWAIT-ACK ---------------------------------------------------------------------------------
@@ -295,9 +295,9 @@ def test_time_wait_acks_the_retransmitted_fin(lab, family):
     cli, conn, port = _connect(lab, srv)
     lab.observe("client port", port)
     cli.close()
-    lab.wait_ss("client", lambda s: "FIN-WAIT-2" in s.states(), what="the client's FIN-WAIT-2")
+    lab.wait_ss("client", lambda s: "FIN-WAIT-2" in s.states(), what="the client's FIN-WAIT-2", timeout=10)
     lab.faults.drop("client > server", ".", payload=False, count=1)
     conn.close()
-    lab.wait_ss("server", lambda s: s.states() == ["LISTEN"], what="the server's connection gone", timeout=3,
+    lab.wait_ss("server", lambda s: s.states() == ["LISTEN"], what="the server's connection gone", timeout=5,
                 required=False)
     lab.ss("after LAST_ACK closed")

@@ -99,7 +99,7 @@ def test_send_after_shutdown_write(lab, family, how):
     srv, conn, cli = lab.establish(PORT)
     held = lab.faults.drop("server > client", ".", payload=False)    # the ACK of the FIN: FIN-WAIT-1 stays
     cli.shutdown(how, check=False)
-    lab.wait_ss("client", lambda s: s.find(state="FIN-WAIT-1"), what="FIN-WAIT-1, the ACK held", timeout=3,
+    lab.wait_ss("client", lambda s: s.find(state="FIN-WAIT-1"), what="FIN-WAIT-1, the ACK held", timeout=5,
                 required=False)
     cli.send("in fin-wait-1", flags=NOSIGNAL, check=False)
     lab.ss("after send in FIN-WAIT-1")
@@ -145,7 +145,7 @@ def test_fin_wait_2_lasts_until_close(lab, family):
     lab.set_sysctl("client", "net.ipv4.tcp_fin_timeout", FIN_TIMEOUT)
     srv, conn, cli = lab.establish(PORT)
     cli.shutdown("SHUT_WR", check=False)
-    lab.wait_ss("client", lambda s: s.find(state="FIN-WAIT-2"), what="half closed", timeout=3, required=False)
+    lab.wait_ss("client", lambda s: s.find(state="FIN-WAIT-2"), what="half closed", timeout=5, required=False)
     lab.hold(2 * FIN_TIMEOUT, "the half-closed client, its descriptor open, past tcp_fin_timeout")
     lab.ss("long past tcp_fin_timeout")
     cli.close()
@@ -202,14 +202,14 @@ def test_which_calls_send_the_passive_fin(lab, family):
     for cli in clis:
         cli.close()
     lab.wait_ss("server", lambda s: len(s.find(state="CLOSE-WAIT")) == len(WAYS), what="all in CLOSE-WAIT",
-                timeout=3, required=False)
+                timeout=5, required=False)
     conns["close"].close()
     conns["shutdown"].shutdown("SHUT_WR", check=False)
     doomed.kill()
     for way in WAYS:
-        lab.wait_segment(match("server", "F.", port=ports[way]), timeout=1 if way == "shutdown" else 3,
+        lab.wait_segment(match("server", "F.", port=ports[way]), timeout=2 if way == "shutdown" else 5,
                          required=False, what=f"the server's FIN after {way}")
-    lab.wait_ss("server", lambda s: len(s.find(state="LAST-ACK")) == 0, what="no LAST-ACK left", timeout=3,
+    lab.wait_ss("server", lambda s: len(s.find(state="LAST-ACK")) == 0, what="no LAST-ACK left", timeout=5,
                 required=False)
     lab.ss("after close, shutdown and kill")
 
@@ -247,7 +247,7 @@ def test_shutdown_with_unacknowledged_data(lab, family, how):
     srv, conn, cli = lab.establish(PORT)
     lost = lab.faults.drop("client > server", payload=True)     # every data segment, until removed
     cli.send(size=UNACKED)
-    lab.wait_segment(lambda s: s.src == "client" and s.length > 0, what="the data on the wire (dropped)", timeout=3)
+    lab.wait_segment(lambda s: s.src == "client" and s.length > 0, what="the data on the wire (dropped)", timeout=10)
     cli.shutdown(how, check=False)
     # No wait for the FIN here: Linux queues it behind the unacknowledged data (cwnd after a loss).
     lab.ss("after shutdown with unacknowledged data")
