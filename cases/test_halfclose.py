@@ -168,9 +168,10 @@ def close_wait_stays(rec: CaseRecord) -> Verdict:
     holds = all(_st(r) == "CLOSE-WAIT" for r in rows.values()) and (left is None or left >= close.t0)
     return verdict_if(holds,
                       f"after the shortened tcp_fin_timeout (the client's second entry now: "
-                      f"{_st(_row(cli_after, local_port=port))}) the server's sockets "
-                      f"were {_st(rows[default_port])} and {_st(rows[port])}; the first left CLOSE_WAIT "
-                      + (f"{left - close.t0:+.4f} s after its close()" if left is not None else "never in the trace"))
+                      f"{_st(_row(cli_after, local_port=port))}) the server's sockets, never closed, "
+                      f"were {_st(rows[default_port])} and {_st(rows[port])}; the first left CLOSE_WAIT for LAST_ACK "
+                      + (f"{(left - close.t0) * 1000:.1f} ms after the application's close()" if left is not None
+                         else "never (trace)"))
 
 
 @judge("HALFCLOSE-NOCLOSE", claims=[77],
