@@ -49,6 +49,11 @@ def wait_gone(lab, role, present, *, timeout, what):
     return last_seen[0], (None if present(snap) else snap.after)
 
 
+def _rel(lab, t):
+    """A monotonic time as seconds into the case (the record's clock), None kept."""
+    return None if t is None else round(t - lab.start, 6)
+
+
 # -- helpers of the judges (pure functions of the record) --------------------------------------
 
 def _hist(rec: CaseRecord, role: str, *, local_port=None, peer_port=None):
@@ -149,9 +154,10 @@ def fin_wait_2_goes_after_fin_timeout(rec: CaseRecord) -> Verdict:
     short_ok = high is not None and high >= short - 0.05 and low <= short + 1.0
     went = f"went {low:.2f} to {high:.2f} s after the ACK of its FIN" if high is not None else \
         f"was still there {low:.2f} s after the ACK of its FIN"
+    timer = f"a timewait timer of {length[0]:.1f} to {length[1]:.1f} s" if length else "no timewait timer"
     return verdict_if(default_ok and short_ok,
-                      f"under the default tcp_fin_timeout {default} s ss showed the orphaned FIN-WAIT-2 with "
-                      f"{'a timewait timer of %.1f to %.1f s' % length if length else _st(row) + ' and no timewait timer'}; "
+                      f"under the default tcp_fin_timeout {default} s ss showed the first (orphaned) client "
+                      f"{_st(row)} with {timer}; "
                       f"with tcp_fin_timeout shortened to {short} s in the client's namespace the entry {went}")
 
 
@@ -182,9 +188,9 @@ def tcp_acks_the_fin(rec: CaseRecord) -> Verdict:
     ack = _acker(rec, default_port, "server", fin.seq + 1, fin.t) if fin else None
     nxt = next((c for c in rec.calls_of(role="server") if fin is not None and c.t0 > fin.t), None)
     holds = ack is not None and (nxt is None or ack.t < nxt.t0)
+    answer = f"{ack.flags} ack {ack.ack} {(ack.t - fin.t) * 1000:.1f} ms after it" if ack else "nothing"
     return verdict_if(holds,
-                      f"the server's kernel answered the FIN with {ack.flags + ' ack %d' % ack.ack if ack else 'nothing'}"
-                      f"{' %.1f ms after it' % ((ack.t - fin.t) * 1000) if ack else ''}; the server program's next "
+                      f"the server's kernel answered the FIN with {answer}; the server program's next "
                       f"call, {nxt.op + '()' if nxt else 'none'}, came "
                       + (f"{(nxt.t0 - fin.t) * 1000:.0f} ms after the FIN" if nxt else "never"))
 
@@ -201,9 +207,9 @@ def close_wait_then_close_sends_fin(rec: CaseRecord) -> Verdict:
     early = _fin(rec, default_port, "server")
     holds = (ack is not None and ack.pure_ack and _entered(hist, "CLOSE_WAIT") is not None and own is not None
              and early is own and _entered(hist, "LAST_ACK") is not None)
+    got = "no ACK" if ack is None else "a pure ACK" if ack.pure_ack else ack.flags
     return verdict_if(holds,
-                      f"the client's FIN got {'a pure ACK' if ack and ack.pure_ack else (ack.flags if ack else 'no ACK')} "
-                      f"and the server socket went {hist.text() if hist else '(no trace)'}; the server's FIN "
+                      f"the client's FIN got {got} and the server socket went {hist.text() if hist else '(no trace)'}; the server's FIN "
                       + (f"left {(own.t - close.t0) * 1000:.1f} ms after its close()" if own else "never left")
                       + ("" if early is own else " (a FIN left before the close)"))
 
@@ -254,8 +260,7 @@ def test_fin_wait_2_times_out_close_wait_stays(lab, family):
     lab.ss("both clients closed, the server did not")
     seen, gone = wait_gone(lab, "client", lambda s: s.find(local_port=port), timeout=FIN_TIMEOUT + 3,
                            what="the second client's entry gone")
-    lab.observe("short entry seen until / gone by",
-                [None if seen is None else round(seen - lab.start, 6), None if gone is None else round(gone - lab.start, 6)])
+    lab.observe("short entry seen until / gone by", [_rel(lab, seen), _rel(lab, gone)])
     lab.ss("after the shortened tcp_fin_timeout")
 
     conn.recv(100, timeout=5, check=False)              # reading the EOF consumes the FIN's sequence number

@@ -187,9 +187,10 @@ def crossing_fins_closing(rec: CaseRecord) -> Verdict:
     crossed = all(f is not None and f.ack == 1 for f in fins.values())
     chains = {r: _hist(rec, r, port) for r in ("client", "server")}
     closing = {r: h is not None and "FIN_WAIT1 -> CLOSING" in h.text() for r, h in chains.items()}
+    acks = {r: f.ack if f else "-" for r, f in fins.items()}
     return verdict_if(crossed and all(closing.values()),
-                      f"both FINs left before either arrived (client FIN ack {fins['client'].ack if fins['client'] else '-'}, "
-                      f"server FIN ack {fins['server'].ack if fins['server'] else '-'}); trace: client "
+                      f"both FINs left before either arrived (client FIN ack {acks['client']}, "
+                      f"server FIN ack {acks['server']}); trace: client "
                       f"{_chain(chains['client'])}; server {_chain(chains['server'])}")
 
 
@@ -210,9 +211,11 @@ def closing_waits_for_ack(rec: CaseRecord) -> Verdict:
     held_closing = "CLOSING" in half.states() and half.t < released
     holds = (held_closing and ack is not None and left is not None and left >= ack.t - 0.001
              and all(tw.values()))
+    when = f"{(left - ack.t) * 1000:.2f} ms after the client ACKed its FIN" if left is not None and ack else \
+        "not in the trace"
     return verdict_if(holds,
                       f"ss showed the server {', '.join(half.states())} while its FIN was still held; it left "
-                      f"CLOSING {'%.2f ms after the client ACKed its FIN' % ((left - ack.t) * 1000) if left is not None and ack else 'not in the trace'}"
+                      f"CLOSING {when}"
                       f"; TIME-WAIT afterwards: client {'yes' if tw['client'] else 'no'}, server "
                       f"{'yes' if tw['server'] else 'no'}")
 
@@ -278,10 +281,12 @@ def time_wait_outlasts_the_lost_ack(rec: CaseRecord) -> Verdict:
     rsts = rec.segments(port, flags="R")
     holds = (reack is not None and reack.pure_ack and closed is not None and closed >= reack.t - 0.001
              and not rsts and waiting is not None and gone.states() == ["LISTEN"])
+    if closed is None:
+        left = "never (trace)"
+    else:
+        left = f"{(closed - reack.t) * 1000:.2f} ms after the client's second ACK" if reack else "without a second ACK"
     return verdict_if(holds,
-                      f"the server left LAST_ACK "
-                      + (f"{(closed - reack.t) * 1000:.2f} ms after the client's second ACK" if closed is not None and reack
-                         else "without a second ACK" if closed is not None else "never (trace)")
+                      f"the server left LAST_ACK {left}"
                       + f" ({len(rsts)} RST); then the client was still "
                       + (f"TIME-WAIT (timer {waiting.timer.remaining:.0f} s)" if waiting and waiting.timer else
                          ("TIME-WAIT" if waiting else "not in TIME-WAIT")))
