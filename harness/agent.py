@@ -24,25 +24,51 @@ TYPES = {"stream": socket.SOCK_STREAM, "dgram": socket.SOCK_DGRAM}
 SHUT = {"SHUT_RD": socket.SHUT_RD, "SHUT_WR": socket.SHUT_WR, "SHUT_RDWR": socket.SHUT_RDWR}
 MSG_FLAGS = {"MSG_PEEK": socket.MSG_PEEK, "MSG_DONTWAIT": socket.MSG_DONTWAIT, "MSG_WAITALL": socket.MSG_WAITALL,
              "MSG_OOB": socket.MSG_OOB, "MSG_MORE": 0x8000, "MSG_NOSIGNAL": socket.MSG_NOSIGNAL}
-# name -> (level, optname, kind); kind says how the value is packed.
+# Options whose value is not a plain int: name -> (level, optname, kind).
 OPTIONS = {
-    "SO_REUSEADDR": (socket.SOL_SOCKET, socket.SO_REUSEADDR, "int"),
-    "SO_REUSEPORT": (socket.SOL_SOCKET, socket.SO_REUSEPORT, "int"),
-    "SO_KEEPALIVE": (socket.SOL_SOCKET, socket.SO_KEEPALIVE, "int"),
     "SO_LINGER": (socket.SOL_SOCKET, socket.SO_LINGER, "linger"),
-    "SO_RCVBUF": (socket.SOL_SOCKET, socket.SO_RCVBUF, "int"),
-    "SO_SNDBUF": (socket.SOL_SOCKET, socket.SO_SNDBUF, "int"),
-    "SO_ERROR": (socket.SOL_SOCKET, socket.SO_ERROR, "int"),
-    "TCP_NODELAY": (socket.IPPROTO_TCP, socket.TCP_NODELAY, "int"),
-    "TCP_MAXSEG": (socket.IPPROTO_TCP, socket.TCP_MAXSEG, "int"),
-    "TCP_CORK": (socket.IPPROTO_TCP, socket.TCP_CORK, "int"),
-    "TCP_QUICKACK": (socket.IPPROTO_TCP, socket.TCP_QUICKACK, "int"),
-    "TCP_USER_TIMEOUT": (socket.IPPROTO_TCP, 18, "int"),
-    "TCP_SYNCNT": (socket.IPPROTO_TCP, socket.TCP_SYNCNT, "int"),
-    "TCP_LINGER2": (socket.IPPROTO_TCP, socket.TCP_LINGER2, "int"),
-    "TCP_DEFER_ACCEPT": (socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, "int"),
-    "IPV6_V6ONLY": (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, "int"),
+    "TCP_USER_TIMEOUT": (socket.IPPROTO_TCP, 18, "int"),     # named here too: older Pythons lack it
 }
+# An option name's prefix says its level; the number is the socket module's constant of that name.
+LEVELS = (("SO_", "SOL_SOCKET"), ("TCP_", "IPPROTO_TCP"), ("IPV6_", "IPPROTO_IPV6"), ("IP_", "IPPROTO_IP"))
+
+
+def option_names():
+    """Every option name setsockopt/getsockopt take: the socket module's SO_/TCP_/IP_/IPV6_ constants."""
+    names = set(OPTIONS)
+    for prefix, _level in LEVELS:
+        names.update(n for n in dir(socket) if n.startswith(prefix) and isinstance(getattr(socket, n), int))
+    return sorted(names)
+
+
+def resolve_option(name):
+    """(level, optname, kind) of an option by name, or (level, optname, "raw") of a [level, optname]
+    pair (numbers or names such as "IPPROTO_TCP"); KeyError with the closest names otherwise."""
+    if isinstance(name, (list, tuple)):
+        level, opt = (getattr(socket, v) if isinstance(v, str) and hasattr(socket, v) else v for v in name)
+        if not (isinstance(level, int) and isinstance(opt, int)):
+            raise KeyError(f"raw option {list(name)!r}: give (level, optname) as numbers or socket constant names")
+        return level, opt, "raw"
+    if name in OPTIONS:
+        return OPTIONS[name]
+    for prefix, level in LEVELS:
+        if name.startswith(prefix) and isinstance(getattr(socket, name, None), int):
+            return getattr(socket, level), getattr(socket, name), "int"
+    import difflib
+    close = difflib.get_close_matches(str(name), option_names(), n=4, cutoff=0.6)
+    raise KeyError(f"unknown socket option {name!r}" + (f"; closest: {', '.join(close)}" if close else
+                   "; names are the socket module's SO_*, TCP_*, IP_*, IPV6_* constants, or (level, optname)"))
+
+
+def encode_value(value):
+    """A setsockopt value as JSON carries it: bytes as {"hex": ...}, the rest as is."""
+    return {"hex": value.hex()} if isinstance(value, (bytes, bytearray)) else value
+
+
+def decode_value(value):
+    return bytes.fromhex(value["hex"]) if isinstance(value, dict) and "hex" in value else value
+
+
 RLIMITS = {"NOFILE": resource.RLIMIT_NOFILE}
 
 
@@ -80,7 +106,7 @@ class Agent:
 
     def execute_bg(self, cmd):
         """A call the harness awaits later: say it has started, then make it."""
-        self.reply({"id": cmd["id"], "started": time.monotonic()})
+        self.reply({"id": cmd["id"], "started": time.monotonic(), "tid": threading.get_native_id()})
         self.execute(cmd)
 
     def execute(self, cmd):
@@ -135,16 +161,21 @@ class Agent:
         return self.keep(socket.socket(FAMILIES[family], TYPES[type]))
 
     def op_setsockopt(self, fd, name, value):
-        level, opt, kind = OPTIONS[name]
+        level, opt, kind = _option(name)
+        value = decode_value(value)
         if kind == "linger":
             value = struct.pack("ii", int(value[0]), int(value[1]))
+        elif isinstance(value, bool):
+            value = int(value)
         self.sock(fd).setsockopt(level, opt, value)
         return 0
 
-    def op_getsockopt(self, fd, name):
-        level, opt, kind = OPTIONS[name]
+    def op_getsockopt(self, fd, name, buflen=None):
+        level, opt, kind = _option(name)
         if kind == "linger":
             return list(struct.unpack("ii", self.sock(fd).getsockopt(level, opt, 8)))
+        if buflen:
+            return encode_value(self.sock(fd).getsockopt(level, opt, int(buflen)))
         return self.sock(fd).getsockopt(level, opt)
 
     def op_bind(self, fd, addr, port):
@@ -239,6 +270,13 @@ class Agent:
         self.control.close()
         self.control, self.lock = sock, threading.Lock()
         self.serve()
+
+
+def _option(name):
+    try:
+        return resolve_option(name)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
 
 
 def _flags(names):

@@ -90,7 +90,7 @@ class Lab(contextlib.AbstractContextManager):
         self._stack.callback(self.faults.clear)
         for role in self.roles if self.start_programs else ():
             prog = Program(self.topology.hosts[role], role, family=self.family, on_call=self._on_call,
-                           output_dir=self.artifacts_dir, call_timeout=self.call_timeout).start()
+                           output_dir=self.artifacts_dir, call_timeout=self.call_timeout, epoch=self.start).start()
             self.programs[role] = prog
             self._stack.callback(prog.close)
         self._later = self._stack.enter_context(contextlib.ExitStack())   # programs and commands started
@@ -114,6 +114,32 @@ class Lab(contextlib.AbstractContextManager):
         if role in programs:
             return programs[role]
         raise AttributeError(role)
+
+    @property
+    def client(self) -> Program:
+        """The client host's socket program (a `Program`: `.socket()`, `.fork()`, `.exit()`, `.kill()`)."""
+        return self._program("client")
+
+    @property
+    def server(self) -> Program:
+        """The server host's socket program (a `Program`); `lab.program("server", name)` starts another."""
+        return self._program("server")
+
+    @property
+    def faults(self):
+        """Faults on the path (`harness.faults.Faults`): `drop`, `hold`, `delay`, `block_output`; removed at the end."""
+        return self._faults
+
+    @faults.setter
+    def faults(self, value):
+        self._faults = value
+
+    def _program(self, role: str) -> Program:
+        try:
+            return self.__dict__["programs"][role]
+        except KeyError:
+            raise AttributeError(f"this lab has no {role} program (roles {self.roles}, "
+                                 f"start_programs={self.start_programs})") from None
 
     @property
     def hosts(self) -> Topology:
@@ -141,7 +167,7 @@ class Lab(contextlib.AbstractContextManager):
     def program(self, role: str, name: str) -> Program:
         """Another socket program in host `role` (e.g. a second server process)."""
         prog = Program(self.topology.hosts[role], name, family=self.family, on_call=self._on_call,
-                       output_dir=self.artifacts_dir, call_timeout=self.call_timeout).start()
+                       output_dir=self.artifacts_dir, call_timeout=self.call_timeout, epoch=self.start).start()
         self.programs[name] = prog
         self._later.callback(prog.close)     # after finish(): what it still holds is recorded
         return prog
@@ -170,6 +196,10 @@ class Lab(contextlib.AbstractContextManager):
         observers cannot make (a timer read at a moment, a call's data). JSON-able values only."""
         self.facts[name] = value
         self.note(f"observed {name} = {value!r}")
+
+    def clock(self, t: float | None = None) -> str:
+        """A CLOCK_MONOTONIC time (default: now) as the timeline counts: '+421.2 ms' since the case started."""
+        return f"+{((time.monotonic() if t is None else t) - self.start) * 1000:.1f} ms"
 
     def note(self, text: str, side: str = "client") -> None:
         t = time.monotonic()
@@ -268,28 +298,34 @@ class Lab(contextlib.AbstractContextManager):
             if seen >= at_least:
                 return seen
             if time.monotonic() > deadline:
-                raise StepTimeout(f"{role}: {group} {counter} still {seen} after {timeout} s, expected >= {at_least}")
+                raise StepTimeout(f"{role}: {group} {counter} still {seen} after {timeout} s, expected >= {at_least} "
+                                  f"(given up at {self.clock()})")
             _poll_pause(0.005)
 
     # -- waiting for events --------------------------------------------------------------------
     def wait_segment(self, predicate, *, timeout: float = 5.0, what: str = "matching the case's condition",
                      required: bool = True):
-        """Wait until a segment for which predicate(seg) is true has crossed the link and return it.
+        """Wait until a segment for which predicate(seg) is true has crossed the link; returns that
+        `Segment` (its `.time` is CLOCK_MONOTONIC: `lab.clock(seg.time)` gives '+12.3 ms' since the case
+        started, as the timeline counts; `.win` is the raw header window, unscaled).
 
         required=False: an observation, not a condition; when no such segment comes before the
         deadline, return None (noted in the timeline) and let the claim's judge decide.
         """
         try:
             return self.capture.wait_for(predicate, timeout=timeout, what=what)
-        except StepTimeout:
+        except StepTimeout as exc:
             if required:
-                raise
+                segs = self.capture.segments()
+                last = f"last segment at {self.clock(segs[-1].time)}, " if segs else ""
+                raise StepTimeout(f"{exc} ({last}given up at {self.clock()})") from None
             self.note(f"not seen within {timeout:g} s: a segment {what}")
             return None
 
     def wait_ss(self, role: str, predicate, *, timeout: float = 5.0, what: str = "the awaited state",
                 interval: float = 0.005, required: bool = True):
-        """Poll `ss` in host `role` until predicate(snapshot) holds; StepTimeout names the last snapshot.
+        """Poll `ss` in host `role` until predicate(snapshot) holds; returns that `ss.Snapshot` (rows, text;
+        `.time`, `.before`, `.after` on CLOCK_MONOTONIC, see `lab.clock`). StepTimeout names the last snapshot.
 
         The snapshot that satisfied it is kept under the label `what`. required=False: when the
         deadline passes, keep the last snapshot under `what` anyway and return it (an observation
@@ -311,7 +347,8 @@ class Lab(contextlib.AbstractContextManager):
                     self.timeline.add(snap.time, "ss", role, f"[{what}: not within {timeout:g} s] "
                                       + (", ".join(snap.states()) or "no sockets"))
                     return snap
-                raise StepTimeout(f"{role}: {what} not seen in ss within {timeout} s; last ss:\n{snap.text}")
+                raise StepTimeout(f"{role}: {what} not seen in ss within {timeout} s (given up at {self.clock()}); "
+                                  f"last ss at {self.clock(snap.time)}:\n{snap.text}")
             _poll_pause(interval)
 
     def wait_gone(self, role: str, present, since: float, *, timeout: float, what: str, interval: float = 0.005):

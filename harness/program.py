@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
+from .agent import decode_value, encode_value, resolve_option
 from .errors import ExpectationFailed, StepError, StepTimeout
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 
@@ -74,30 +75,47 @@ class Pending:
 
     def __init__(self, program, op, args, future, finish):
         self.program, self.op, self.args = program, op, args
+        self.sent = time.monotonic()
         self._future, self._finish = future, finish
         self.started: float | None = None     # when the program took the call up (CLOCK_MONOTONIC)
+        self.tid: int | None = None           # the program's thread that makes the call
 
     def done(self) -> bool:
         return self._future.done()
 
-    def wait_blocked(self, function: str, timeout: float = 2.0) -> None:
-        """Wait until the program sleeps in kernel `function` (e.g. 'inet_csk_accept',
-        'sk_stream_wait_connect'), read from /proc/PID/task/*/stack: "the call is now blocked"."""
-        import glob
+    def wait_blocked(self, function: str | None = None, timeout: float = 2.0) -> str:
+        """Wait until the call sleeps in the kernel; returns where (the kernel function it sleeps in).
+
+        Without `function`: until the call's thread is in state S inside the kernel (not on a futex,
+        which is the program itself waiting for a lock). With `function` (e.g. 'inet_csk_accept',
+        'sk_wait_data'): until that function is on the thread's kernel stack, read from
+        /proc/PID/task/TID/stack.
+        """
         deadline = time.monotonic() + timeout
+        last = "not yet in the kernel"
         while True:
-            for path in glob.glob(f"/proc/{self.program.pid}/task/*/stack"):
-                try:
-                    with open(path) as fh:
-                        if function in fh.read():
-                            return
-                except OSError:
-                    pass                    # the thread ended between listing and reading
+            for tid in self._threads():
+                where = _sleeping_in(self.program.pid, tid, function)
+                if where and (function is None or function in where[1]):
+                    return where[0]
+                if where:
+                    last = f"sleeping in {where[0]}"
             if self.done():
-                raise StepError(f"{self.program.name}: {self.op}() returned before it blocked in {function}")
+                raise StepError(f"{self.program.name}: {self.op}() returned at {self.program.clock()} before it "
+                                f"blocked in {function or 'the kernel'}")
             if time.monotonic() > deadline:
-                raise StepTimeout(f"{self.program.name}: {self.op}() not blocked in {function} within {timeout} s")
+                raise StepTimeout(f"{self.program.name}: {self.op}() not blocked in {function or 'the kernel'} "
+                                  f"within {timeout} s (given up at {self.program.clock()}; last seen: {last})")
             threading.Event().wait(0.002)
+
+    def _threads(self) -> list:
+        """The thread running the call (the agent names it), or with an older agent every thread."""
+        if self.tid is not None:
+            return [self.tid]
+        try:
+            return [int(t) for t in os.listdir(f"/proc/{self.program.pid}/task")]
+        except OSError:
+            return []
 
     def wait(self, timeout: float | None = None):
         """Await the call's result; StepTimeout naming the call if it has not returned in time."""
@@ -106,8 +124,38 @@ class Pending:
             msg = self._future.result(timeout)
         except FutureTimeout:
             raise StepTimeout(f"{self.program.name}: {self.op}({_args_text(self.args)}) did not return within "
-                              f"{timeout:.1f} s") from None
+                              f"{timeout:.1f} s (called at {self.program.clock(self.sent)}, given up at "
+                              f"{self.program.clock()})") from None
         return self._finish(msg)
+
+
+# Frames that say "asleep" but not in what: the function after them names the wait.
+GENERIC_FRAMES = ("schedule", "__schedule", "schedule_timeout", "schedule_hrtimeout_range", "wait_woken",
+                  "io_schedule", "do_syscall_64", "entry_SYSCALL_64_after_hwframe")
+
+
+def _sleeping_in(pid: int, tid: int, function: str | None):
+    """(where, stack text) when thread `tid` of `pid` sleeps in the kernel (state S, a kernel stack or
+    wchan, not a futex wait), else None. `where` is the first function of the stack that is not the
+    scheduler's, e.g. 'inet_csk_accept', or the function named when it is on the stack."""
+    base = f"/proc/{pid}/task/{tid}"
+    try:
+        with open(f"{base}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+        with open(f"{base}/stack") as fh:
+            stack = fh.read()
+        with open(f"{base}/wchan") as fh:
+            wchan = fh.read().strip()
+    except OSError:
+        return None                     # the thread ended, or no /proc stack on this kernel
+    frames = [line.split("]", 1)[-1].strip().split("+", 1)[0] for line in stack.splitlines() if line.strip()]
+    if state not in ("S", "D") or "futex" in stack or "futex" in wchan or not (frames or wchan not in ("", "0")):
+        return None
+    if function and function in stack:
+        return function, stack
+    where = next((f for f in frames if f not in GENERIC_FRAMES), None) or wchan
+    syscall = next((f for f in reversed(frames) if "sys_" in f), None)
+    return (f"{where} ({syscall})" if syscall and syscall != where else where), stack
 
 
 def _args_text(args):
@@ -118,9 +166,10 @@ class Program:
     """A socket program (harness/agent.py) running inside `host`'s namespace."""
 
     def __init__(self, host, name: str | None = None, *, family: str = "ipv4", on_call=None,
-                 output_dir: str | None = None, call_timeout: float = DEFAULT_CALL_TIMEOUT, _control=None,
-                 _pid=None):
+                 output_dir: str | None = None, call_timeout: float = DEFAULT_CALL_TIMEOUT, epoch: float | None = None,
+                 _control=None, _pid=None):
         self.host, self.name, self.family = host, name or host.role, family
+        self.epoch = time.monotonic() if epoch is None else epoch    # the case's start: messages count from it
         self.on_call = on_call or (lambda call: None)
         self.output_dir, self.call_timeout = output_dir, call_timeout
         self.calls: list[Call] = []
@@ -137,6 +186,10 @@ class Program:
         self._stderr = None
         if _control is not None:
             self._attach(_control)
+
+    def clock(self, t: float | None = None) -> str:
+        """A CLOCK_MONOTONIC time (default: now) as the timeline writes it: '+421.2 ms' since the case started."""
+        return f"+{((time.monotonic() if t is None else t) - self.epoch) * 1000:.1f} ms"
 
     # -- process lifecycle ------------------------------------------------------------------
     def start(self) -> "Program":
@@ -162,7 +215,7 @@ class Program:
         try:
             self._ready.result(timeout)
         except FutureTimeout:
-            raise StepTimeout(f"{self.name}: socket program did not report ready within {timeout} s "
+            raise StepTimeout(f"{self.name}: socket program did not report ready within {timeout} s (at {self.clock()}) "
                               f"(see {self.name}.stderr.txt in the case's artifacts)") from None
 
     def close(self):
@@ -205,7 +258,7 @@ class Program:
                 if "started" in msg:
                     started = self._started.pop(msg["id"], None)
                     if started is not None:
-                        started.set_result(msg["started"])
+                        started.set_result(msg)
                     continue
                 fut = self._futures.pop(msg["id"], None)
                 if fut is not None:
@@ -241,11 +294,13 @@ class Program:
         # Return once the program has taken the call up (its thread is about to enter the kernel);
         # pending.wait_blocked() says when it actually sleeps there.
         try:
-            pending.started = started.result(self.call_timeout)
+            took = started.result(self.call_timeout)
+            if took is not None:
+                pending.started, pending.tid = took["started"], took.get("tid")
         except FutureTimeout:
             if not fut.done():
                 raise StepTimeout(f"{self.name}: {op}({_args_text(args)}) was not taken up within "
-                                  f"{self.call_timeout:.1f} s") from None
+                                  f"{self.call_timeout:.1f} s (given up at {self.clock()})") from None
         return pending
 
     def _finish(self, op, args, msg, background, expect, check, convert):
@@ -275,17 +330,18 @@ class Program:
     def exit(self, code: int = 0) -> Call:
         """Process exit without close(): the kernel closes every descriptor."""
         call = self.call("exit", {"code": code})
-        self.exited = f"exited with status {code} at step {call.op}"
+        self.exited = f"exited with status {code} at step {call.op} at {self.clock(call.t0)}"
         self._reap()
         return call
 
     def kill(self, sig: int = signal.SIGKILL) -> Call:
         """Send `sig` to the process from outside, as `kill -SIG pid` would, and wait until it is gone."""
         t0 = time.monotonic()
-        self.exited = f"killed by {signal.Signals(sig).name}"   # before the kill: pending calls name it
+        self.exited = f"killed by {signal.Signals(sig).name} at {self.clock(t0)}"   # before the kill: pending calls name it
         os.kill(self.pid, sig)
         self._reap()
-        call = Call(self.name, "kill", {"signal": signal.Signals(sig).name}, 0, None, None, t0, time.monotonic())
+        call = Call(self.name, "kill", {"signal": signal.Signals(sig).name}, 0, None, None, t0, time.monotonic(),
+                    role=self.host.role)
         self.calls.append(call)
         self.on_call(call)
         return call
@@ -295,7 +351,8 @@ class Program:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                raise StepTimeout(f"{self.name}: process {self.pid} still running {timeout} s after {self.exited}") from None
+                raise StepTimeout(f"{self.name}: process {self.pid} still running {timeout} s after {self.exited} "
+                                  f"(given up at {self.clock()})") from None
         else:   # a forked child is not ours to wait(): wait for EOF on its control socket
             self._reader.join(timeout)
 
@@ -303,7 +360,7 @@ class Program:
         """fork(): a child program holding copies of every descriptor, driven like its parent."""
         call = self.call("fork")
         child = Program(self.host, f"{self.name}.child{len(self.children) + 1}", family=self.family,
-                        on_call=self.on_call, call_timeout=self.call_timeout,
+                        on_call=self.on_call, call_timeout=self.call_timeout, epoch=self.epoch,
                         _control=socket.socket(fileno=self._fds.pop(0)), _pid=call.ret["pid"])
         self.children.append(child)
         return child
@@ -389,7 +446,7 @@ class Socket:
 
     def close(self, **kw) -> Call:
         call = self._call("close", **kw)
-        self.closed_by = f"close() at t={call.t0:.6f}"
+        self.closed_by = f"close() at {self.program.clock(call.t0)}"
         return call
 
     def dup(self) -> "Socket":
@@ -398,14 +455,33 @@ class Socket:
         s.local_port, s.peer_port = self.local_port, self.peer_port
         return s
 
-    def setsockopt(self, name: str, value, **kw) -> Call:
-        """setsockopt by name: SO_REUSEADDR, SO_LINGER (on, seconds), TCP_MAXSEG, TCP_NODELAY, SO_RCVBUF, ..."""
+    def setsockopt(self, name, value, *raw, **kw) -> Call:
+        """setsockopt by name, any option of Python's socket module: SO_REUSEADDR, SO_LINGER as (on, secs),
+        TCP_NODELAY, TCP_KEEPIDLE, TCP_USER_TIMEOUT, IP_TOS, IPV6_V6ONLY, ...; or raw as
+        setsockopt(level, optname, int | bytes), level and optname numbers or constant names."""
+        if raw:
+            name, value = [name, value], raw[0]
+        opt = self._option("setsockopt", name)
         if isinstance(value, bool):
             value = int(value)
-        return self._call("setsockopt", {"name": name, "value": list(value) if isinstance(value, tuple) else value}, **kw)
+        if isinstance(value, tuple):
+            value = list(value)
+        return self._call("setsockopt", {"name": opt, "value": encode_value(value)}, **kw)
 
-    def getsockopt(self, name: str, **kw):
-        return self._call("getsockopt", {"name": name}, **kw).ret
+    def getsockopt(self, name, optname=None, *, buflen: int | None = None, **kw):
+        """getsockopt(name) or getsockopt(level, optname): an int, [on, secs] for SO_LINGER, or with
+        buflen= the option's bytes (e.g. getsockopt("TCP_INFO", buflen=104))."""
+        opt = self._option("getsockopt", name if optname is None else [name, optname])
+        args = {"name": opt, **({"buflen": buflen} if buflen else {})}
+        return decode_value(self._call("getsockopt", args, **kw).ret)
+
+    def _option(self, op, name):
+        """The option as the agent takes it (a name, or [level, optname]); one clear line if unknown."""
+        try:
+            resolve_option(name)
+        except KeyError as exc:
+            raise StepError(f"{self.program.name}: {op}: {exc.args[0]}") from None
+        return list(name) if isinstance(name, (list, tuple)) else name
 
     def getsockname(self):
         addr, port = self._call("getsockname").ret

@@ -11,6 +11,8 @@ import threading
 import time
 
 import pytest
+import re
+import struct
 
 from harness.errors import ExpectationFailed, StepError, StepTimeout
 from harness.lab import Lab
@@ -73,7 +75,7 @@ def test_an_unmet_expect_and_a_rejected_step_fail_clearly(lab, family):
     with pytest.raises(ExpectationFailed, match=r"bind\(.*expected to fail with EADDRINUSE, got success"):
         lab.server.socket().bind(PORT, expect="EADDRINUSE")
     with pytest.raises(StepError, match="rejected the step"):
-        lab.client.socket().setsockopt("SO_NO_SUCH_OPTION", 1)
+        lab.client.call("no_such_step")
     assert lab.client.socket().getsockopt("TCP_NODELAY") == 0   # the program still serves
 
 
@@ -114,6 +116,58 @@ def test_wait_blocked_returns_once_the_pending_call_sleeps_in_the_kernel(lab, fa
     assert pending.started <= sent <= blocked and accept.t0 <= blocked
 
 
+def test_wait_blocked_without_a_name_says_where_the_call_sleeps(lab, family):
+    """wait_blocked() with no function waits until the call's thread sleeps in the kernel and names where:
+    accept() in inet_csk_accept, recv() in sk_wait_data; not the program's own thread waiting for commands."""
+    srv = listening(lab)
+    pending = srv.accept(wait=False)
+    where = pending.wait_blocked(timeout=2)
+    assert where.startswith("inet_csk_accept") and "accept" in where.split("(")[-1], where
+    cli = lab.client.socket()
+    cli.connect(lab.hosts.server, PORT)
+    conn = pending.wait(timeout=2)
+    reading = conn.recv(10, wait=False)
+    assert reading.wait_blocked(timeout=2).startswith("sk_wait_data")
+    assert not reading.done()
+    cli.send("hello")
+    assert reading.wait(timeout=2).ret == "hello"
+    with pytest.raises(StepError, match=r"recv\(\) returned at \+[\d.]+ ms before it blocked in the kernel"):
+        cli.send("again")
+        done = conn.recv(10, wait=False)
+        done.wait(timeout=2)
+        done.wait_blocked(timeout=0.5)
+
+
+def test_any_socket_option_by_name_or_raw(lab, family):
+    """setsockopt/getsockopt take any SO_/TCP_/IP_/IPV6_ name of Python's socket module, or (level,
+    optname, int | bytes); an unknown name fails in one line naming the closest names."""
+    s = lab.client.socket()
+    for name, value in (("TCP_KEEPIDLE", 7), ("TCP_KEEPINTVL", 3), ("TCP_KEEPCNT", 4), ("TCP_USER_TIMEOUT", 1500),
+                        ("TCP_FASTOPEN", 5), ("SO_KEEPALIVE", 1)):
+        s.setsockopt(name, value)
+        assert s.getsockopt(name) == value, name
+    tos = ("IP_TOS", 0x10) if family == "ipv4" else ("IPV6_TCLASS", 0x10)
+    s.setsockopt(*tos)
+    assert s.getsockopt(tos[0]) == 0x10
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 9)
+    assert s.getsockopt("TCP_KEEPIDLE") == 9 == s.getsockopt("IPPROTO_TCP", "TCP_KEEPIDLE")
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 5))
+    assert s.getsockopt("SO_LINGER") == [1, 5]
+    assert s.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, buflen=8) == struct.pack("ii", 1, 5)
+    s.setsockopt("SO_LINGER", (1, 0))
+    assert s.getsockopt("SO_LINGER") == [1, 0]
+    calls = len(lab.calls)
+    with pytest.raises(StepError) as exc:
+        s.setsockopt("TCP_KEEPIDEL", 5)
+    assert str(exc.value) == ("client: setsockopt: unknown socket option 'TCP_KEEPIDEL'; closest: "
+                              "TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_NODELAY")
+    with pytest.raises(StepError, match="^client: getsockopt: unknown socket option 'SO_REUSADDR'; closest: SO_REUSEADDR"):
+        s.getsockopt("SO_REUSADDR")
+    assert len(lab.calls) == calls          # nothing was sent to the program
+    with pytest.raises(StepError, match=r"setsockopt\(.*\) = -1 ENOPROTOOPT"):
+        s.setsockopt(socket.IPPROTO_TCP, 250, 1)
+
+
 def test_a_call_that_never_returns_raises_step_timeout_naming_it(lab, family):
     """recv on an idle socket with timeout=0.3 raises StepTimeout naming the program and the call."""
     _, cli, conn = connected(lab)
@@ -124,6 +178,8 @@ def test_a_call_that_never_returns_raises_step_timeout_naming_it(lab, family):
     assert 0.3 <= elapsed < 1.0
     msg = str(exc.value)
     assert msg.startswith(f"server: recv(fd={conn.fd}, size=100") and "within 0.3 s" in msg, msg
+    called, given_up = (float(x) for x in re.search(r"called at \+([\d.]+) ms, given up at \+([\d.]+) ms", msg).groups())
+    assert (t - lab.start) * 1000 - 1 <= called and given_up - called >= 300, msg
     # The program is still inside that recv; data ends it, and the next step gets its own answer.
     cli.send("late")
     assert conn.send("after").ret == 5
@@ -138,7 +194,10 @@ def test_a_step_on_a_closed_socket_names_the_closing_step(lab, family):
     for step in (lambda: s.recv(10), lambda: s.send("x"), lambda: s.close()):
         with pytest.raises(StepError) as exc:
             step()
-        assert f"already closed by close() at t={close.t0:.6f}" in str(exc.value), str(exc.value)
+        # The time counts from the case's start, as the timeline does.
+        assert f"already closed by close() at +{(close.t0 - lab.start) * 1000:.1f} ms" in str(exc.value), str(exc.value)
+    assert any(f"{(close.t0 - lab.start) * 1000:9.3f}" in line and "close(" in line
+               for line in lab.timeline.text().splitlines())
     assert len(lab.calls) == sent
 
 
