@@ -20,6 +20,10 @@ def main(argv=None) -> int:
                      help="sysctl applied inside every test namespace (repeatable)")
     run.add_argument("--profile", default=None, help="named settings profile (see harness/profiles.py)")
     run.add_argument("-n", "--workers", default="2", help="pytest-xdist workers (default: 2)")
+    run.add_argument("--experiment", action="append", default=[], metavar="ID",
+                     help="only the cases of experiment ID, e.g. CONN-DATA (repeatable)")
+    run.add_argument("--article", action="append", default=[], metavar="ID",
+                     help="only the cases of article ID, e.g. 000 (repeatable)")
     run.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
 
     clean = sub.add_parser("cleanup", help="remove namespaces and tracefs instances a killed run left")
@@ -92,6 +96,9 @@ def _run(args) -> int:
         pargs += ["--socklab-sysctl", item]
     if args.profile:
         pargs += ["--socklab-profile", args.profile]
+    for option in ("experiment", "article"):
+        for value in getattr(args, option, None) or []:
+            pargs += [f"--{option}", value]
     pargs += list(args.pytest_args)
     code = pytest.main(pargs)
     run_dir = os.path.join(os.path.abspath(args.reports), name)
@@ -103,8 +110,12 @@ def _run(args) -> int:
         results = build_results(run_dir, profile=args.profile)
         write_results(run_dir, results=results)
         print(summary_line(results, write_report(run_dir, results)))
-    print(f"socklab: run {name}: report {index}" if os.path.exists(index) else
-          f"socklab: run {name}: artifacts in {run_dir}")
+    if os.path.exists(index):
+        print(f"socklab: run {name}: report {index}")
+    elif os.path.isdir(run_dir):
+        print(f"socklab: run {name}: artifacts in {run_dir}")
+    else:
+        print(f"socklab: run {name}: no case ran (pytest exit status {int(code)}); nothing written")
     return int(code)
 
 
@@ -190,7 +201,7 @@ def _baseline(args) -> int:
     if run_dir is None:
         name = default_run_name()
         code = _run(argparse.Namespace(cases="cases", reports="reports", name=name, sysctl=[], profile=None,
-                                       workers=args.workers, pytest_args=[]))
+                                       workers=args.workers, pytest_args=[], experiment=[], article=[]))
         if code != 0:
             print("socklab baseline: the run failed; no baseline recorded", file=sys.stderr)
             return int(code)

@@ -13,7 +13,7 @@ import signal
 
 import pytest
 
-from . import background, privileges, tracefs
+from . import background, privileges, selection, tracefs
 from .errors import SocklabError, TraceUnavailable
 from .profiles import sysctls_for
 from .cli import default_run_name
@@ -35,9 +35,14 @@ def pytest_addoption(parser):
     group.addoption("--socklab-baseline", default=None, metavar="FOLDER",
                     help="fail the session when a case behaves differently from FOLDER/<kernel>.json")
     group.addoption("--socklab-slow", action="store_true", help="also run cases marked slow (e.g. a full 2MSL wait)")
+    group.addoption("--experiment", action="append", default=[], metavar="ID",
+                    help="run only the cases of experiment ID, e.g. CONN-DATA (repeatable; ids also work with -k)")
+    group.addoption("--article", action="append", default=[], metavar="ID",
+                    help="run only the cases of article ID, e.g. 000 (repeatable)")
 
 
 def pytest_configure(config):
+    selection.check_options(config)
     for line in ("article(id): the article an experiment comes from (000..004)",
                  "experiment(id): the experiment id from EXPERIMENTS.md",
                  "claim(judge): a judge (harness.judge.judge) of an article's claim, run on the case's record",
@@ -83,6 +88,10 @@ def pytest_collection_modifyitems(config, items):
         _mark_from_judges(item)
         if item.get_closest_marker("slow") and not config.getoption("--socklab-slow"):
             item.add_marker(skip_slow)
+    # Runs before pytest's own -k/-m deselection (a plugin's hooks are called before the builtins'), and
+    # after the experiment/article markers exist: -k CONN-DATA and -k 000 match them.
+    selection.add_keywords(items)
+    selection.select(config, items)
 
 
 def _judges_of(item) -> list:
@@ -167,7 +176,9 @@ def _write_run_report(session):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def pytest_terminal_summary(terminalreporter, config):
+def pytest_terminal_summary(terminalreporter, config, exitstatus):
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and selection.given(config):
+        terminalreporter.write_line(selection.nothing_matched(config), red=True)
     d = config.socklab_dir
     if os.path.isdir(d):
         terminalreporter.write_sep("-", "socklab")
@@ -314,16 +325,26 @@ def _record_outcome(item, rep):
     articles = sorted({m.args[0] for m in item.iter_markers("article")})
     data = {"nodeid": item.nodeid, "experiment": exp.args[0] if exp else None,
             "article": ",".join(articles) if articles else None,
-            "family": fam, "when": rep.when, "outcome": rep.outcome,
+            "family": fam, "when": rep.when, "outcome": outcome_word(rep),
             "longrepr": str(rep.longrepr)[:20000] if rep.failed or rep.skipped else None}
     if rep.skipped and isinstance(rep.longrepr, tuple):
         data["longrepr"] = rep.longrepr[2]
+    if hasattr(rep, "wasxfail"):
+        data["longrepr"] = f"xfail: {rep.wasxfail or '(no reason given)'}" + (
+            f"\n{rep.longrepr}" if rep.longrepr and data["outcome"] == "xfailed" else "")
     if rep.when == "teardown" and not rep.passed:
         data["outcome"] = "error"
     path = _outcome_path(item)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as fh:
         json.dump(data, fh, indent=1)
+
+
+def outcome_word(rep) -> str:
+    """pytest's own word for a report's outcome: passed, failed, skipped, xfailed, xpassed."""
+    if hasattr(rep, "wasxfail"):
+        return "xfailed" if rep.skipped else ("xpassed" if rep.passed else rep.outcome)
+    return rep.outcome
 
 
 def _outcome_path(item) -> str:

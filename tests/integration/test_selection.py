@@ -1,0 +1,121 @@
+"""Choosing cases by experiment and article (-k, --experiment, --article, `socklab run`), a selection
+that matches nothing, and pytest's own outcome words (xfailed, xpassed) in the record, the results
+and the summary line. pytest runs in a subprocess on a small case file; no lab, so no root needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+CASES = '''
+import pytest
+
+
+@pytest.mark.article("000")
+@pytest.mark.experiment("CONN-DATA")
+def test_data():
+    pass
+
+
+@pytest.mark.article("004")
+@pytest.mark.experiment("CONN-NOACCEPT")
+def test_listen_only():
+    pass
+
+
+@pytest.mark.article("000")
+@pytest.mark.experiment("CONN-DATA")
+@pytest.mark.xfail(reason="known to fail here")
+def test_expected_failure():
+    assert 1 == 2
+
+
+@pytest.mark.experiment("CONN-NOLISTEN")
+@pytest.mark.xfail(reason="may fail")
+def test_unexpected_pass():
+    pass
+'''
+
+
+@pytest.fixture(autouse=True)
+def _root_only():
+    """Overrides the integration tests' root check: these cases build no lab."""
+
+
+def ran(run) -> list[str]:
+    return sorted(os.path.basename(d).rsplit("__", 1)[-1] for d in os.listdir(os.path.join(run.run_dir, "cases")))
+
+
+def test_experiment_and_article_ids_are_keywords(run_pytest):
+    run = run_pytest.run(CASES, "-k", "CONN-DATA")
+    assert run.returncode == 0, run.output
+    assert ran(run) == ["test_data", "test_expected_failure"]
+    run = run_pytest.run(CASES, "-k", "004 or CONN-NOLISTEN")
+    assert ran(run) == ["test_listen_only", "test_unexpected_pass"], run.output
+
+
+def test_experiment_and_article_options_select_by_id(run_pytest):
+    run = run_pytest.run(CASES, "--experiment", "CONN-NOACCEPT", "--experiment", "CONN-NOLISTEN")
+    assert run.returncode == 0 and ran(run) == ["test_listen_only", "test_unexpected_pass"], run.output
+    run = run_pytest.run(CASES, "--article", "000")
+    assert ran(run) == ["test_data", "test_expected_failure"], run.output
+    run = run_pytest.run(CASES, "--article", "000", "--experiment", "CONN-NOACCEPT")
+    assert run.returncode == 5 and "matched no case" in run.output, run.output
+
+
+def test_a_selection_matching_nothing_says_so_and_lists_the_ids(run_pytest):
+    run = run_pytest.run(CASES, "-k", "CONN-SYNSENT-DROP")
+    assert run.returncode == 5, run.output
+    line = next(l for l in run.output.splitlines() if "matched no case" in l)
+    assert line == "socklab: the selection -k 'CONN-SYNSENT-DROP' matched no case."
+    known = next(l for l in run.output.splitlines() if l.strip().startswith("known experiments:"))
+    assert {"CONN-DATA", "CONN-NOACCEPT", "TIMEWAIT-LEN"} <= set(known.split(":", 1)[1].replace(",", " ").split())
+    assert not os.path.exists(run.run_dir)          # nothing ran: no run folder, no report
+
+
+def test_a_mistyped_id_is_a_usage_error_naming_the_closest(run_pytest):
+    run = run_pytest.run(CASES, "--experiment", "CONN-DATX")
+    assert run.returncode == 4, run.output
+    assert "--experiment CONN-DATX: no such id in harness/articles.json; closest: CONN-DATA" in run.output
+
+
+def test_socklab_run_passes_the_selection_on(tmp_path):
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    (cases / "test_sel.py").write_text(CASES)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    argv = [sys.executable, "-m", "harness.cli", "run", "--cases", str(cases), "--reports", str(tmp_path / "r"),
+            "--name", "sel", "-n", "0"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    proc = subprocess.run(argv + ["--experiment", "CONN-NOACCEPT"], capture_output=True, text=True, cwd=tmp_path,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert os.listdir(tmp_path / "r" / "sel" / "cases") == ["cases_test_sel.py__test_listen_only"]
+    assert f"socklab: run sel: report {tmp_path / 'r' / 'sel' / 'index.html'}" in proc.stdout
+    proc = subprocess.run(argv[:-3] + ["--name", "none", "-n", "0", "--article", "003"], capture_output=True,
+                          text=True, cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    assert "matched no case" in proc.stdout and "artifacts in" not in proc.stdout
+    assert "socklab: run none: no case ran (pytest exit status 5); nothing written" in proc.stdout
+    assert not (tmp_path / "r" / "none").exists()
+
+
+def test_xfail_and_xpass_are_named_as_pytest_names_them(run_pytest):
+    run = run_pytest.run(CASES, "-k", "expected_failure or unexpected_pass")
+    assert run.returncode == 0, run.output
+    xfail = run.json("test_case.py::test_expected_failure", "outcome.json")
+    xpass = run.json("test_case.py::test_unexpected_pass", "outcome.json")
+    assert (xfail["outcome"], xpass["outcome"]) == ("xfailed", "xpassed")
+    assert xfail["longrepr"].startswith("xfail: known to fail here\n") and "assert 1 == 2" in xfail["longrepr"]
+    with open(os.path.join(run.run_dir, "results.json")) as fh:
+        results = json.load(fh)
+    assert sorted(c["outcome"] for c in results["cases"]) == ["xfailed", "xpassed"]
+    summary = next(l for l in run.output.splitlines() if l.startswith("socklab: 2 cases"))
+    assert summary.startswith("socklab: 2 cases (1 xfailed, 1 xpassed);"), summary
+    with open(os.path.join(run.run_dir, "index.html")) as fh:
+        page = fh.read()
+    assert '<span class="xfailed">xfailed</span>' in page and '<span class="xpassed">xpassed</span>' in page
