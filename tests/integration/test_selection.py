@@ -88,15 +88,14 @@ def test_socklab_run_passes_the_selection_on(tmp_path):
     cases.mkdir()
     (cases / "test_sel.py").write_text(CASES)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    argv = [sys.executable, "-m", "harness.cli", "run", "--cases", str(cases), "--reports", str(tmp_path / "r"),
-            "--name", "sel", "-n", "0"]
+    argv = [sys.executable, "-m", "harness.cli", "run", "--cases", str(cases), "--reports", str(tmp_path / "r"), "-n", "0"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    proc = subprocess.run(argv + ["--experiment", "CONN-NOACCEPT"], capture_output=True, text=True, cwd=tmp_path,
+    proc = subprocess.run(argv + ["--name", "sel", "--experiment", "CONN-NOACCEPT"], capture_output=True, text=True, cwd=tmp_path,
                           env=env, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert os.listdir(tmp_path / "r" / "sel" / "cases") == ["cases_test_sel.py__test_listen_only"]
     assert f"socklab: run sel: report {tmp_path / 'r' / 'sel' / 'index.html'}" in proc.stdout
-    proc = subprocess.run(argv[:-3] + ["--name", "none", "-n", "0", "--article", "003"], capture_output=True,
+    proc = subprocess.run(argv + ["--name", "none", "--article", "003"], capture_output=True,
                           text=True, cwd=tmp_path, env=env, timeout=120)
     assert proc.returncode == 5, proc.stdout + proc.stderr
     assert "matched no case" in proc.stdout and "artifacts in" not in proc.stdout
