@@ -13,6 +13,7 @@ import os
 from . import trace
 from .record import (CallRecord, CaseRecord, Counters, Event, HistoryRecord, SegmentRecord, SnapshotRecord, SsRow,
                      Timer)
+from .segment import windows
 
 
 def record(lab, segs) -> CaseRecord:
@@ -73,7 +74,8 @@ def write(lab, segs) -> None:
     os.makedirs(d, exist_ok=True)
     lab.capture.write_pcap(os.path.join(d, "packets.pcap"))
     with open(os.path.join(d, "segments.txt"), "w") as fh:
-        fh.write("\n".join(s.text() + (f"  # dropped by {s.dropped_by}" if s.dropped_by else "") for s in segs) + "\n")
+        fh.write("\n".join(s.text() + (f"  {w}" if w else "") + (f"  # dropped by {s.dropped_by}" if s.dropped_by else "")
+                           for s, w in zip(segs, windows(segs))) + "\n")
     with open(os.path.join(d, "ss.txt"), "w") as fh:
         for snap in lab.snapshots:
             fh.write(f"### {getattr(snap, 'role', '?')} [{snap.label}] t={(snap.time - lab.start) * 1000:.3f} ms\n")

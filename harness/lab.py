@@ -19,6 +19,7 @@ from .errors import StepTimeout, TraceUnavailable
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 from .command import Command
 from .program import Call, Program
+from .segment import windows
 from .timeline import Timeline
 from .topology import Topology
 
@@ -412,8 +413,9 @@ class Lab(contextlib.AbstractContextManager):
             self.note(f"capture drain failed: {exc}")
         self._read_trace()
         segs = self.capture.segments()
-        for s in segs:
-            self.timeline.add(s.time, "segment", "wire", s.text() + (f" [dropped by {s.dropped_by}]" if s.dropped_by else ""))
+        for s, win in zip(segs, windows(segs)):
+            self.timeline.add(s.time, "segment", "wire", s.text() + (f" {win}" if win else "")
+                              + (f" [dropped by {s.dropped_by}]" if s.dropped_by else ""))
         if self.trace is not None:
             for t in self.own_transitions():
                     role = self.role_of(t.local)

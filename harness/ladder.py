@@ -4,7 +4,10 @@
 state changes, fault rules) go down the page in time order, one row each, so events a microsecond
 apart stay readable; the left column gives each row's time in ms and a broken axis marks long
 pauses. Arrows slant downwards from sender to receiver; a dropped segment is a dashed red arrow
-ending in an X before the receiver. `text_ladder(segments)` is the same for a terminal.
+ending in an X before the receiver. Each host's calls, state changes and the windows it advertises
+(where 0 or changed, see segment.windows) are written beside its own line: a call goes to the side
+of the host its program runs in (the call's role), whatever the program is called.
+`text_ladder(segments)` is the same for a terminal.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import zlib
 from html import escape
 
 from .results import segment_body
+from .segment import windows
 
 ROW = 22                 # px per event row
 TIME_W = 86              # time column
@@ -24,6 +28,7 @@ X_CLIENT = TIME_W + SIDE_W
 X_SERVER = X_CLIENT + GAP_W
 WIDTH = X_SERVER + SIDE_W + 10
 PAUSE = 0.1              # s: a gap this long (and 20x the median gap) is drawn as a broken axis
+WINDOW_COLOUR = "#00796b"   # a segment's advertised window, beside its sender's line
 COLOURS = {"call": "#111", "state": "#1f4e9c", "fault": "#b35900", "note": "#555"}
 
 
@@ -63,7 +68,7 @@ def call_text(call: dict, addrs: dict | None = None) -> str:
     else:
         res = f"= {ret}"
     prog = call.get("program", "")
-    prefix = "" if prog in ("client", "server") else f"{prog}: "
+    prefix = "" if prog in ("client", "server") else f"{prog}: "     # another program on that side names itself
     text = f"{prefix}{call.get('op')}({', '.join(args)}) {res}"
     for addr, role in addrs.items():
         text = text.replace(f"'{addr}'", role).replace(addr, role)
@@ -75,12 +80,15 @@ def events(rec: dict) -> list[dict]:
     addrs = _addr_names(rec)
     conns = connections(rec)
     out = []
-    for s in rec.get("segments", []):
+    segs = rec.get("segments", [])
+    for s, win in zip(segs, windows(segs)):
         tag = f"#{conns[_pair(s)][0]} " if len(conns) > 1 else ""
-        out.append({"t": s["t"], "kind": "segment", "side": s["src"], "text": tag + segment_body(s), "seg": s})
+        out.append({"t": s["t"], "kind": "segment", "side": s["src"], "text": tag + segment_body(s), "seg": s,
+                    "win": win})
     for c in rec.get("calls", []):
         t = c.get("t1") if c.get("background") else c.get("t0")
-        out.append({"t": t or 0.0, "kind": "call", "side": side_of(c.get("program")), "text": call_text(c, addrs)})
+        side = c.get("role") if c.get("role") in ("client", "server") else side_of(c.get("program"))
+        out.append({"t": t or 0.0, "kind": "call", "side": side, "text": call_text(c, addrs)})
     for h in rec.get("transitions", []):
         states, times = h.get("states", []), h.get("times", [])
         listener = not h.get("peer_port") and h.get("peer_role") == "wire"
@@ -190,6 +198,11 @@ def _arrow(e: dict, y: float, mark: str) -> str:
     tip = seg.get("text") or label
     out = [_text((X_CLIENT + X_SERVER) / 2, y1 - 2, _clip(label, GAP_W - 10), anchor="middle",
                  colour="#c00" if seg.get("dropped_by") else "#111", title=tip)]
+    if e.get("win"):        # the window the sender advertised, on the sender's side
+        if rightwards:
+            out.append(_text(X_CLIENT - 8, y + 4, e["win"], anchor="end", colour=WINDOW_COLOUR))
+        else:
+            out.append(_text(X_SERVER + 8, y + 4, e["win"], colour=WINDOW_COLOUR))
     if seg.get("dropped_by"):
         xe = x1 + (x2 - x1) * 0.85
         ye = y1 + (y2 - y1) * 0.85

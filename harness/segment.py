@@ -83,6 +83,54 @@ class Segment:
         return self.text()
 
 
+def _field(seg, name):
+    """A field of a Segment or of a case.json segment dict (where `length` is `len`)."""
+    if isinstance(seg, dict):
+        return seg.get({"length": "len"}.get(name, name))
+    return getattr(seg, name, None)
+
+
+def _wscale(seg):
+    for opt in _field(seg, "options") or ():
+        if opt and opt[0] == "wscale":
+            return opt[1]
+    return None
+
+
+def windows(segs) -> list[str | None]:
+    """For each segment (Segment or case.json dict) in order: its window in words where it is 0 or
+    changes from that sender's previous segment on the same connection, else None.
+
+    'win 0', 'win 64240' (a SYN's, or no scaling agreed), 'win 64128 (raw 501 << 7)': `Segment.win` is
+    the raw header field; the scale is the sender's SYN wscale option when both SYNs carried one
+    (RFC 7323), and a SYN's own window is never scaled.
+    """
+    syn_scale: dict = {}          # (connection, sender) -> wscale of its SYN (None: none offered)
+    last: dict = {}
+    out = []
+    for seg in segs:
+        src, flags, raw = _field(seg, "src"), _field(seg, "flags") or "", _field(seg, "win")
+        conn = frozenset((_field(seg, "sport"), _field(seg, "dport")))
+        peer = next((k[1] for k in syn_scale if k[0] == conn and k[1] != src), None)
+        if "S" in flags:
+            syn_scale[(conn, src)] = _wscale(seg)
+        if raw is None:
+            out.append(None)
+            continue
+        mine, theirs = syn_scale.get((conn, src)), syn_scale.get((conn, peer)) if peer else None
+        shift = mine if ("S" not in flags and mine is not None and theirs is not None) else None
+        value = raw << shift if shift is not None else raw
+        changed = last.get((conn, src)) != value
+        last[(conn, src)] = value
+        if value == 0:
+            out.append("win 0")
+        elif changed:
+            out.append(f"win {value}" + (f" (raw {raw} << {shift})" if shift is not None else ""))
+        else:
+            out.append(None)
+    return out
+
+
 def match(src: str | None = None, flags: str | None = None, *, seq: int | None = None, ack: int | None = None,
           length: int | None = None, port: int | None = None):
     """A predicate for lab.wait_segment: direction, exact flag set, and seq/ack/length/port where given."""

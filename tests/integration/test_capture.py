@@ -217,3 +217,38 @@ def test_segment_times_fall_between_the_calls_that_caused_them(lab, family):
     assert send.t0 <= sent[0].time <= send.t1
     assert reply.t0 <= back[0].time <= reply.t1
     assert close.t0 <= fin[0].time <= close.t1
+
+
+def test_windows_are_written_where_zero_and_where_they_change(tmp_path, family):
+    """A receiver that never reads closes its window: segments.txt and timeline.txt say `win 0`, and the
+    windows before it scaled with the raw field and the shift of the sender's SYN (both SYNs carry wscale)."""
+    from harness import background
+    from harness.lab import Lab
+    with Lab(family=family, artifacts_dir=str(tmp_path)) as lab:
+        srv = lab.server.socket()
+        srv.setsockopt("SO_RCVBUF", 1)
+        srv.bind(PORT)
+        srv.listen(5)
+        cli = lab.client.socket()
+        cli.connect(lab.hosts.server, PORT)
+        srv.accept()
+        cli.send(size=20000)
+        lab.wait_segment(lambda s: s.src == "server" and s.win == 0, what="a zero window from the server")
+        segs = lab.segments(PORT)
+    background.flush()
+    syn = next(s for s in segs if s.flags == "S")
+    shift = dict(syn.options)["wscale"]
+    assert shift > 0                                                # the client's buffers are not shrunk
+    lines = (tmp_path / "segments.txt").read_text().splitlines()
+    assert lines[0].endswith(f"win {syn.win}"), lines[0]             # a SYN's window is never scaled
+    first_ack = next(i for i, s in enumerate(segs) if s.src == "client" and "S" not in s.flags)
+    raw = segs[first_ack].win
+    assert lines[first_ack].endswith(f"win {raw << shift} (raw {raw} << {shift})"), lines[first_ack]
+    zero = [i for i, s in enumerate(segs) if s.src == "server" and s.win == 0]
+    assert zero and all(lines[i].endswith("win 0") for i in zero), "\n".join(lines)
+    timeline = (tmp_path / "timeline.txt").read_text()
+    assert timeline.count(" win 0") == len(zero), timeline
+    # a window that stays the same is not repeated: unchanged client windows carry no annotation
+    same = [i for i, s in enumerate(segs) if i and s.src == "client" and s.flags == "." and s.win == segs[i - 1].win
+            and segs[i - 1].src == "client" and segs[i - 1].flags == "."]
+    assert all("win" not in lines[i] for i in same)
