@@ -14,8 +14,8 @@ import os
 from dataclasses import dataclass, field
 from html import escape
 
-from . import ladder
-from .report import CSS
+from . import casepage, claimtable, ladder
+from .page import CSS
 from .results import ASPECTS, load_case, load_results, settings_text
 
 
@@ -274,7 +274,15 @@ def _diff_section(cmp: Comparison, d: CaseDiff) -> list[str]:
     return out
 
 
-def render_compare_html(cmp: Comparison) -> str:
+def _claims_matrix(cmp: Comparison, out_dir: str) -> list[str]:
+    """Claims by article with one verdict column per run; case links go to each run's case pages."""
+    def href(i: int, case: dict) -> str:
+        base = os.path.dirname(cmp.runs[i].get("path") or "")
+        return os.path.relpath(os.path.join(base, casepage.page_path(case)), out_dir) if case.get("dir") else ""
+    return claimtable.render(cmp.runs, href, headers=[f"{cmp.letter(i)}: {cmp.header(i)}" for i in range(len(cmp.runs))])
+
+
+def render_compare_html(cmp: Comparison, out_dir: str = ".") -> str:
     parts = ["<h1>socklab compare</h1><table><tr><th>run</th><th>name</th><th>kernel</th><th>settings</th>"
              "<th>socklab</th><th>cases</th><th>file</th></tr>"]
     for i, r in enumerate(cmp.runs):
@@ -304,6 +312,7 @@ def render_compare_html(cmp: Comparison) -> str:
         parts += [f"<li>{_e(f.what)} flipped in {cmp.letter(f.run)}: {_e(f.id)}: {_e(f.before)} &rarr; {_e(f.after)}</li>"
                   for f in cmp.flips]
         parts.append("</ul>")
+    parts += _claims_matrix(cmp, os.path.abspath(out_dir))
     for d in cmp.diffs:
         parts += _diff_section(cmp, d)
     return ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8><title>socklab compare</title>"
@@ -313,6 +322,6 @@ def render_compare_html(cmp: Comparison) -> str:
 def write_compare_html(comparison: Comparison, out_path: str) -> str:
     """Write the comparison as one offline HTML page at `out_path`; returns the path."""
     with open(out_path + ".tmp", "w") as fh:
-        fh.write(render_compare_html(comparison))
+        fh.write(render_compare_html(comparison, os.path.dirname(os.path.abspath(out_path))))
     os.replace(out_path + ".tmp", out_path)
     return out_path

@@ -1,20 +1,24 @@
-"""The static HTML report of a run: `<run_dir>/index.html`, one file, readable offline.
+"""The static HTML report of a run, readable offline, for three readers: someone asking "what does
+article 000 claim, and what did Linux do", someone checking one experiment, someone debugging a case.
 
-An overview (verdict and outcome counts, settings, kernel, the cases with links, and which of the
-eleven RFC 793 states each case reached, seen in `ss`, in the state trace, or both), then one
-section per case: claim, verdicts, outcome and failure text, steps, the SVG ladder, the `ss`
-snapshots as printed, the transitions per socket, and links to the pcap and other artifacts. No
-network: CSS and SVG are inline, no fonts or scripts are loaded. Every text is escaped.
+`<run_dir>/index.html`, the overview: verdict and outcome counts and settings; the claims by article
+(every claim row, its verdict on this run, the one-line evidence and links to the cases that judged
+it; harness/claimtable.py); the eleven states and the state-diagram edges; the cases grouped by
+experiment. `<run_dir>/cases/<case>/index.html`, one page per case (harness/casepage.py): the
+evidence, the ladder, steps, `ss`, transitions and artifacts. So the evidence of any claim is two
+clicks from the overview at most (a case link in the claim's row, and the page it opens). No network:
+CSS and SVG are inline; every text is escaped; nothing is wider than a 1280 px window.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from html import escape
 
-from . import ladder
-from .results import build_results, counts, fixed_ports, load_case, settings_text, socket_name
+from . import casepage, claimtable
+from .claimtable import short_name
+from .page import e, shell, word, write
+from .results import build_results, counts, settings_text
 
 STATES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2",
           "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT")
@@ -27,30 +31,8 @@ FROM_KERNEL = {"CLOSE": "CLOSED", "LISTEN": "LISTEN", "SYN_SENT": "SYN_SENT", "S
                "FIN_WAIT2": "FIN_WAIT_2", "CLOSE_WAIT": "CLOSE_WAIT", "CLOSING": "CLOSING",
                "LAST_ACK": "LAST_ACK", "TIME_WAIT": "TIME_WAIT"}
 
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em;color:#111;max-width:1400px}
-h1{font-size:1.5em}h2{font-size:1.2em;border-top:2px solid #ccc;padding-top:.8em;margin-top:2em}
-h3{font-size:1em;margin-bottom:.3em}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left;vertical-align:top}
-th{background:#f2f2f2}pre{background:#f7f7f7;border:1px solid #ddd;padding:6px;overflow-x:auto;font-size:12px}
-.passed,.confirmed{color:#116611;font-weight:bold}.failed,.error,.refuted{color:#b00;font-weight:bold}
-.skipped,.none,.unknown{color:#777}.differs,.mixed{color:#a65f00;font-weight:bold}
-.both{color:#116611}.ss{color:#1f4e9c}.trace{color:#6a3d9a}
-.ladder{border:1px solid #ddd;background:#fff;max-width:100%;height:auto}
-.small{font-size:.85em;color:#555}ul.plain{list-style:none;padding-left:0}
-td a{white-space:nowrap}
-"""
-
-
 def case_anchor(case: dict) -> str:
     return "case-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(case.get("dir") or case["id"]))
-
-
-def short_name(case: dict) -> str:
-    """'CONN-NOACCEPT/ipv4' (experiment and family), or the test id when the case has no experiment."""
-    if case.get("experiment"):
-        return case["experiment"] + (f"/{case['family']}" if case.get("family") else "")
-    return case["id"]
 
 
 def observed_states(case: dict) -> dict:
@@ -89,144 +71,145 @@ def summary_line(results: dict, report_path: str | None = None) -> str:
     return out + (f"; report: {report_path}" if report_path else "")
 
 
-def _e(value) -> str:
-    return escape("" if value is None else str(value))
+def case_href(case: dict) -> str:
+    """The link from the overview to a case's page (or, without a case folder, to its row)."""
+    return casepage.page_path(case) or f"#{case_anchor(case)}"
 
 
-def _word(word) -> str:
-    word = word or "none"
-    return f'<span class="{_e(word)}">{_e(word)}</span>'
-
-
-def _link(case: dict) -> str:
-    return f'<a href="#{case_anchor(case)}">{_e(case["id"])}</a>'
-
-
-def _overview(results: dict) -> list[str]:
+def _header(results: dict) -> list[str]:
     n = counts(results)
     s = results.get("settings") or {}
-    out = [f"<h1>socklab run {_e(results['run'])}</h1>",
-           f'<p>kernel <b>{_e(results["kernel"])}</b> &middot; socklab {_e(results["harness"])} &middot; '
-           f'written {_e(results.get("created"))} &middot; settings: {_e(settings_text(results))}</p>',
-           "<h2>Overview</h2><table><tr><th>verdicts</th>"
-           + "".join(f"<td>{_word(k)} {v}</td>" for k, v in n["verdicts"].items()) + "</tr><tr><th>outcomes</th>"
-           + "".join(f"<td>{_word(k)} {v}</td>" for k, v in sorted(n["outcomes"].items())) + "</tr></table>",
-           "<h3>Settings</h3><table><tr><th>profile</th><td>" + _e(s.get("profile") or "-") + "</td></tr>"
-           + "<tr><th>link MTU</th><td>" + _e(", ".join(map(str, s.get("mtus") or [])) or "-") + "</td></tr>"]
+    out = [f"<h1>socklab run {e(results['run'])}</h1>",
+           f'<p>kernel <b>{e(results.get("kernel"))}</b> &middot; socklab {e(results.get("harness"))} &middot; '
+           f'written {e(results.get("created"))} &middot; settings: {e(settings_text(results) or "defaults")}</p>',
+           '<nav class=toc><a href="#claims">claims by article</a><a href="#states">the eleven states</a>'
+           '<a href="#edges">state-diagram edges</a><a href="#experiments">cases by experiment</a>'
+           '<a href="#settings">settings</a></nav>',
+           "<table><tr><th>verdicts</th>"
+           + "".join(f"<td>{word(k)} {v}</td>" for k, v in n["verdicts"].items()) + "</tr><tr><th>outcomes</th>"
+           + "".join(f"<td>{word(k)} {v}</td>" for k, v in sorted(n["outcomes"].items())) + "</tr></table>"]
+    return out
+
+
+def _settings(results: dict) -> list[str]:
+    s = results.get("settings") or {}
+    out = ['<h2 id="settings">Settings</h2><table><tr><th>profile</th><td>' + e(s.get("profile") or "-") + "</td></tr>"
+           "<tr><th>link MTU</th><td>" + e(", ".join(map(str, s.get("mtus") or [])) or "-") + "</td></tr>"]
     common = s.get("common_sysctls") or {}
     for k, v in (s.get("sysctls") or {}).items():
         where = "every case" if k in common else "some cases"
         shown = ", ".join(v) if isinstance(v, list) else v
-        out.append(f"<tr><th>{_e(k)}</th><td>{_e(shown)} <span class=small>({where})</span></td></tr>")
+        out.append(f"<tr><th>{e(k)}</th><td>{e(shown)} <span class=small>({where})</span></td></tr>")
     out.append("</table>")
-    out.append("<h3>Cases</h3><table><tr><th>case</th><th>experiment</th><th>article</th><th>family</th>"
-               "<th>outcome</th><th>verdict</th><th>claim</th></tr>")
-    for c in results["cases"]:
-        out.append(f"<tr><td>{_link(c)}</td><td>{_e(c.get('experiment'))}</td><td>{_e(c.get('article'))}</td>"
-                   f"<td>{_e(c.get('family'))}</td><td>{_word(c['outcome'])}</td><td>{_word(c.get('verdict'))}</td>"
-                   f"<td>{_e(c.get('claim'))}</td></tr>")
-    out.append("</table>")
-    out.append("<h3>The eleven states</h3><p class=small>Which cases reached each state, and where it was seen: "
+    return out
+
+
+def _case_link(case: dict, cls: str = "case") -> str:
+    return f'<a class="{cls}" href="{e(case_href(case))}" title="{e(case["id"])}">{e(short_name(case))}</a>'
+
+
+def _states(results: dict) -> list[str]:
+    out = ['<h2 id="states">The eleven states</h2>']
+    recorded = results.get("states")
+    if recorded:
+        return out + ["<p class=small>As recorded in results.json (harness/diagram.py).</p>",
+                      _generic_table(recorded, results, "state")]
+    out.append("<p class=small>Which cases reached each state, and where it was seen: "
                '<span class="both">both</span> (ss and trace), <span class="ss">ss</span> only, '
                '<span class="trace">trace</span> only. CLOSED is ss&rsquo;s UNCONN and the trace&rsquo;s CLOSE; '
                "the trace never shows TIME_WAIT (see README).</p>"
-               "<table><tr><th>state</th><th>cases</th><th>ss + trace</th><th>ss only</th><th>trace only</th></tr>")
+               "<table class=wide><colgroup><col style=\"width:13%\"><col style=\"width:6%\"><col><col><col>"
+               "</colgroup><tr><th>state</th><th>cases</th><th>ss + trace</th><th>ss only</th><th>trace only</th></tr>")
     for state, hits in state_table(results).items():
         cells = []
         for src in ("both", "ss", "trace"):
-            cells.append("<td>" + ", ".join(f'<a class="{src}" href="#{case_anchor(c)}" title="{_e(c["id"])}">'
-                                             f"{_e(short_name(c))}</a>" for c, s in hits if s == src) + "</td>")
+            cells.append("<td>" + " ".join(_case_link(c, f"case {src}") for c, s in hits if s == src) + "</td>")
         out.append(f"<tr><th>{state}</th><td>{len(hits)}</td>{''.join(cells)}</tr>")
     out.append("</table>")
     return out
 
 
-def _steps(rec: dict) -> str:
-    addrs = {a: role for role, v in (rec.get("hosts") or {}).items() for a in v.values() if a}
-    rows = ["<table><tr><th>t ms</th><th>program</th><th>call</th><th>result</th></tr>"]
-    for c in sorted(rec.get("calls", []), key=lambda c: c.get("t0") or 0):
-        res = c.get("errno") or (f"error {c['error']}" if c.get("error") else "ok")
-        cls = "failed" if c.get("error") else ("differs" if c.get("errno") else "passed")
-        rows.append(f"<tr><td>{(c.get('t0') or 0) * 1000:.3f}</td><td>{_e(c.get('program'))}</td>"
-                    f"<td><code>{_e(ladder.call_text(c, addrs))}</code></td><td class={cls}>{_e(res)}</td></tr>")
-    rows.append("</table>")
-    return "".join(rows)
+def _edges(results: dict) -> list[str]:
+    out = ['<h2 id="edges">State-diagram edges</h2>']
+    recorded = results.get("edges")
+    if not recorded:
+        return out + ["<p class=small>not recorded: this results file carries no \"edges\" "
+                      "(they come from harness/diagram.py).</p>"]
+    return out + ["<p class=small>Each edge of the TCP state diagram and the cases that took it.</p>",
+                  _generic_table(recorded, results, "edge")]
 
 
-def _transitions(rec: dict) -> str:
-    hists = rec.get("transitions", [])
-    if rec.get("trace_unavailable"):
-        return f"<p class=small>state trace unavailable: {_e(rec['trace_unavailable'])}</p>"
-    if not hists:
-        return "<p class=small>(no transitions traced)</p>"
-    rows = ["<table><tr><th>socket</th><th>kernel states</th><th>at ms</th></tr>"]
-    fixed = fixed_ports(rec)
-    for h in hists:
-        rows.append(f"<tr><td>{_e(socket_name(h, fixed))}<br><span class=small>{_e(h.get('local'))}:"
-                    f"{_e(h.get('local_port'))} &gt; {_e(h.get('peer'))}:{_e(h.get('peer_port'))}</span></td>"
-                    f"<td>{_e(' -> '.join(h.get('states', [])))}</td>"
-                    f"<td>{_e(', '.join(f'{t * 1000:.3f}' for t in h.get('times', [])))}</td></tr>")
-    rows.append("</table>")
-    return "".join(rows)
+def _generic_table(data, results: dict, key: str) -> str:
+    """A table of what results.json carries (a list of objects, or an object of objects); case ids in it
+    become links to the case pages."""
+    by_id = {c["id"]: c for c in results.get("cases", [])}
+    if isinstance(data, dict):
+        rows = [{key: k, **v} if isinstance(v, dict) else {key: k, "value": v} for k, v in data.items()]
+    else:
+        rows = [r if isinstance(r, dict) else {key: r} for r in data]
+    cols: list = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+
+    def cell(v):
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        if isinstance(v, str) and v in by_id:
+            return _case_link(by_id[v])
+        if isinstance(v, (list, tuple)):
+            return " ".join(cell(x) for x in v) if any(isinstance(x, str) and x in by_id for x in v) \
+                else e(", ".join(str(x) for x in v))
+        if isinstance(v, dict):
+            return e(", ".join(f"{k}: {x}" for k, x in v.items()))
+        return e(v)
+    return ("<table class=wide><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows)
+            + "</table>")
 
 
-def _case_section(run_dir: str, case: dict) -> list[str]:
-    out = [f'<h2 id="{case_anchor(case)}">{_e(case["id"])}</h2>',
-           f"<p>experiment <b>{_e(case.get('experiment'))}</b> &middot; article {_e(case.get('article'))} &middot; "
-           f"{_e(case.get('family'))} &middot; outcome {_word(case['outcome'])} &middot; verdict "
-           f"{_word(case.get('verdict'))} &middot; <a href=\"#top\">top</a></p>"]
-    if case.get("claim"):
-        out.append(f"<p><b>Claim:</b> {_e(case['claim'])}</p>")
-    if case.get("verdicts"):
-        out.append("<ul>" + "".join(
-            f"<li>{_word(v.get('verdict'))}: {_e(v.get('evidence') or v.get('observed'))}"
-            + (f" <span class=small>(holds under {_e(v['setting'])})</span>" if v.get("setting") else "")
-            + (f" <span class=small>[claim: {_e(v['claim'])}]</span>" if v.get("claim") != case.get("claim") else "")
-            + "</li>" for v in case["verdicts"]) + "</ul>")
-    if case.get("longrepr"):
-        label = "reason" if case["outcome"] == "skipped" else f"failure ({_e(case.get('when'))})"
-        out.append(f"<h3>{label}</h3><pre>{_e(case['longrepr'])}</pre>")
-    rec = load_case(os.path.join(run_dir, case["dir"]))[0] if case.get("dir") else None
-    if rec is not None:
-        mtu = rec.get("mtu")
-        sysctls = ", ".join(f"{k}={v}" for k, v in (case.get("sysctls") or {}).items()) or "none"
-        out.append(f"<p class=small>link MTU {_e(mtu)} &middot; sysctls: {_e(sysctls)} &middot; "
-                   f"duration {_e(rec.get('duration'))} s</p>")
-        out.append("<h3>Steps</h3>" + _steps(rec))
-        out.append("<h3>Ladder</h3>" + ladder.svg_ladder(rec, title=case["id"]))
-        out.append("<h3>ss snapshots</h3>")
-        for snap in rec.get("ss", []):
-            out.append(f"<p class=small>{_e(snap.get('role'))} [{_e(snap.get('label'))}] "
-                       f"t={snap.get('t', 0) * 1000:.3f} ms</p><pre>{_e(snap.get('text'))}</pre>")
-        if not rec.get("ss"):
-            out.append("<p class=small>(no snapshots)</p>")
-        out.append("<h3>Transitions per socket</h3>" + _transitions(rec))
-        extra = [(f["t"], f"fault ({f.get('role')}): {f['text']}") for f in rec.get("faults", [])]
-        extra += [(n["t"], n["text"]) for n in rec.get("notes", [])]
-        if extra:
-            out.append("<h3>Faults and notes</h3><ul class=plain>" + "".join(
-                f"<li>{t * 1000:.3f} ms: {_e(text)}</li>" for t, text in sorted(extra)) + "</ul>")
-    out.append("<h3>Artifacts</h3><ul class=plain>" + "".join(
-        f'<li><a href="{_e(path)}">{_e(os.path.basename(path))}</a> <span class=small>({_e(name)})</span></li>'
-        for name, path in sorted((case.get("artifacts") or {}).items(), key=lambda kv: kv[1])) + "</ul>")
+def _experiments(results: dict) -> list[str]:
+    info = claimtable.experiment_info([results])
+    groups: dict = {}
+    for c in results["cases"]:
+        groups.setdefault(c.get("experiment") or "", []).append(c)
+    order = [x for x in info if x in groups] + sorted(x for x in groups if x not in info and x) \
+        + ([""] if "" in groups else [])
+    out = ['<h2 id="experiments">Cases by experiment</h2>',
+           "<table class=wide><colgroup><col style=\"width:17%\"><col style=\"width:8%\"><col style=\"width:35%\">"
+           "<col></colgroup><tr><th>experiment</th><th>articles</th><th>what it asks</th><th>cases: outcome, verdict</th></tr>"]
+    for x in order:
+        cases = groups[x]
+        meta = info.get(x) or {}
+        arts = meta.get("articles") or sorted({a for c in cases for a in (c.get("articles") or
+                                                                          str(c.get("article") or "").split(",")) if a})
+        what = meta.get("claim") or next((c.get("claim") for c in cases if c.get("claim")), "")
+        if meta.get("observation_only"):
+            what = f"{what} (observation)" if what else "(observation)"
+        items = "".join(f"<li>{_case_link(c)} {word(c.get('outcome'))} {word(c.get('verdict')) if c.get('verdict') else ''}</li>"
+                        for c in cases)
+        out.append(f'<tr id="exp-{e(x)}"><td>{e(x or "(no experiment)")}</td><td>{e(", ".join(arts))}</td>'
+                   f"<td>{e(what)}</td><td><ul class=plain>{items}</ul></td></tr>")
+    out.append("</table>")
     return out
 
 
 def render_report(run_dir: str, results: dict | None = None) -> str:
-    """The HTML text of the run's report."""
+    """The HTML text of the run's overview page."""
     results = results or build_results(run_dir)
-    body = _overview(results)
-    for c in results["cases"]:
-        body += _case_section(run_dir, c)
-    return ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
-            f"<title>socklab {_e(results['run'])}</title><style>{CSS}</style></head>\n"
-            '<body><a id="top"></a>\n' + "\n".join(body) + "\n</body></html>\n")
+    groups = {c.get("experiment") for c in results["cases"]}
+    body = _header(results)
+    body += claimtable.render([results], lambda i, c: case_href(c),
+                              headers=[f"verdict ({results.get('kernel')})"],
+                              experiment_href=lambda x: f"#exp-{x}" if x in groups else None)
+    body += _states(results) + _edges(results) + _experiments(results) + _settings(results)
+    return shell(f"socklab {results['run']}", body)
 
 
 def write_report(run_dir: str, results: dict | None = None) -> str:
-    """Write `<run_dir>/index.html` (from `results`, or from the run folder as it is); returns its path."""
-    path = os.path.join(run_dir, "index.html")
-    with open(path + ".tmp", "w") as fh:
-        fh.write(render_report(run_dir, results))
-    os.replace(path + ".tmp", path)
-    return path
+    """Write `<run_dir>/index.html` and every case's page (from `results`, or from the run folder as it
+    is); returns the overview's path."""
+    results = results or build_results(run_dir)
+    for c in results["cases"]:
+        if c.get("dir") and os.path.isdir(os.path.join(run_dir, c["dir"])):
+            write(os.path.join(run_dir, casepage.page_path(c)), casepage.render(run_dir, c, results))
+    return write(os.path.join(run_dir, "index.html"), render_report(run_dir, results))

@@ -2,6 +2,7 @@
 added/missing/flipped cases, more than two runs, the HTML page."""
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -147,3 +148,31 @@ def test_text_cuts_long_runs_of_equal_lines(runs, tmp_path):
     text = compare([runs["base"], edited(runs, tmp_path, "again", edit)]).text()
     assert "     ... 6 equal line(s)" in text
     assert re.search(r">> client > server  \.   7:7\(0\) ack 2 <nop,nop,TS> +\| client > server  R   7:7\(0\)\n", text)
+
+
+def test_html_matrix_shows_each_claims_verdict_per_run(runs, tmp_path):
+    """A matrix of runs: the claims by article with one verdict column per run, and case links that
+    reach each run's own case pages from where the page is written."""
+    from .schema2 import CLAIMS, schema2
+
+    def judged(refute):
+        def edit(data):
+            two = schema2(data)
+            if not refute:          # schema2 turns FIX-QUIET to refuted; keep it confirmed in the reference
+                for c in two["cases"]:
+                    if c["experiment"] == "FIX-QUIET":
+                        c["verdicts"][0]["verdict"] = c["verdict"] = "confirmed"
+            data.update(two, schema=data["schema"])
+        return edit
+    a = edited(runs, tmp_path, "base", judged(False))
+    b = edited(runs, tmp_path, "nots", judged(True))
+    (tmp_path / "out").mkdir()
+    html = Path(write_compare_html(compare([a, b]), str(tmp_path / "out" / "m.html"))).read_text()
+    row = re.search(r'<tr id="claim-004-41">(.*?)</tr>', html, re.S).group(1)
+    cells = re.findall(r"<td>(.*?)</td>", row, re.S)
+    assert '<span class="confirmed">confirmed</span>' in cells[2] and '<span class="refuted">refuted</span>' in cells[3]
+    quiet = "tests_unit_data_results_gen_cases.py__test_quiet_ipv4"
+    page = os.path.relpath(Path(b).parent / "cases" / quiet / "index.html", tmp_path / "out")
+    assert f'href="{page}"' in cells[3] and page.startswith("../")
+    assert len(re.findall(r'<tr id="claim-', html)) == sum(len(c["articles"]) for c in CLAIMS)
+    assert "<th>A: " in html and "<th>B: " in html

@@ -1,6 +1,7 @@
 """harness.report and harness.ladder on real runs (data/results/, see its README.txt)."""
 
 import json
+from html import escape
 import re
 import shutil
 import xml.etree.ElementTree as ET
@@ -10,6 +11,9 @@ import pytest
 
 from harness import ladder, report
 from harness.results import build_results
+from harness.segment import windows
+
+from .schema2 import CLAIMS, base_run
 
 DATA = Path(__file__).parent / "data" / "results"
 GEN = "tests/unit/data/results/gen_cases.py::"
@@ -17,17 +21,23 @@ NOACCEPT = "cases/test_setup.py::test_listen_without_accept_completes_handshake[
 
 
 @pytest.fixture(scope="module")
-def base():
-    return build_results(DATA / "base")
+def run(tmp_path_factory):
+    """The base run copied, its schema-2 results (made by hand) and the report written from them."""
+    folder, results = base_run(tmp_path_factory.mktemp("rep"))
+    path = report.write_report(str(folder), results)
+    assert path == str(folder / "index.html")
+    return folder, results
 
 
 @pytest.fixture(scope="module")
-def html(tmp_path_factory):
-    run = tmp_path_factory.mktemp("rep") / "base"
-    shutil.copytree(DATA / "base", run)
-    path = report.write_report(str(run))
-    assert path == str(run / "index.html")
-    return Path(path).read_text()
+def html(run):
+    return (run[0] / "index.html").read_text()
+
+
+def page_of(run, case_id):
+    folder, results = run
+    case = {c["id"]: c for c in results["cases"]}[case_id]
+    return (folder / case["dir"] / "index.html").read_text()
 
 
 def record(case_id, run="base"):
@@ -41,60 +51,149 @@ def shown(el):
     return title.tail if title is not None else el.text
 
 
-def test_report_is_offline(html):
-    assert "<script" not in html.lower().replace("&lt;script", "")
-    assert not re.search(r"<link|@import|src=|url\((?!#)", html)
-    assert set(re.findall(r"https?://[^\s\"'<>]+", html)) == {"http://www.w3.org/2000/svg"}   # the SVG namespace only
+def pages(run):
+    folder, results = run
+    yield "index.html", (folder / "index.html").read_text()
+    for c in results["cases"]:
+        yield c["id"], page_of(run, c["id"])
 
 
-def test_everything_is_escaped(html):
-    assert "ECONNREFUSED &lt;script&gt;" in html
-    assert "deliberate failure &lt;b&gt;" in html
+def test_report_is_offline(run):
+    for name, text in pages(run):
+        assert "<script" not in text.lower().replace("&lt;script", ""), name
+        assert not re.search(r"<link|@import|src=|url\((?!#)", text), name
+        assert set(re.findall(r"https?://[^\s\"'<>]+", text)) <= {"http://www.w3.org/2000/svg"}, name
+
+
+def test_everything_is_escaped(run, html):
+    fail = page_of(run, GEN + "test_fail[ipv4]")
+    assert "ECONNREFUSED &lt;script&gt;" in fail and "deliberate failure &lt;b&gt;" in fail
     assert "connect to a closed port is &lt;refused&gt; &amp; &#x27;reported&#x27;" in html
-    assert "deliberate failure <b>" not in html and "<script>" not in html
+    assert "listen() sent a segment &lt;b&gt;here&lt;/b&gt;" in html
+    for _, text in pages(run):
+        assert "deliberate failure <b>" not in text and "<script>" not in text and "<b>here</b>" not in text
 
 
-def test_overview_counts_settings_and_kernel(html, base):
-    assert f"kernel <b>{base['kernel']}</b>" in html
-    assert '<span class="confirmed">confirmed</span> 5' in html
-    assert '<span class="differs">differs</span> 1' in html
-    assert '<span class="failed">failed</span> 1' in html
+def test_overview_counts_settings_and_kernel(html, run):
+    results = run[1]
+    assert f"kernel <b>{results['kernel']}</b>" in html
+    assert '<span class="confirmed">confirmed</span> 4' in html and '<span class="refuted">refuted</span> 1' in html
+    assert '<span class="differs">differs</span> 1' in html and '<span class="failed">failed</span> 1' in html
     assert "net.ipv4.tcp_keepalive_time</th><td>600 <span class=small>(some cases)</span>" in html
-    line = report.summary_line(base, "/x/index.html")
-    assert line == ("socklab: 7 cases (1 failed, 5 passed, 1 skipped); verdicts: 5 confirmed, 0 refuted, "
+    line = report.summary_line(results, "/x/index.html")
+    assert line == ("socklab: 7 cases (1 failed, 5 passed, 1 skipped); verdicts: 4 confirmed, 1 refuted, "
                     "1 differs, 1 none; report: /x/index.html")
 
 
-def test_every_case_link_has_its_section(html, base):
-    for c in base["cases"]:
-        anchor = report.case_anchor(c)
-        assert f'href="#{anchor}"' in html and f'id="{anchor}"' in html
+def _claim_rows(html):
+    """{(article, claim id): the row's HTML} of the claims-by-article tables."""
+    return dict(((a, c), row) for a, c, row in re.findall(r'<tr id="claim-(\d+)-([^"]+)">(.*?)</tr>', html, re.S))
 
 
-def test_eleven_states_table(base):
-    table = report.state_table(base)
+def test_every_claim_row_under_each_of_its_articles(html):
+    rows = _claim_rows(html)
+    assert sorted(rows) == sorted((a, c["id"]) for c in CLAIMS for a in c["articles"])
+    for a in ("000", "002", "003", "004"):
+        assert f'<h3 id="article-{a}">Article {a}' in html and f'href="#article-{a}"' in html
+    # ids in document order: article by article
+    order = re.findall(r'<tr id="claim-(\d+)-', html)
+    assert order == sorted(order)
+
+
+def test_claim_rows_carry_verdict_evidence_and_case_links(run, html):
+    rows = _claim_rows(html)
+    by_exp = {c.get("experiment"): c for c in run[1]["cases"]}
+    noaccept = rows[("000", "1")]
+    assert '<span class="confirmed">confirmed</span>' in noaccept
+    link = f'href="{by_exp["CONN-NOACCEPT"]["dir"]}/index.html"'
+    assert link in noaccept and ">CONN-NOACCEPT/ipv4</a>" in noaccept
+    assert rows[("002", "1")] == noaccept                              # the same row under its other article
+    evidence = by_exp["CONN-NOACCEPT"]["verdicts"][0]["evidence"]
+    assert f"<td class=evidence>{escape(evidence)}</td>" in noaccept
+    mixed = rows[("003", "40")]                                       # FIX-FAIL differs, CONN-NOLISTEN confirms
+    assert '<span class="differs">differs</span> <span class=small>(1 confirmed, 1 differs)</span>' in mixed
+    assert ">FIX-FAIL/ipv4</a>" in mixed and ">CONN-NOLISTEN/ipv4</a>" in mixed
+    assert "(decided by net.ipv4.example=1)" in mixed
+    assert '<span class="refuted">refuted</span>' in rows[("004", "41")]
+    lonely = rows[("002", "99")]
+    assert '<span class="notjudged">not judged</span>' in lonely
+    assert '<a href="#exp-FIX-SKIP">FIX-SKIP</a>' in lonely and "NOT-BUILT" in lonely and 'href="#exp-NOT-BUILT"' not in lonely
+
+
+def test_every_case_is_linked_and_its_page_has_the_evidence(run, html):
+    """Two clicks: a case link in the overview opens a page whose first section is the evidence."""
+    for c in run[1]["cases"]:
+        href = f'{c["dir"]}/index.html'
+        assert f'href="{href}"' in html, c["id"]
+        text = page_of(run, c["id"])
+        assert '<a href="../../index.html">' in text
+        head = text.split('<h2 id="evidence">')[1].split("<h2")[0]
+        for v in c["verdicts"]:
+            assert escape(v["evidence"]) in head, c["id"]
+
+
+def test_cases_grouped_by_experiment(run, html):
+    section = html.split('<h2 id="experiments">')[1].split("<h2")[0]
+    for c in run[1]["cases"]:
+        row = re.search(rf'<tr id="exp-{re.escape(c["experiment"])}">(.*?)</tr>', section, re.S).group(1)
+        assert f'href="{c["dir"]}/index.html"' in row
+
+
+def test_states_and_edges_tables(run, tmp_path):
+    results = run[1]
+    table = report.state_table(results)
     assert list(table) == list(report.STATES) and len(table) == 11
     where = {state: {report.short_name(c): src for c, src in hits} for state, hits in table.items()}
     assert where["LISTEN"]["CONN-NOACCEPT/ipv4"] == "both"
-    assert where["ESTABLISHED"]["CONN-NOACCEPT/ipv4"] == "both"
     assert where["SYN_RECEIVED"]["CONN-NOACCEPT/ipv4"] == "trace"
     assert where["TIME_WAIT"] == {"FIX-CLOSE/ipv4": "ss"}
-    assert set(where["FIN_WAIT_1"]) == set(where["LAST_ACK"]) == {"FIX-CLOSE/ipv4"}
     assert where["CLOSING"] == {}
-    assert "FIX-SKIP/ipv4" not in where["CLOSED"]
+    html = report.render_report(str(run[0]), results)
+    assert "State-diagram edges</h2>\n<p class=small>not recorded" in html
+    close = next(c for c in results["cases"] if c["experiment"] == "FIX-CLOSE")
+    recorded = dict(results, edges=[{"from": "ESTABLISHED", "to": "FIN_WAIT_1", "event": "close / FIN",
+                                     "cases": [close["id"]]},
+                                    {"from": "SYN_SENT", "to": "SYN_RECEIVED", "event": "SYN", "cases": []}],
+                    states={"TIME_WAIT": {"cases": [close["id"]], "seen_by": ["ss"]}})
+    html = report.render_report(str(run[0]), recorded)
+    edges = html.split('<h2 id="edges">')[1].split("<h2")[0]
+    assert "<th>from</th><th>to</th><th>event</th><th>cases</th>" in edges
+    assert f'href="{close["dir"]}/index.html"' in edges and "SYN_RECEIVED" in edges
+    states = html.split('<h2 id="states">')[1].split("<h2")[0]
+    assert "<td>TIME_WAIT</td>" in states and f'href="{close["dir"]}/index.html"' in states
 
 
-def test_case_section_holds_steps_ladder_ss_transitions_artifacts(html, base):
-    case = {c["id"]: c for c in base["cases"]}[NOACCEPT]
-    section = html.split(f'id="{report.case_anchor(case)}"')[1].split("<h2")[0]
-    assert "connect(3, server, 50000) = 0" in section
-    assert section.count("<svg") == 1
-    assert "LISTEN 1      5" in section                                   # ss verbatim
-    assert "LISTEN -&gt; SYN_RECV -&gt; ESTABLISHED" in section
-    assert 'href="cases/cases_test_setup.py__test_listen_without_accept_completes_handshake_ipv4/packets.pcap"' in section
-    assert html.count("<svg") == sum(1 for c in base["cases"] if c["behaviour"] is not None)
-    fail = html.split("FIX-FAIL</b>")[1].split("<h2")[0]
+def test_case_page_holds_ladder_steps_ss_transitions_artifacts(run):
+    text = page_of(run, NOACCEPT)
+    assert "connect(3, server, 50000) = 0" in text and text.count("<svg") == 1
+    assert "LISTEN 1      5" in text                                   # ss verbatim
+    assert "LISTEN -&gt; SYN_RECV -&gt; ESTABLISHED" in text
+    assert 'href="packets.pcap"' in text and 'href="case.json"' in text
+    fail = page_of(run, GEN + "test_fail[ipv4]")
     assert "failure (call)" in fail and "connect(3, server, 50000) ECONNREFUSED" in fail
+    assert "<svg" not in page_of(run, GEN + "test_skipped[ipv4]")
+
+
+def test_a_program_of_another_name_writes_its_calls_on_its_hosts_side():
+    """lab.program("server", "restarted"): its calls belong to the server's line, named by program."""
+    rec = record(NOACCEPT)
+    rec["calls"].append({"program": "restarted", "role": "server", "op": "listen", "args": {"fd": 3, "backlog": 5},
+                         "ret": 0, "t0": 0.5, "t1": 0.5})
+    root = ET.fromstring(ladder.svg_ladder(rec))
+    text = next(t for t in root.iter("{http://www.w3.org/2000/svg}text") if shown(t) == "restarted: listen(3, 5) = 0")
+    assert float(text.get("x")) > ladder.X_SERVER and text.get("text-anchor") == "start"
+
+
+def test_ladder_writes_windows_beside_the_sender():
+    rec = record(NOACCEPT)
+    root = ET.fromstring(ladder.svg_ladder(rec))
+    wins = [t for t in root.iter("{http://www.w3.org/2000/svg}text") if (shown(t) or "").startswith("win ")]
+    segs = rec["segments"]
+    assert [shown(t) for t in wins] == [w for w in windows(segs) if w]
+    for t in wins:
+        client = float(t.get("x")) < ladder.X_CLIENT
+        assert client == (t.get("text-anchor") == "end")
+    assert any("(raw " in shown(t) and "<< 10)" in shown(t) for t in wins)
 
 
 def test_svg_ladder_is_wellformed_with_one_arrow_per_segment():
