@@ -87,3 +87,55 @@ def _run(argv: list[str], timeout: float) -> tuple[str, str, int]:
         raise BrowserError(f"{' '.join(argv)!r} did not finish within {timeout} s (killed)\n"
                            f"--- stderr ---\n{err.decode(errors='replace').rstrip()}") from None
     return out.decode(errors="replace"), err.decode(errors="replace"), proc.returncode
+
+
+# Appended to a copy of the page (never to the report itself, which has no script): every element's
+# box against the window, written into the DOM that --dump-dom returns.
+_MEASURE = """<script>
+(function () {
+  var w = window.innerWidth, out = [];
+  document.querySelectorAll("body *").forEach(function (el) {
+    if (el.id === "socklab-measure") return;
+    var r = el.getBoundingClientRect();
+    if (r.width === 0 && r.height === 0) return;
+    if (r.right > w + 0.5 || r.left < -0.5) {
+      out.push({tag: el.tagName.toLowerCase(), id: el.id || "", cls: el.getAttribute("class") || "",
+                left: Math.round(r.left), right: Math.round(r.right),
+                text: (el.textContent || "").trim().slice(0, 60)});
+    }
+  });
+  var pre = document.createElement("pre");
+  pre.id = "socklab-measure";
+  pre.textContent = JSON.stringify({viewport: w, scroll_width: document.documentElement.scrollWidth,
+                                    too_wide: out});
+  document.body.appendChild(pre);
+})();
+</script>"""
+
+
+def measure(html: str, *, width: int = 1280, height: int = 2000, timeout: float = 60.0) -> dict:
+    """Lay the page `html` out in a `width` px window and return {"viewport", "scroll_width",
+    "too_wide": [elements whose box leaves the window: tag, id, cls, left, right, text]}.
+
+    The page is measured from a copy with a measuring script added, next to the original (so its
+    relative links and sizes are the same); the copy is removed afterwards.
+    """
+    import json
+    import re
+    with open(html) as fh:
+        text = fh.read()
+    copy = os.path.join(os.path.dirname(os.path.abspath(html)), f".measure-{os.getpid()}.html")
+    png = copy + ".png"
+    try:
+        with open(copy, "w") as fh:
+            fh.write(text.replace("</body>", _MEASURE + "</body>", 1))
+        dom = render(copy, png, size=(width, height), timeout=timeout)
+    finally:
+        for path in (copy, png):
+            if os.path.exists(path):
+                os.unlink(path)
+    found = re.search(r'<pre id="socklab-measure">(.*?)</pre>', dom, re.S)
+    if not found:
+        raise BrowserError(f"{html}: the measuring script wrote nothing (did the page load?)")
+    from html import unescape
+    return json.loads(unescape(found.group(1)))

@@ -118,7 +118,7 @@ def render(runs: list[dict], href: Callable[[int, dict], str], *, headers: list[
                "evidence from the record, and the cases that judged it (hover a case for its evidence; "
                "click it for the steps, ladder and snapshots).</p>")
     out.append('<nav class=toc>' + "".join(f'<a href="#article-{e(a)}">{e(a)}</a>' for a in articles) + "</nav>")
-    width = max(10, 40 // len(runs))
+    width = max(9, 24 // len(runs))
     for a in articles:
         mine = [r for r in rows if a in (r.get("articles") or [])]
         judged = [[judgements(run, r) for run in runs] for r in mine]
@@ -126,6 +126,8 @@ def render(runs: list[dict], href: Callable[[int, dict], str], *, headers: list[
         tally["not judged"] = sum(1 for j in judged if not j[0])
         out.append(f'<h3 id="article-{e(a)}">Article {e(a)}: {e(titles.get(a, ""))}</h3>'
                    f"<p class=small>{len(mine)} claims: " + ", ".join(f"{n} {w}" for w, n in tally.items()) + "</p>")
+        if not mine:
+            continue
         out.append("<table class=wide><colgroup><col style=\"width:7%\"><col style=\"width:30%\">"
                    + "".join(f'<col style="width:{width}%">' for _ in runs) + "<col></colgroup>"
                    "<tr><th>claim</th><th>what the article says (our words)</th>"

@@ -1,8 +1,12 @@
 """The HTML report in a real browser: headless Chromium renders a copied fixture run (the `base` run
-of tests/unit/data/results, see its README.txt) and the tests check what a person would see there:
-in the DOM after rendering (counts, claims, ladders, the eleven states, links) and in the pixels of
-a screenshot (not blank, ladders drawn, the dropped SYN in red, coloured verdict words). Chromium's
-own net log shows that nothing left the machine. Needs Chromium, not root.
+of tests/unit/data/results, see its README.txt, with schema-2 results made by hand: tests/unit/schema2.py)
+in a 1280 px window, and the tests check what a person would see there: in the DOM after rendering
+(counts, every claim by article with its verdict and case links, two clicks from a claim to its
+evidence, the eleven states, cases by experiment, the ladder), in every element's box (nothing wider
+than the window, on the overview and every case page), and in the pixels of the screenshots (not
+blank, the ladder drawn, the dropped SYN in red, coloured verdict words). Chromium's own net log shows
+that nothing left the machine. The screenshots of the overview and of one case are kept under
+reports/browser-test/. Needs Chromium, not root.
 """
 
 from __future__ import annotations
@@ -21,14 +25,20 @@ import pytest
 
 from harness import browser, ladder, report
 from harness.errors import SetupError
-from harness.results import build_results, load_case
+from harness.results import load_case
+from harness.segment import windows
+
+from ..unit.schema2 import CLAIMS, base_run
 
 DATA = Path(__file__).parent.parent / "unit" / "data" / "results"
 DROP = "tests/unit/data/results/gen_cases.py::test_drop[ipv4]"
 STATES = ["CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2",
           "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT"]
-# Tall enough for the whole base report (about 10,200 px at this width), as a person scrolling sees it.
-WINDOW = (1400, 12000)
+WIDTH = 1280
+# Tall enough for the whole page at this width (overview about 3,000 px, the FIX-DROP case about 2,400 px).
+OVERVIEW_WINDOW = (WIDTH, 4000)
+CASE_WINDOW = (WIDTH, 3200)
+SHOTS = Path(__file__).resolve().parents[2] / "reports" / "browser-test"
 WHITE = (255, 255, 255)
 HOST_LINE = (0x44, 0x44, 0x44)      # ladder.svg_ladder: the client and server lines, stroke #444
 DROPPED = (0xcc, 0x00, 0x00)        # ladder._arrow: a dropped segment, stroke #c00
@@ -241,129 +251,201 @@ def vertical_lines(pixels, min_run: int = 40, max_gap: int = 12) -> dict[int, li
     return out
 
 
-# -- the rendered page -----------------------------------------------------------------------------------
+# -- the rendered pages ----------------------------------------------------------------------------------
 
 @dataclass
-class Page:
-    run: Path
-    results: dict
+class Rendered:
+    path: Path
     dom: Node
     shot: Screenshot
     net_log: dict
-    sections: dict          # case id -> the elements of its section (its <h2> to the next)
-    seconds: dict
 
 
-def _sections(dom: Node, results: dict) -> dict:
-    body = next(dom.iter("body"))
-    anchors = {report.case_anchor(c): c["id"] for c in results["cases"]}
-    out, current = {}, None
-    for el in body.elements():
-        if el.tag == "h2":
-            current = anchors.get(el.attrs.get("id"))
-            if current:
-                out[current] = []
-        if current:
-            out[current].append(el)
-    return out
+@dataclass
+class Site:
+    run: Path
+    results: dict
+    overview: Rendered
+    case: Rendered          # the FIX-DROP case's page
+
+
+def _render(html: Path, png: Path, size, net: Path) -> Rendered:
+    dom = browser.render(str(html), str(png), size=size, timeout=90, net_log=str(net))
+    with open(net) as fh:
+        log = json.load(fh)
+    return Rendered(html, parse_dom(dom), Screenshot(str(png)), log)
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory) -> Page:
-    """Name: page. Scope: module. Depends: nothing. The base run copied, its report written and rendered once."""
+def site(tmp_path_factory) -> Site:
+    """Name: site. Scope: module. Depends: nothing. The base run copied, its report written from schema-2
+    results, the overview and the FIX-DROP case page rendered once; their screenshots kept in reports/."""
     try:
         browser.find()
     except SetupError as exc:
         pytest.skip(str(exc))
     tmp = tmp_path_factory.mktemp("browser")
-    run = tmp / "base"
-    shutil.copytree(DATA / "base", run)
-    seconds = {}
+    run, results = base_run(tmp)
     t = time.monotonic()
-    index = report.write_report(str(run))
-    seconds["write_report"] = time.monotonic() - t
+    index = Path(report.write_report(str(run), results))
+    written = time.monotonic() - t
     t = time.monotonic()
-    dom_text = browser.render(index, str(tmp / "shot.png"), size=WINDOW, timeout=60, net_log=str(tmp / "net.json"))
-    seconds["chromium"] = time.monotonic() - t
-    t = time.monotonic()
-    shot = Screenshot(str(tmp / "shot.png"))
-    seconds["png decode"] = time.monotonic() - t
-    with open(tmp / "net.json") as fh:
-        net_log = json.load(fh)
-    results = build_results(str(run))
-    dom = parse_dom(dom_text)
-    print("timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()))
-    return Page(run, results, dom, shot, net_log, _sections(dom, results), seconds)
+    overview = _render(index, tmp / "overview.png", OVERVIEW_WINDOW, tmp / "net-overview.json")
+    case = _render(run / case_of(results, DROP)["dir"] / "index.html", tmp / "case.png", CASE_WINDOW,
+                   tmp / "net-case.json")
+    print(f"timings: write_report {written:.2f} s, two Chromium renders {time.monotonic() - t:.2f} s")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(tmp / "overview.png", SHOTS / "overview.png")
+    shutil.copyfile(tmp / "case.png", SHOTS / "case-FIX-DROP.png")
+    return Site(run, results, overview, case)
 
 
-def case_of(page: Page, case_id: str) -> dict:
-    return next(c for c in page.results["cases"] if c["id"] == case_id)
+def case_of(results: dict, case_id: str) -> dict:
+    return next(c for c in results["cases"] if c["id"] == case_id)
 
 
-def ladder_of(page: Page, case_id: str) -> Node:
-    svgs = [s for el in page.sections[case_id] for s in el.iter("svg")]
-    assert len(svgs) == 1, f"{case_id}: {len(svgs)} <svg> in its section"
-    return svgs[0]
+def record(site: Site, case: dict) -> dict | None:
+    return load_case(str(site.run / case["dir"]))[0]
 
 
-def record(page: Page, case: dict) -> dict | None:
-    return load_case(str(page.run / case["dir"]))[0]
+def page_dom(site: Site, href: str) -> Node:
+    """A page of the report reached by a link of the overview, parsed from its file."""
+    path = (site.run / href.split("#")[0]).resolve()
+    assert path.is_file(), f"link {href!r} leads to no file"
+    return parse_dom(path.read_text())
 
 
-# -- what the DOM shows --------------------------------------------------------------------------------
-
-def _table_after(dom: Node, tag: str, heading: str) -> Node:
-    body = next(dom.iter("body")).elements()
-    for i, el in enumerate(body):
-        if el.tag == tag and squash(el.text()).startswith(heading):
-            rest = [t for e in body[i:i + 3] for t in e.iter("table")]
-            assert rest, f"no table after the {tag} {heading!r}"
-            return rest[0]
-    raise AssertionError(f"no {tag} {heading!r} in the page")
+def links(node: Node) -> list[Node]:
+    return [a for a in node.iter("a") if a.attrs.get("href")]
 
 
-def test_overview_shows_verdict_and_outcome_counts(page):
-    table = _table_after(page.dom, "h2", "Overview")
+# -- the overview ----------------------------------------------------------------------------------------
+
+def test_overview_shows_verdict_and_outcome_counts(site):
+    table = next(site.overview.dom.iter("table"))
     rows = {squash(tr.elements()[0].text()): tr.elements()[1:] for tr in table.iter("tr")}
-    assert [squash(td.text()) for td in rows["verdicts"]] == ["confirmed 5", "refuted 0", "differs 1", "none 1"]
+    assert [squash(td.text()) for td in rows["verdicts"]] == ["confirmed 4", "refuted 1", "differs 1", "none 1"]
     assert [squash(td.text()) for td in rows["outcomes"]] == ["failed 1", "passed 5", "skipped 1"]
     for td in rows["verdicts"] + rows["outcomes"]:
         word = next(td.iter("span"))
         assert word.attrs.get("class") == word.text(), f"{word.text()!r} is not styled as itself"
-    assert squash(next(page.dom.iter("h1")).text()) == "socklab run base"
+    assert squash(next(site.overview.dom.iter("h1")).text()) == "socklab run base"
 
 
-def test_cases_table_lists_every_case_with_its_claim(page):
-    table = _table_after(page.dom, "h3", "Cases")
-    rows = [tr.elements() for tr in table.iter("tr")][1:]
-    assert len(rows) == len(page.results["cases"]) == 7
-    for cells, case in zip(rows, page.results["cases"]):
-        link = next(cells[0].iter("a"))
-        assert squash(link.text()) == case["id"]
-        assert link.attrs["href"] == "#" + report.case_anchor(case)
-        texts = [squash(td.text()) for td in cells[1:]]
-        assert texts == [case.get("experiment") or "", case.get("article") or "", case.get("family") or "",
-                         case["outcome"], case.get("verdict") or "none", squash(case.get("claim") or "")]
+def claim_rows(site: Site) -> dict:
+    """{(article, claim id): the <tr>} of the claims-by-article tables, as rendered."""
+    out = {}
+    for tr in site.overview.dom.iter("tr"):
+        m = re.fullmatch(r"claim-(\d+)-(.+)", tr.attrs.get("id", ""))
+        if m:
+            out[m.groups()] = tr
+    return out
 
 
-def test_every_case_section_shows_its_claim(page):
-    assert list(page.sections) == [c["id"] for c in page.results["cases"]]
-    claims = 0
-    for case in page.results["cases"]:
-        heading, *rest = page.sections[case["id"]]
-        assert squash(heading.text()) == case["id"]
-        shown = [squash(el.text()) for el in rest if el.tag == "p" and squash(el.text()).startswith("Claim:")]
-        if case.get("claim"):
-            assert shown == [f"Claim: {squash(case['claim'])}"], case["id"]
-            claims += 1
+def test_every_claim_row_is_shown_under_each_of_its_articles(site):
+    rows = claim_rows(site)
+    assert sorted(rows) == sorted((a, c["id"]) for c in CLAIMS for a in c["articles"])
+    for (article, cid), tr in rows.items():
+        claim = next(c for c in CLAIMS if c["id"] == cid)
+        cells = [squash(td.text()) for td in tr.elements()]
+        assert cells[0].startswith(cid) and cells[1] == squash(claim["text"]), (article, cid)
+    heads = [squash(h.text()) for h in site.overview.dom.iter("h3")]
+    assert [h.split(":")[0] for h in heads if h.startswith("Article")] == [f"Article {a}" for a in
+                                                                        ("000", "001", "002", "003", "004")]
+
+
+def test_every_case_is_linked_and_every_link_leads_somewhere(site):
+    ids = {el.attrs["id"] for el in site.overview.dom.iter() if "id" in el.attrs}
+    pages = set()
+    for a in links(site.overview.dom):
+        href = a.attrs["href"]
+        if href.startswith("#"):
+            assert href[1:] in ids, f"no anchor {href}"
         else:
-            assert shown == [], case["id"]
-    assert claims == 6      # FIX-SKIP has no claim marker
-    # HTML in a claim is shown as text, never as markup.
-    assert "Claim: connect to a closed port is <refused> & 'reported'" in [
-        squash(el.text()) for el in page.sections["tests/unit/data/results/gen_cases.py::test_fail[ipv4]"]]
-    assert not list(page.dom.iter("refused"))
+            page_dom(site, href)
+            pages.add(href)
+    assert pages == {f"{c['dir']}/index.html" for c in site.results["cases"]}
 
+
+def test_from_the_overview_to_the_evidence_of_any_claim_in_two_clicks(site):
+    """Click 1: a case in the claim's row; the page it opens shows, first, the verdict on that claim with
+    the evidence, and the ladder. Every judged claim has such a case; an unjudged one says so."""
+    judged = 0
+    for (article, cid), tr in claim_rows(site).items():
+        claim = next(c for c in CLAIMS if c["id"] == cid)
+        cases = [a for a in links(tr) if "case" in a.attrs.get("class", "")]
+        if not cases:
+            assert "not judged" in squash(tr.text()), (article, cid)
+            continue
+        judged += 1
+        for a in cases:
+            dom = page_dom(site, a.attrs["href"])
+            body = next(dom.iter("body")).elements()
+            first = next(i for i, el in enumerate(body) if el.tag == "h2")
+            assert body[first].attrs.get("id") == "evidence", a.attrs["href"]
+            table = body[first + 1]
+            rows = [[squash(td.text()) for td in r.elements()] for r in table.iter("tr")][1:]
+            mine = [r for r in rows if set(claim["numbers"]) & {int(n) for n in re.findall(r"\d+", r[0].split()[0])}]
+            assert mine, f"{a.attrs['href']}: no verdict on claim {cid}"
+            assert squash(a.attrs["title"]).startswith(mine[0][3].split(" (decided by")[0])
+            assert any(s.attrs.get("class") == "ladder" for s in dom.iter("svg")), a.attrs["href"]
+    assert judged == 7           # every row of the five judged claims, under each of its articles
+
+
+def test_cases_grouped_by_experiment(site):
+    rows = {tr.attrs["id"][4:]: tr for tr in site.overview.dom.iter("tr") if tr.attrs.get("id", "").startswith("exp-")}
+    for case in site.results["cases"]:
+        hrefs = [a.attrs["href"] for a in links(rows[case["experiment"]])]
+        assert f"{case['dir']}/index.html" in hrefs, case["id"]
+
+
+def test_eleven_states_and_edges(site):
+    heads = {el.attrs.get("id"): i for i, el in enumerate(next(site.overview.dom.iter("body")).elements())}
+    body = next(site.overview.dom.iter("body")).elements()
+    states = next(t for t in body[heads["states"]:] if t.tag == "table")
+    rows = [tr.elements() for tr in states.iter("tr")]
+    assert [squash(r[0].text()) for r in rows[1:]] == STATES
+    shown = {squash(r[0].text()): [[squash(a.text()) for a in td.iter("a")] for td in r[2:]] for r in rows[1:]}
+    assert shown["TIME_WAIT"] == [[], ["FIX-CLOSE/ipv4"], []]         # the trace never shows TIME_WAIT
+    assert shown["CLOSING"] == [[], [], []]
+    assert squash(body[heads["edges"] + 1].text()).startswith("not recorded")
+
+
+def test_nothing_is_loaded_from_the_network(site):
+    """Every src/href is a link inside the page or to a file of the run; Chromium's net logs show no
+    DNS query, no TCP socket and no byte sent while it rendered the overview and a case page."""
+    for page in (site.overview, site.case):
+        assert not [el.tag for el in page.dom.iter() if el.tag in ("script", "link", "img", "iframe", "object", "embed")]
+        ids = {el.attrs["id"] for el in page.dom.iter() if "id" in el.attrs}
+        for el in page.dom.iter():
+            for name in ("src", "href", "xlink:href"):
+                value = el.attrs.get(name)
+                if value is None:
+                    continue
+                assert not re.match(r"(?i)(https?:)?//|[a-z][a-z0-9+.-]*:", value), f"<{el.tag} {name}={value!r}>"
+                if value.startswith("#"):
+                    assert value[1:] in ids, f"<{el.tag} {name}={value!r}>: no such anchor"
+                else:
+                    assert (page.path.parent / value.split("#")[0]).is_file(), f"<{el.tag} {name}={value!r}>"
+        assert not re.search(r"url\((?!#)", "".join(s.text() for s in page.dom.iter("style")))
+        types = {v: k for k, v in page.net_log["constants"]["logEventTypes"].items()}
+        sources = {v: k for k, v in page.net_log["constants"]["logSourceType"].items()}
+        sent = [types[e["type"]] for e in page.net_log["events"]
+                if types[e["type"]].endswith("BYTES_SENT") or types[e["type"]] == "DNS_TRANSACTION_ATTEMPT"]
+        tcp = [e for e in page.net_log["events"] if sources[e["source"]["type"]] == "TCP_SOCKET"]
+        assert sent == [] and tcp == [], f"{page.path}: Chromium sent {sent} and opened {len(tcp)} TCP socket events"
+
+
+def test_nothing_is_wider_than_a_1280_px_window(site):
+    """Every element of the overview and of every case page lies inside the window: no sideways scrolling."""
+    pages = [site.run / "index.html"] + [site.run / c["dir"] / "index.html" for c in site.results["cases"]]
+    for path in pages:
+        m = browser.measure(str(path), width=WIDTH, timeout=90)
+        assert m["viewport"] == WIDTH
+        assert m["too_wide"] == [] and m["scroll_width"] <= WIDTH, f"{path}: {m}"
+
+
+# -- the case page ---------------------------------------------------------------------------------------
 
 def _arrows(svg: Node) -> list[Node]:
     """The lines that draw segments (ladder._arrow): solid with an arrowhead marker, or dashed red
@@ -371,107 +453,55 @@ def _arrows(svg: Node) -> list[Node]:
     return [ln for ln in svg.iter("line") if ln.attrs.get("marker-end") or ln.attrs.get("stroke") == "#c00"]
 
 
-def test_ladders_draw_one_arrow_per_segment(page):
-    ladders = [s for s in page.dom.iter("svg") if s.attrs.get("class") == "ladder"]
-    with_record = [c for c in page.results["cases"] if record(page, c) is not None]
-    assert len(ladders) == len(with_record) == 6
-    for case in with_record:
-        rec = record(page, case)
-        svg = ladder_of(page, case["id"])
-        title = next(t for t in svg.elements() if t.tag == "title")
-        assert title.text() == case["id"]
-        arrows = _arrows(svg)
-        assert len(arrows) == len(rec["segments"]), case["id"]
-        # Document order is time order: each arrow points from its segment's sender to its receiver.
-        for line, seg in zip(arrows, rec["segments"]):
-            rightwards = float(line.attrs["x2"]) > float(line.attrs["x1"])
-            assert rightwards == (seg["src"] == "client"), (case["id"], seg)
-            assert (line.attrs.get("stroke") == "#c00") == bool(seg.get("dropped_by")), (case["id"], seg)
-        markers = {m.attrs["id"] for m in svg.iter("marker")}
-        for line in arrows:
-            if line.attrs.get("marker-end"):
-                assert line.attrs["marker-end"] in {f"url(#{m})" for m in markers}, "arrowhead marker missing"
-
-
-def test_dropped_syn_is_a_red_dashed_arrow_ending_in_an_x(page):
-    rec = record(page, case_of(page, DROP))
+def test_case_ladder_draws_one_arrow_per_segment_and_the_drop(site):
+    rec = record(site, case_of(site.results, DROP))
+    svgs = [s for s in site.case.dom.iter("svg") if s.attrs.get("class") == "ladder"]
+    assert len(svgs) == 1
+    svg = svgs[0]
+    arrows = _arrows(svg)
     assert [(s["src"], s["flags"], s.get("dropped_by")) for s in rec["segments"]] == [
         ("client", "S", "drop1"), ("client", "S", None), ("server", "S.", None), ("client", ".", None)]
-    svg = ladder_of(page, DROP)
-    arrows = _arrows(svg)
+    for line, seg in zip(arrows, rec["segments"]):
+        assert (float(line.attrs["x2"]) > float(line.attrs["x1"])) == (seg["src"] == "client")
     assert [a.attrs.get("stroke") for a in arrows] == ["#c00", "#222", "#222", "#222"]
-    dropped = arrows[0]
-    assert dropped.attrs.get("stroke-dasharray") and not dropped.attrs.get("marker-end")
-    assert squash(next(dropped.iter("title")).text()) == "dropped by drop1"
-    crosses = [p for p in svg.iter("path") if p.attrs.get("stroke") == "#c00"]
-    assert len(crosses) == 1
-    labels = [squash(t.shown()) for t in svg.iter("text") if t.attrs.get("fill") == "#c00"]
-    assert labels == [ladder.segment_body(rec["segments"][0])]
-    assert labels[0].startswith("S 0:0(0) <mss")
+    assert squash(next(arrows[0].iter("title")).text()) == "dropped by drop1"
+    assert len([p for p in svg.iter("path") if p.attrs.get("stroke") == "#c00"]) == 1
 
 
-def test_eleven_states_table_names_all_eleven(page):
-    table = _table_after(page.dom, "h3", "The eleven states")
-    rows = [tr.elements() for tr in table.iter("tr")]
-    assert [squash(c.text()) for c in rows[0]] == ["state", "cases", "ss + trace", "ss only", "trace only"]
-    assert [squash(r[0].text()) for r in rows[1:]] == STATES
-    ids = {el.attrs["id"] for el in page.dom.iter() if "id" in el.attrs}
-    shown = {}
-    for r in rows[1:]:
-        links = [a for td in r[2:] for a in td.iter("a")]
-        assert int(r[1].text()) == len(links), squash(r[0].text())
-        assert all(a.attrs["href"][1:] in ids for a in links)
-        shown[r[0].text()] = [[squash(a.text()) for a in td.iter("a")] for td in r[2:]]
-    assert shown["CLOSING"] == [[], [], []]
-    assert shown["TIME_WAIT"] == [[], ["FIX-CLOSE/ipv4"], []]         # the trace never shows TIME_WAIT
-    assert shown["ESTABLISHED"][0] == ["CONN-NOACCEPT/ipv4", "FIX-DROP/ipv4"]
+def test_case_ladder_shows_windows_and_calls_on_each_hosts_side(site):
+    rec = record(site, case_of(site.results, DROP))
+    svg = next(s for s in site.case.dom.iter("svg") if s.attrs.get("class") == "ladder")
+    texts = [t for t in svg.iter("text")]
+    wins = [t for t in texts if squash(t.shown()).startswith("win ")]
+    assert [squash(t.shown()) for t in wins] == [w for w in windows(rec["segments"]) if w]
+    assert any("(raw " in squash(t.shown()) for t in wins)
+    by_text = {squash(t.shown()): t for t in texts}
+    for call in rec["calls"]:
+        left = [t for s, t in by_text.items() if s.startswith(call["op"] + "(")]
+        assert left, call
+        for t in left:
+            on_server = float(t.attrs["x"]) > ladder.X_SERVER
+            assert on_server == ((call.get("role") or call["program"]) == "server") or call["op"] == "socket"
 
 
-def test_nothing_is_loaded_from_the_network(page):
-    """Every src/href is a link inside the page or to a file of the run; Chromium's net log shows no
-    DNS query, no TCP socket and no byte sent while it rendered the page."""
-    assert not [el.tag for el in page.dom.iter() if el.tag in ("script", "link", "img", "iframe", "object", "embed")]
-    ids = {el.attrs["id"] for el in page.dom.iter() if "id" in el.attrs}
-    files = 0
-    for el in page.dom.iter():
-        for name in ("src", "href", "xlink:href"):
-            value = el.attrs.get(name)
-            if value is None:
-                continue
-            assert not re.match(r"(?i)(https?:)?//|[a-z][a-z0-9+.-]*:", value), f"<{el.tag} {name}={value!r}>"
-            if value.startswith("#"):
-                assert value[1:] in ids, f"<{el.tag} {name}={value!r}>: no such anchor"
-            else:
-                assert (page.run / value).is_file(), f"<{el.tag} {name}={value!r}>: no such file in the run"
-                files += 1
-    assert files >= 6 * 3           # case.json, outcome.json, packets.pcap of each case with a lab
-    assert not re.search(r"url\((?!#)", "".join(s.text() for s in page.dom.iter("style")))
-    types = {v: k for k, v in page.net_log["constants"]["logEventTypes"].items()}
-    sources = {v: k for k, v in page.net_log["constants"]["logSourceType"].items()}
-    sent = [types[e["type"]] for e in page.net_log["events"]
-            if types[e["type"]].endswith("BYTES_SENT") or types[e["type"]] == "DNS_TRANSACTION_ATTEMPT"]
-    tcp = [e for e in page.net_log["events"] if sources[e["source"]["type"]] == "TCP_SOCKET"]
-    assert sent == [] and tcp == [], f"Chromium sent {sent} and opened {len(tcp)} TCP socket events"
+# -- what the screenshots show -----------------------------------------------------------------------------
+
+def test_screenshots_are_kept_and_not_blank(site):
+    for page, name, size in ((site.overview, "overview.png", OVERVIEW_WINDOW), (site.case, "case-FIX-DROP.png", CASE_WINDOW)):
+        shot = page.shot
+        assert (shot.width, shot.height) == size
+        assert shot.non_white_share() >= 0.04, f"{name}: only {shot.non_white_share():.1%} is not white"
+        last = shot.last_content_row()
+        assert 1000 <= last < shot.height - 200, f"{name}: the page ends at row {last} of {shot.height}"
+        kept = SHOTS / name
+        assert kept.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Screenshot(str(kept)).width == WIDTH
 
 
-# -- what the screenshot shows -------------------------------------------------------------------------
-
-def test_screenshot_is_not_blank(page):
-    shot = page.shot
-    assert (shot.width, shot.height) == WINDOW
-    share = shot.non_white_share()
-    assert share >= 0.08, f"only {share:.1%} of the screenshot is not white"
-    last = shot.last_content_row()
-    assert 8000 <= last < shot.height - 200, (
-        f"the page ends at row {last} of {shot.height}: cut short, or taller than the window (raise WINDOW)")
-
-
-def _host_lines(page: Page) -> tuple[int, int, list]:
-    """(client x, server x, [(y0, y1) of each ladder]) from the host lines in the screenshot."""
-    lines = vertical_lines(page.shot.pixels(HOST_LINE))
-    xs = sorted(lines)
+def _host_lines(shot: Screenshot) -> tuple[int, int, tuple[int, int]]:
+    """(client x, server x, (y0, y1) of the ladder) from the host lines in a screenshot."""
+    lines = vertical_lines(shot.pixels(HOST_LINE))
     clusters = []
-    for x in xs:
+    for x in sorted(lines):
         if clusters and x - clusters[-1][-1] <= 1:
             clusters[-1].append(x)
         else:
@@ -479,37 +509,24 @@ def _host_lines(page: Page) -> tuple[int, int, list]:
     assert len(clusters) == 2, f"vertical #444 lines at x {clusters}: expected the client and the server line"
     client = max(clusters[0], key=lambda x: len(lines[x]))
     server = max(clusters[1], key=lambda x: len(lines[x]))
-    return client, server, lines[client]
+    return client, server, lines[client][0]
 
 
-def test_screenshot_shows_every_ladder_at_its_size(page):
-    client, server, runs = _host_lines(page)
-    assert abs((server - client) - (ladder.X_SERVER - ladder.X_CLIENT)) <= 2
-    ladders = [s for s in page.dom.iter("svg") if s.attrs.get("class") == "ladder"]
-    assert len(runs) == len(ladders), f"host lines drawn {len(runs)} times for {len(ladders)} ladders"
-    for (y0, y1), svg in zip(runs, ladders):
-        # A host line goes from y=24 to the ladder's height - 6 (ladder.svg_ladder).
-        assert abs((y1 - y0 + 1) - (int(svg.attrs["height"]) - 30)) <= 3, (y0, y1, svg.attrs["height"])
-
-
-def test_screenshot_shows_the_dropped_syn_in_red(page):
-    client, server, runs = _host_lines(page)
-    order = [c["id"] for c in page.results["cases"] if record(page, c) is not None]
-    y0, y1 = runs[order.index(DROP)]
-    red = page.shot.pixels(DROPPED)
-    assert len(red) >= 20, f"{len(red)} pixels of the dropped-segment red #c00"
-    assert all(client < x < server and y0 <= y <= y1 for x, y in red), \
-        "red pixels outside the gap between the host lines of the FIX-DROP ladder"
-    cross_x = client + 0.85 * (server - client)      # ladder._arrow: the X at 85% of the way
+def test_screenshot_shows_the_ladder_at_its_size_and_the_dropped_syn_in_red(site):
+    client, server, (y0, y1) = _host_lines(site.case.shot)
+    assert abs((server - client) - (ladder.X_SERVER - ladder.X_CLIENT)) <= 2        # not scaled down
+    svg = next(s for s in site.case.dom.iter("svg") if s.attrs.get("class") == "ladder")
+    assert abs((y1 - y0 + 1) - (int(svg.attrs["height"]) - 30)) <= 3
+    red = site.case.shot.pixels(DROPPED)
+    assert len(red) >= 20 and all(client < x < server and y0 <= y <= y1 for x, y in red)
+    cross_x = client + 0.85 * (server - client)
     assert any(abs(x - cross_x) <= 6 for x, _ in red), f"no red near x={cross_x:.0f} (the X of the drop)"
-    heads = [(x, y) for x, y in page.shot.pixels(ARROW) if y0 <= y <= y1]
-    assert any(server - 12 <= x < server for x, _ in heads), "no arrowhead at the server line"
-    assert any(client < x <= client + 12 for x, _ in heads), "no arrowhead at the client line"
+    heads = [(x, y) for x, y in site.case.shot.pixels(ARROW) if y0 <= y <= y1]
+    assert any(server - 12 <= x < server for x, _ in heads) and any(client < x <= client + 12 for x, _ in heads)
+    assert max(x for x, _ in site.case.shot.pixels(HOST_LINE)) < WIDTH
 
 
-def test_screenshot_colours_the_verdict_words(page):
-    _, _, runs = _host_lines(page)
-    above = runs[0][0]          # the overview, above the first ladder
+def test_screenshot_colours_the_verdict_words(site):
     for word, colour in (("confirmed", (0x11, 0x66, 0x11)), ("differs", (0xa6, 0x5f, 0x00)),
-                         ("failed", (0xbb, 0x00, 0x00))):
-        assert any(y < above for _, y in page.shot.pixels(colour)), f"no {word} colour {colour} in the overview"
+                         ("refuted", (0xbb, 0x00, 0x00))):
+        assert site.overview.shot.pixels(colour), f"no {word} colour {colour} in the overview"
