@@ -74,8 +74,12 @@ def write(lab, segs) -> None:
     os.makedirs(d, exist_ok=True)
     lab.capture.write_pcap(os.path.join(d, "packets.pcap"))
     with open(os.path.join(d, "segments.txt"), "w") as fh:
-        fh.write("\n".join(s.text() + (f"  {w}" if w else "") + (f"  # dropped by {s.dropped_by}" if s.dropped_by else "")
-                           for s, w in zip(segs, windows(segs))) + "\n")
+        # Notes after '#', so a line can be copied into an expectation as it is (where `win N` is the raw field).
+        lines = []
+        for s, w in zip(segs, windows(segs)):
+            notes = ([w] if w else []) + ([f"dropped by {s.dropped_by}"] if s.dropped_by else [])
+            lines.append(s.text() + ("  # " + "; ".join(notes) if notes else ""))
+        fh.write("\n".join(lines) + "\n")
     with open(os.path.join(d, "ss.txt"), "w") as fh:
         for snap in lab.snapshots:
             fh.write(f"### {getattr(snap, 'role', '?')} [{snap.label}] t={(snap.time - lab.start) * 1000:.3f} ms\n")
