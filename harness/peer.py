@@ -133,9 +133,11 @@ class Peer(contextlib.AbstractContextManager):
         except StepTimeout:
             seen = self.lab.segments(port=self.sport)
             last = seen[-1].text() if seen else "none"
-            raise StepTimeout(f"peer: no segment from {self.other.role} for {pattern.text()!r} within {timeout} s; "
+            at = f" at {self.lab.clock(seen[-1].time)}" if seen else ""
+            raise StepTimeout(f"peer: no segment from {self.other.role} for {pattern.text()!r} within {timeout} s "
+                              f"(given up at {self.lab.clock()}); "
                               f"last from {self.other.role}: {self.last.text() if self.last else 'none yet'}; "
-                              f"last on the connection: {last}") from None
+                              f"last on the connection: {last}{at}") from None
         self._consumed.add(_key(seg))
         why = pattern.mismatch(seg)
         if why:
