@@ -186,6 +186,26 @@ def test_a_call_that_never_returns_raises_step_timeout_naming_it(lab, family):
     assert cli.recv(100).ret == "after"
 
 
+def test_wait_timeouts_give_times_on_the_case_clock(lab, family):
+    """A wait that times out says when it gave up (and when it last saw something) in ms since the case
+    started, the clock of timeline.txt, not in raw CLOCK_MONOTONIC seconds."""
+    srv, cli, conn = connected(lab)
+    for wait in (lambda: lab.wait_segment(lambda s: False, timeout=0.1, what="that never comes"),
+                 lambda: lab.wait_ss("client", lambda snap: False, timeout=0.1, what="a state never reached"),
+                 lambda: lab.wait_counter("server", "ListenOverflows", 10 ** 9, timeout=0.1)):
+        before = (time.monotonic() - lab.start) * 1000
+        with pytest.raises(StepTimeout) as exc:
+            wait()
+        after = (time.monotonic() - lab.start) * 1000
+        msg = str(exc.value)
+        given_up = float(re.search(r"given up at \+([\d.]+) ms", msg).group(1))
+        assert before + 100 - 1 <= given_up <= after + 1, msg
+        assert not re.search(r"\d{4,}\.\d{4,}", msg), f"a raw monotonic time in: {msg}"
+    msg = str(pytest.raises(StepTimeout, lab.wait_segment, lambda s: False, timeout=0.05).value)
+    last = float(re.search(r"last segment at \+([\d.]+) ms", msg).group(1))
+    assert abs(last - (lab.segments()[-1].time - lab.start) * 1000) < 0.1
+
+
 def test_a_step_on_a_closed_socket_names_the_closing_step(lab, family):
     """After close(), any step on that socket fails with the close() that ended it; nothing is sent."""
     s = lab.client.socket()
