@@ -78,7 +78,9 @@ def test_wait_segment_times_out_naming_what_it_awaited_and_the_last_segment(lab,
         lab.wait_segment(lambda s: s.has("R"), timeout=0.2, what="with RST")
     assert 0.2 <= time.monotonic() - t < 1.0
     last = lab.segments()[-1]
-    assert str(exc.value) == f"capture: no segment with RST within 0.2 s; last seen: {last.text()}"
+    msg = str(exc.value)
+    assert msg.startswith(f"capture: no segment with RST within 0.2 s; last seen: {last.text()} "
+                          f"(last segment at {lab.clock(last.time)}, given up at +"), msg
 
 
 def test_pcap_opens_with_scapy_and_holds_the_same_tcp_frames(lab, family, tmp_path):
