@@ -11,30 +11,30 @@ import sys
 
 import pytest
 
+# Articles come from the experiment's catalogue row (harness/articles.json): CONN-DATA 004,
+# TIMEWAIT-LEN 000-003, SIM-OPEN 000.
 CASES = '''
 import pytest
 
 
-@pytest.mark.article("000")
+@pytest.mark.article("004")
 @pytest.mark.experiment("CONN-DATA")
 def test_data():
     pass
 
 
-@pytest.mark.article("004")
-@pytest.mark.experiment("CONN-NOACCEPT")
+@pytest.mark.experiment("TIMEWAIT-LEN")
 def test_listen_only():
     pass
 
 
-@pytest.mark.article("000")
 @pytest.mark.experiment("CONN-DATA")
 @pytest.mark.xfail(reason="known to fail here")
 def test_expected_failure():
     assert 1 == 2
 
 
-@pytest.mark.experiment("CONN-NOLISTEN")
+@pytest.mark.experiment("SIM-OPEN")
 @pytest.mark.xfail(reason="may fail")
 def test_unexpected_pass():
     pass
@@ -54,16 +54,16 @@ def test_experiment_and_article_ids_are_keywords(run_pytest):
     run = run_pytest.run(CASES, "-k", "CONN-DATA")
     assert run.returncode == 0, run.output
     assert ran(run) == ["test_data", "test_expected_failure"]
-    run = run_pytest.run(CASES, "-k", "004 or CONN-NOLISTEN")
+    run = run_pytest.run(CASES, "-k", "001 or SIM-OPEN")
     assert ran(run) == ["test_listen_only", "test_unexpected_pass"], run.output
 
 
 def test_experiment_and_article_options_select_by_id(run_pytest):
-    run = run_pytest.run(CASES, "--experiment", "CONN-NOACCEPT", "--experiment", "CONN-NOLISTEN")
+    run = run_pytest.run(CASES, "--experiment", "TIMEWAIT-LEN", "--experiment", "SIM-OPEN")
     assert run.returncode == 0 and ran(run) == ["test_listen_only", "test_unexpected_pass"], run.output
-    run = run_pytest.run(CASES, "--article", "000")
+    run = run_pytest.run(CASES, "--article", "004")
     assert ran(run) == ["test_data", "test_expected_failure"], run.output
-    run = run_pytest.run(CASES, "--article", "000", "--experiment", "CONN-NOACCEPT")
+    run = run_pytest.run(CASES, "--article", "004", "--experiment", "TIMEWAIT-LEN")
     assert run.returncode == 5 and "matched no case" in run.output, run.output
 
 
@@ -90,12 +90,12 @@ def test_socklab_run_passes_the_selection_on(tmp_path):
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     argv = [sys.executable, "-m", "harness.cli", "run", "--cases", str(cases), "--reports", str(tmp_path / "r"), "-n", "0"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    proc = subprocess.run(argv + ["--name", "sel", "--experiment", "CONN-NOACCEPT"], capture_output=True, text=True, cwd=tmp_path,
+    proc = subprocess.run(argv + ["--name", "sel", "--experiment", "TIMEWAIT-LEN"], capture_output=True, text=True, cwd=tmp_path,
                           env=env, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert os.listdir(tmp_path / "r" / "sel" / "cases") == ["cases_test_sel.py__test_listen_only"]
     assert f"socklab: run sel: report {tmp_path / 'r' / 'sel' / 'index.html'}" in proc.stdout
-    proc = subprocess.run(argv + ["--name", "none", "--article", "003"], capture_output=True,
+    proc = subprocess.run(argv + ["--name", "none", "--article", "003", "--experiment", "CONN-DATA"], capture_output=True,
                           text=True, cwd=tmp_path, env=env, timeout=120)
     assert proc.returncode == 5, proc.stdout + proc.stderr
     assert "matched no case" in proc.stdout and "artifacts in" not in proc.stdout

@@ -32,18 +32,19 @@ REFUTED = "listen() sent a segment <b>here</b>"      # FIX-QUIET's verdict, turn
 
 
 def schema2(results: dict) -> dict:
-    """The schema-1 results of the base run as the claims framework writes schema 2."""
+    """The results of the base run (recorded before judges existed) with hand-made claim rows and
+    verdicts naming claim numbers, as the claims framework writes schema 2."""
     out = copy.deepcopy(results)
     out["schema"] = 2
     out["claims"] = copy.deepcopy(CLAIMS)
     for c in out["cases"]:
         exp = c.get("experiment")
-        c["articles"] = [c.pop("article")] if c.get("article") else []
+        c["articles"] = c.get("articles") or ([c["article"]] if c.get("article") else [])
         verdicts = []
         for v in c.get("verdicts") or []:
             verdicts.append({"judge": f"{exp}:judge", "experiment": exp, "claims": NUMBERS.get(exp, []),
-                             "claim": v["claim"], "verdict": v["verdict"], "evidence": v["observed"],
-                             "setting": v.get("setting")})
+                             "claim": v["claim"], "verdict": v["verdict"],
+                             "evidence": v.get("evidence") or v.get("observed"), "setting": v.get("setting")})
         if exp == "FIX-QUIET":
             verdicts = [dict(verdicts[0], verdict="refuted", evidence=REFUTED)]
         c["verdicts"] = verdicts
