@@ -299,6 +299,18 @@ def server(lab):
     return lab.server
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """A case stopped by Ctrl-C or SIGTERM is recorded as pytest says: interrupted (pytest makes no report)."""
+    try:
+        return (yield)
+    except KeyboardInterrupt:
+        if _is_case(item):
+            _write_outcome(item, {**_ids(item), "when": "call", "outcome": "interrupted",
+                                  "longrepr": "interrupted (KeyboardInterrupt or SIGTERM) during the case"})
+        raise
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
@@ -313,19 +325,13 @@ def pytest_runtest_makereport(item, call):
 
 def _record_outcome(item, rep):
     """outcome.json in the case's folder: the pytest outcome and ids the results file is built from."""
-    if item.get_closest_marker("no_report") or (
-            "lab" not in getattr(item, "fixturenames", ()) and not item.get_closest_marker("experiment")):
+    if not _is_case(item):
         return              # not a case (a unit test, a harness test): nothing to report
     if rep.when == "setup" and rep.passed:
         return
     if rep.when == "teardown" and rep.passed and os.path.exists(_outcome_path(item)):
         return
-    exp = item.get_closest_marker("experiment")
-    fam = item.callspec.params.get("family") if hasattr(item, "callspec") else None
-    articles = sorted({m.args[0] for m in item.iter_markers("article")})
-    data = {"nodeid": item.nodeid, "experiment": exp.args[0] if exp else None,
-            "article": ",".join(articles) if articles else None,
-            "family": fam, "when": rep.when, "outcome": outcome_word(rep),
+    data = {**_ids(item), "when": rep.when, "outcome": outcome_word(rep),
             "longrepr": str(rep.longrepr)[:20000] if rep.failed or rep.skipped else None}
     if rep.skipped and isinstance(rep.longrepr, tuple):
         data["longrepr"] = rep.longrepr[2]
@@ -334,6 +340,24 @@ def _record_outcome(item, rep):
             f"\n{rep.longrepr}" if rep.longrepr and data["outcome"] == "xfailed" else "")
     if rep.when == "teardown" and not rep.passed:
         data["outcome"] = "error"
+    _write_outcome(item, data)
+
+
+def _is_case(item) -> bool:
+    """A case of the run (it has a lab or an experiment), not a unit or harness test."""
+    return not item.get_closest_marker("no_report") and (
+        "lab" in getattr(item, "fixturenames", ()) or bool(item.get_closest_marker("experiment")))
+
+
+def _ids(item) -> dict:
+    exp = item.get_closest_marker("experiment")
+    fam = item.callspec.params.get("family") if hasattr(item, "callspec") else None
+    articles = sorted({m.args[0] for m in item.iter_markers("article")})
+    return {"nodeid": item.nodeid, "experiment": exp.args[0] if exp else None,
+            "article": ",".join(articles) if articles else None, "family": fam}
+
+
+def _write_outcome(item, data: dict) -> None:
     path = _outcome_path(item)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as fh:

@@ -118,3 +118,21 @@ def test_xfail_and_xpass_are_named_as_pytest_names_them(run_pytest):
     with open(os.path.join(run.run_dir, "index.html")) as fh:
         page = fh.read()
     assert '<span class="xfailed">xfailed</span>' in page and '<span class="xpassed">xpassed</span>' in page
+
+
+def test_an_interrupted_case_is_recorded_as_interrupted(run_pytest):
+    """Ctrl-C (SIGINT) in the middle of a case: pytest stops, and the case's outcome says interrupted."""
+    run = run_pytest.run('''
+import os, signal
+import pytest
+
+
+@pytest.mark.experiment("CONN-DATA")
+def test_stopped():
+    os.kill(os.getpid(), signal.SIGINT)
+''')
+    assert run.returncode == 2, run.output
+    assert run.json("test_case.py::test_stopped", "outcome.json")["outcome"] == "interrupted"
+    with open(os.path.join(run.run_dir, "results.json")) as fh:
+        assert [c["outcome"] for c in json.load(fh)["cases"]] == ["interrupted"]
+    assert "socklab: 1 cases (1 interrupted)" in run.output
