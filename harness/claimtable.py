@@ -119,6 +119,11 @@ def render(runs: list[dict], href: Callable[[int, dict], str], *, headers: list[
                "click it for the steps, ladder and snapshots).</p>")
     out.append('<nav class=toc>' + "".join(f'<a href="#article-{e(a)}">{e(a)}</a>' for a in articles) + "</nav>")
     width = max(9, 24 // len(runs))
+    ran: dict = {}              # experiment -> strongest verdict of its cases in the first run
+    for case in runs[0].get("cases", []):
+        if case.get("experiment") and case.get("verdict"):
+            ran[case["experiment"]] = strongest([(case, {"verdict": w}) for w in (ran.get(case["experiment"]),
+                                                                                   case["verdict"]) if w])
     for a in articles:
         mine = [r for r in rows if a in (r.get("articles") or [])]
         judged = [[judgements(run, r) for run in runs] for r in mine]
@@ -140,7 +145,8 @@ def render(runs: list[dict], href: Callable[[int, dict], str], *, headers: list[
                 exps = []
                 for x in r.get("experiments") or []:
                     link = experiment_href(x) if experiment_href else None
-                    exps.append(f'<a href="{e(link)}">{e(x)}</a>' if link else e(x))
+                    said = ran.get(x)      # a case of that experiment gave a verdict not tied to claim numbers
+                    exps.append((f'<a href="{e(link)}">{e(x)}</a>' if link else e(x)) + (f" ({word(said)})" if said else ""))
                 ev = ("<span class=small>experiments: " + ", ".join(exps) + "</span>") if exps else ""
             else:
                 ev = e(ev)

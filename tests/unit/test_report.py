@@ -270,3 +270,18 @@ def test_svg_ladder_numbers_connections_when_there_are_several():
     texts = [shown(t) for t in root.iter("{http://www.w3.org/2000/svg}text")]
     assert "#1  client:41000 \u2194 server:50000" in texts and "#2  client:41001 \u2194 server:50000" in texts
     assert "#2 S 0:0(0)" in texts
+
+
+def test_a_verdict_without_claim_numbers_is_shown_beside_its_experiment(run):
+    """A case judged before its judge named claim numbers (a legacy verdict): the claim row stays "not
+    judged", and names what each of its experiments' cases said."""
+    import copy
+    results = copy.deepcopy(run[1])
+    for c in results["cases"]:
+        if c["experiment"] in ("FIX-FAIL", "CONN-NOLISTEN"):
+            for v in c["verdicts"]:
+                v["claims"] = []
+    row = _claim_rows(report.render_report(str(run[0]), results))[("003", "40")]
+    assert '<span class="notjudged">not judged</span>' in row
+    assert '<a href="#exp-FIX-FAIL">FIX-FAIL</a> (<span class="differs">differs</span>)' in row
+    assert '<a href="#exp-CONN-NOLISTEN">CONN-NOLISTEN</a> (<span class="confirmed">confirmed</span>)' in row
