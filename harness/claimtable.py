@@ -119,11 +119,12 @@ def render(runs: list[dict], href: Callable[[int, dict], str], *, headers: list[
                "click it for the steps, ladder and snapshots).</p>")
     out.append('<nav class=toc>' + "".join(f'<a href="#article-{e(a)}">{e(a)}</a>' for a in articles) + "</nav>")
     width = max(9, 24 // len(runs))
-    ran: dict = {}              # experiment -> strongest verdict of its cases in the first run
+    ran: dict = {}              # experiment -> strongest verdict, in the first run, not tied to claim numbers
     for case in runs[0].get("cases", []):
-        if case.get("experiment") and case.get("verdict"):
-            ran[case["experiment"]] = strongest([(case, {"verdict": w}) for w in (ran.get(case["experiment"]),
-                                                                                   case["verdict"]) if w])
+        loose = [(case, v) for v in case.get("verdicts") or [] if not v.get("claims")]
+        if case.get("experiment") and loose:
+            before = [(case, {"verdict": ran[case["experiment"]]})] if case["experiment"] in ran else []
+            ran[case["experiment"]] = strongest(before + loose)
     for a in articles:
         mine = [r for r in rows if a in (r.get("articles") or [])]
         judged = [[judgements(run, r) for run in runs] for r in mine]

@@ -281,7 +281,11 @@ def test_a_verdict_without_claim_numbers_is_shown_beside_its_experiment(run):
         if c["experiment"] in ("FIX-FAIL", "CONN-NOLISTEN"):
             for v in c["verdicts"]:
                 v["claims"] = []
-    row = _claim_rows(report.render_report(str(run[0]), results))[("003", "40")]
+    next(r for r in results["claims"] if r["id"] == "99")["experiments"].append("CONN-NOACCEPT")
+    rows = _claim_rows(report.render_report(str(run[0]), results))
+    row = rows[("003", "40")]
+    # CONN-NOACCEPT's verdict names claim 1: it says nothing about claim 99, which it is listed under
+    assert '<a href="#exp-CONN-NOACCEPT">CONN-NOACCEPT</a></span>' in rows[("002", "99")]
     assert '<span class="notjudged">not judged</span>' in row
     assert '<a href="#exp-FIX-FAIL">FIX-FAIL</a> (<span class="differs">differs</span>)' in row
     assert '<a href="#exp-CONN-NOLISTEN">CONN-NOLISTEN</a> (<span class="confirmed">confirmed</span>)' in row
