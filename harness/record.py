@@ -77,6 +77,8 @@ class SegmentRecord:
     dport: int | None = None
     dropped_by: str | None = None
     text: str = ""
+    raw_seq: int | None = None       # absolute sequence and ack numbers as on the wire (ISNs: ISN-RANDOM)
+    raw_ack: int | None = None
 
     def has(self, letters: str) -> bool:
         """True when every tcpdump flag letter in `letters` is set ('F', 'R', 'S.', 'P')."""

@@ -55,3 +55,21 @@ def test_a_retransmitted_syn_keeps_relative_seq_zero():
     segs = to_segments(frames, roles)
     syns = [s for s in segs if s.flags == "S"]
     assert len(syns) >= 2 and all(s.seq == 0 for s in syns)
+
+
+def test_record_keeps_absolute_numbers():
+    """The case record's segments carry the absolute seq/ack as on the wire (raw_seq, raw_ack) next to
+    the relative ones, and a case.json written and read again keeps them."""
+    from harness.record import CaseRecord, SegmentRecord
+    frames, roles, _ = load("tests_unit_data_results_gen_cases.py__test_close_ipv4")
+    syn, synack = to_segments(frames, roles)[:2]
+    rec = CaseRecord(name="t", segments_=[SegmentRecord(t=0.0, src=s.src, dst=s.dst, flags=s.flags, seq=s.seq,
+                                                        len=s.length, ack=s.ack, raw_seq=s.raw_seq, raw_ack=s.raw_ack)
+                                          for s in (syn, synack)])
+    back = CaseRecord.from_json(json.loads(json.dumps(rec.to_json())))
+    assert [(s.seq, s.raw_seq) for s in back.segments_] == [(0, syn.raw_seq), (0, synack.raw_seq)]
+    assert back.segments_[1].raw_ack == (syn.raw_seq + 1) % 2**32
+    old = rec.to_json()
+    for s in old["segments"]:
+        del s["raw_seq"], s["raw_ack"]
+    assert CaseRecord.from_json(old).segments_[0].raw_seq is None     # records written before the field
