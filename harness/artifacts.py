@@ -31,7 +31,7 @@ def record(lab, segs) -> CaseRecord:
         experiment=lab.experiment, articles=list(lab.articles), judges=[j.id for j in lab.judges],
         sysctls={k: str(v) for k, v in lab.sysctls.items()},
         host_sysctls={r: dict(h.sysctls) for r, h in lab.topology.hosts.items()},
-        hosts={r: {"ipv4": h.ipv4, "ipv6": h.ipv6} for r, h in lab.topology.hosts.items()},
+        hosts=_hosts(lab.topology),
         duration=round(lab.end - t0, 6),
         calls=[CallRecord(program=c.program, op=c.op, args=c.args, ret=c.ret, errno=c.errno, error=c.error,
                           t0=rel(c.t0), t1=rel(c.t1), background=c.background, role=c.role,
@@ -62,6 +62,16 @@ def record(lab, segs) -> CaseRecord:
         artifacts={"pcap": "packets.pcap", "ss": "ss.txt", "timeline": "timeline.txt", "segments": "segments.txt",
                    "transitions": "transitions.txt"},
     )
+
+
+def _hosts(topology) -> dict:
+    """Each host's addresses; a router's second interface as ipv4_<link>_link / ipv6_<link>_link."""
+    out = {r: {"ipv4": h.ipv4, "ipv6": h.ipv6} for r, h in topology.hosts.items()}
+    for name, ends in topology.links.items():
+        for h in ends:
+            if h is not topology.hosts[h.role]:
+                out[h.role].update({f"ipv4_{name}_link": h.ipv4, f"ipv6_{name}_link": h.ipv6})
+    return out
 
 
 def _plain(info: dict) -> dict:

@@ -1,6 +1,7 @@
 """Packet capture on the link for the whole case: a pcap for Wireshark and a list of Segments.
 
-An AF_PACKET socket on the second host's end of the veth sees both directions. The kernel queues
+An AF_PACKET socket on the second end of the veth sees both directions (a routed lab's capture link
+is the one its `Routed(capture=...)` names). The kernel queues
 frames in the socket's buffer, so nothing needs to read during the case; `drain()` sends a marker
 frame from the other end and reads until it arrives, so every segment sent before it is in the list
 (no fixed sleep), and PACKET_STATISTICS proves no frame was dropped.
@@ -45,11 +46,9 @@ class Frame:
 class Capture:
     """`with Capture(topology) as cap:` ... `cap.drain()`, `cap.segments()`, `cap.write_pcap(path)`."""
 
-    def __init__(self, topology, *, tap_role: str | None = None):
+    def __init__(self, topology, *, link: str | None = None):
         self.topology = topology
-        roles = list(topology.hosts)
-        self.tap = topology.hosts[tap_role or roles[-1]]
-        self.other = topology.peer_of(self.tap)
+        self.other, self.tap = topology.link(link)
         self.frames: list[Frame] = []
         self.drops: list = []          # (rule name, predicate, t_from, t_to) from faults
         self._markers = 0
@@ -148,6 +147,20 @@ class Capture:
         """TCP segments seen so far, in order, with relative seq/ack and the dropping rule if any."""
         return to_segments(self.frames, self.topology.host_by_address(), self.drops)
 
+    def icmp(self) -> list[dict]:
+        """The ICMP/ICMPv6 errors on the link so far (not echo, not neighbour discovery): time, sender,
+        destination (roles), kind ('fragmentation needed', 'packet too big', ...) and the MTU it names."""
+        self._read_available()
+        names = self.topology.host_by_address()
+        out = []
+        for f in self.frames:
+            err = _parse_icmp_error(f.data)
+            if err:
+                src, dst, kind, mtu = err
+                out.append({"t": f.mono, "src": names.get(src, src), "dst": names.get(dst, dst), "kind": kind,
+                            "mtu": mtu})
+        return out
+
     def write_pcap(self, path: str) -> None:
         """Write every captured frame (ARP, ND and all) as a nanosecond pcap file Wireshark opens."""
         from scapy.utils import RawPcapWriter
@@ -175,6 +188,34 @@ def _parse_tcp(data: bytes):
         payload = min(payload, ip.plen - tcp.dataofs * 4)
     return (str(ip.src), str(ip.dst), tcp.sport, tcp.dport, tcp.seq, tcp.ack, int(tcp.flags), tcp.window,
             _options(tcp.options), payload)
+
+
+ICMP_ERRORS = {(4, 3, 4): "fragmentation needed", (4, 3, None): "destination unreachable",
+               (4, 11, None): "time exceeded", (6, 2, None): "packet too big", (6, 1, None): "destination unreachable",
+               (6, 3, None): "time exceeded"}
+
+
+def _parse_icmp_error(data: bytes):
+    """(src, dst, kind, mtu) of an ICMP or ICMPv6 error frame, else None."""
+    if len(data) < 14:
+        return None
+    ethertype = struct.unpack("!H", data[12:14])[0]
+    if ethertype == 0x0800 and len(data) >= 34 and data[23] == 1:
+        ihl = (data[14] & 0x0F) * 4
+        icmp = data[14 + ihl:]
+        if len(icmp) < 8:
+            return None
+        kind = ICMP_ERRORS.get((4, icmp[0], icmp[1])) or ICMP_ERRORS.get((4, icmp[0], None))
+        mtu = struct.unpack("!H", icmp[6:8])[0] if (icmp[0], icmp[1]) == (3, 4) else None
+        src, dst = socket.inet_ntop(socket.AF_INET, data[26:30]), socket.inet_ntop(socket.AF_INET, data[30:34])
+    elif ethertype == 0x86DD and len(data) >= 62 and data[20] == 58:
+        icmp = data[54:]
+        kind = ICMP_ERRORS.get((6, icmp[0], None))
+        mtu = struct.unpack("!I", icmp[4:8])[0] if icmp[0] == 2 else None
+        src, dst = socket.inet_ntop(socket.AF_INET6, data[22:38]), socket.inet_ntop(socket.AF_INET6, data[38:54])
+    else:
+        return None
+    return (src, dst, kind, mtu) if kind else None
 
 
 def to_segments(frames, roles_by_addr: dict, drops=()) -> list[Segment]:

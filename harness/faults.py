@@ -108,7 +108,8 @@ class Faults:
 
     def delay(self, role: str) -> "Delay":
         """Hold every segment host `role` sends in its neighbour queue until the Delay's release()."""
-        d = Delay(self, self.lab.topology.hosts[role], self.lab.topology.peer_of(self.lab.topology.hosts[role]))
+        host = self.lab.topology.hosts[role]
+        d = Delay(self, host, self.lab.topology.next_hop(host))
         d.start()
         self.delays.append(d)
         return d

@@ -38,14 +38,15 @@ class Lab(contextlib.AbstractContextManager):
     def __init__(self, *, family: str = "ipv4", mtu: int = 1500, sysctls: dict | None = None,
                  artifacts_dir: str | None = None, ss_each_step: bool = False, trace_states: bool = True,
                  call_timeout: float = 10.0, roles=("client", "server"), name: str = "case",
-                 start_programs: bool = True):
+                 start_programs: bool = True, routed=None):
         self.family, self.mtu, self.name = family, mtu, name
         self.sysctls = dict(sysctls or {})
         self.artifacts_dir = artifacts_dir
         self.ss_each_step = ss_each_step
         self.trace_states = trace_states
         self.call_timeout = call_timeout
-        self.roles = roles
+        self.roles = roles                        # the hosts that get a socket program (never the router)
+        self.routed = routed                      # harness.topology.Routed: client - router - server
         self.start_programs = start_programs
         self.snapshots: list[ss.Snapshot] = []
         self.calls: list[Call] = []
@@ -78,7 +79,8 @@ class Lab(contextlib.AbstractContextManager):
     def _build(self):
         self.start = time.monotonic()
         self.timeline = Timeline(self.start)
-        self.topology = self._stack.enter_context(Topology(mtu=self.mtu, sysctls=self.sysctls, roles=self.roles))
+        self.topology = self._stack.enter_context(Topology(mtu=self.mtu, sysctls=self.sysctls, roles=self.roles,
+                                                                    routed=self.routed))
         self.trace = None
         self.trace_unavailable = tracefs.ensure_mounted() if self.trace_states else "trace_states=False"
         if not self.trace_unavailable:
@@ -217,7 +219,7 @@ class Lab(contextlib.AbstractContextManager):
     # -- observation --------------------------------------------------------------------------
     def ss(self, label: str | None = None) -> dict:
         """Snapshot `ss` in every host now; returns {role: Snapshot} and keeps them for the report."""
-        label = label or f"checkpoint {len(self.snapshots) // len(self.roles) + 1}"
+        label = label or f"checkpoint {len(self.snapshots) // len(self.topology.hosts) + 1}"
         out = {}
         for role, host in self.topology.hosts.items():
             snap = ss.take(host.netns, label=label)
@@ -273,7 +275,7 @@ class Lab(contextlib.AbstractContextManager):
         return [(c.t0, c.t1, self.addr(c.role), c.local_port or 0) for c in self.calls if c.op == "connect" and c.role]
 
     def addresses(self) -> set:
-        return {h.addr(f) for h in self.topology.hosts.values() for f in ("ipv4", "ipv6")}
+        return {h.addr(f) for h in self.topology.interfaces for f in ("ipv4", "ipv6")}
 
     def netstat(self, role: str, label: str | None = None) -> dict:
         """The kernel's TCP counters in host `role`'s namespace: {'TcpExt': {...}, 'Tcp': {...}, ...};
@@ -446,9 +448,9 @@ class Lab(contextlib.AbstractContextManager):
         return artifacts.record(self, self.capture.segments() if segs is None else segs)
 
     def role_of(self, address: str) -> str:
-        for role, h in self.topology.hosts.items():
+        for h in self.topology.interfaces:
             if address in (h.ipv4, h.ipv6):
-                return role
+                return h.role
         return "wire"
 
 def _poll_pause(seconds: float):

@@ -122,7 +122,8 @@ class Peer(contextlib.AbstractContextManager):
         tcp = TCP(sport=self.sport, dport=self.dport, flags="".join(SCAPY_FLAGS[c] for c in flags),
                   seq=(self.isn + seq) % (1 << 32), ack=0 if ack is None else (self.kernel_isn + ack) % (1 << 32),
                   window=window, options=list(options))
-        return bytes(Ether(src=self.host.mac, dst=self.other.mac) / ip / tcp / payload)
+        hop = self.lab.topology.next_hop(self.host)         # the other host, or the router of a routed lab
+        return bytes(Ether(src=self.host.mac, dst=hop.mac) / ip / tcp / payload)
 
     # -- receiving ----------------------------------------------------------------------------
     def expect(self, line: str, *, timeout: float = 2.0):

@@ -219,6 +219,20 @@ def lab_mtu() -> int:
 
 
 @pytest.fixture
+def lab_topology():
+    """Name: lab_topology. Scope: function. Depends: nothing.
+
+    None (the default): client and server on one veth link. A `harness.topology.Routed` puts a
+    router namespace between them (client - router - server, two prefixes, routes via the router).
+    Override it in a module, or for one case with `pytest.mark.parametrize`:
+
+        @pytest.mark.parametrize("lab_topology", [Routed(server_link_mtu=1280, capture="client")])
+        def test_pmtu(lab, family): ...
+    """
+    return None
+
+
+@pytest.fixture
 def privileged():
     """Name: privileged. Scope: function. Skips the case with one reason line without root/caps."""
     reason = privileges.missing()
@@ -245,8 +259,9 @@ def _case_dir(config, nodeid: str) -> str:
 
 
 @pytest.fixture
-def lab(request, privileged, lab_mtu, lab_sysctls):
-    """Name: lab. Scope: function. Depends: privileged, lab_mtu, lab_sysctls, and `family` if the case takes it.
+def lab(request, privileged, lab_mtu, lab_sysctls, lab_topology):
+    """Name: lab. Scope: function. Depends: privileged, lab_mtu, lab_sysctls, lab_topology, and `family`
+    if the case takes it.
 
     The whole lab of one case: hosts, a client and a server program, capture, ss, state trace; its
     artifacts go to reports/<run>/cases/<test>/:
@@ -258,7 +273,8 @@ def lab(request, privileged, lab_mtu, lab_sysctls):
     """
     family = request.getfixturevalue("family") if "family" in request.fixturenames else "ipv4"
     with Lab(family=family, mtu=lab_mtu, sysctls=lab_sysctls, artifacts_dir=_case_dir(request.config, request.node.nodeid),
-             ss_each_step=request.config.getoption("--socklab-ss-each-step"), name=request.node.nodeid) as the_lab:
+             ss_each_step=request.config.getoption("--socklab-ss-each-step"), name=request.node.nodeid,
+             routed=lab_topology) as the_lab:
         node = request.node
         claim = node.get_closest_marker("claim")
         the_lab.judges = _judges_of(node)

@@ -1,4 +1,5 @@
-"""A pair of hosts, each its own network namespace, joined by one veth link.
+"""A pair of hosts, each its own network namespace, joined by one veth link (or, routed, a router
+namespace between them: client - router - server over two links, each its own prefix).
 
 Everything is created through netlink (pyroute2) and every change is undone last-in-first-out when
 the `Topology` context ends, also on failure. Addresses come from 198.18.0.0/15 and 2001:db8::/32,
@@ -11,6 +12,7 @@ import contextlib
 import errno
 import ipaddress
 import os
+import socket
 import subprocess
 from dataclasses import dataclass, field
 
@@ -35,6 +37,24 @@ NS_DEFAULT_SYSCTLS = {
     "net.ipv6.conf.default.router_solicitations": 0,
 }
 FAMILIES = {"ipv4": 4, "ipv6": 6}
+ROUTER_SYSCTLS = {"net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 1}
+
+
+@dataclass(frozen=True)
+class Routed:
+    """client - router - server: two veth links with their own prefixes, routes via the router,
+    forwarding on in the router's namespace only. `server_link_mtu` is the MTU of the router's end of
+    the router-server link (a smaller network in the middle: the server's own end keeps the lab's
+    MTU, so it still advertises the full MSS); `capture` names the link the capture taps: "client"
+    (client-router) or "server" (router-server)."""
+
+    server_link_mtu: int | None = None
+    capture: str = "server"
+
+    def __post_init__(self):
+        if self.capture not in ("client", "server"):
+            raise SetupError(f"Routed(capture={self.capture!r}): the links are 'client' (client-router) "
+                             "and 'server' (router-server)")
 
 
 @dataclass
@@ -48,6 +68,7 @@ class Host:
     ipv6: str
     mac: str = ""
     sysctls: dict = field(default_factory=dict)
+    prefixlen6: int = 64        # routed: 80, so each link's prefix holds the test index (see addresses())
 
     @property
     def netns_path(self) -> str:
@@ -84,12 +105,16 @@ class Topology(contextlib.AbstractContextManager):
     """Two namespaces joined by a veth link: `with Topology() as topo: topo.client, topo.server`."""
 
     def __init__(self, *, mtu: int = 1500, sysctls: dict | None = None, roles=("client", "server"),
-                 index: int | None = None):
+                 index: int | None = None, routed: Routed | None = None):
         self.mtu = mtu
-        self.roles = tuple(roles)
+        self.routed = routed
+        self.roles = ("client", "router", "server") if routed else tuple(roles)
         self.index = names.next_index() if index is None else index
         self.extra_sysctls = dict(sysctls or {})
         self.hosts: dict[str, Host] = {}
+        # name -> (end, end): the veth links; routed: "client" (client, router) and "server" (router, server)
+        self.links: dict[str, tuple[Host, Host]] = {}
+        self.capture_link: str | None = None      # the link the capture taps (default: the last)
         self._stack = contextlib.ExitStack()
 
     def __getattr__(self, role):
@@ -98,14 +123,37 @@ class Topology(contextlib.AbstractContextManager):
             return hosts[role]
         raise AttributeError(role)
 
+    @property
+    def interfaces(self) -> list[Host]:
+        """Every link end (a router has two: the same role and namespace, two interfaces)."""
+        return [end for ends in self.links.values() for end in ends] or list(self.hosts.values())
+
     def peer_of(self, host: Host) -> Host:
-        a, b = self.hosts.values()
-        return b if host is a else a
+        """The other endpoint of the TCP path: client <-> server (across the router when routed)."""
+        ends = [h for h in self.hosts.values() if h.role != "router"]
+        if len(ends) != 2 or host.role not in {h.role for h in ends}:
+            raise SetupError(f"{host.role} has no peer: peers are the two endpoints {[h.role for h in ends]}")
+        a, b = ends
+        return b if host.role == a.role else a
+
+    def next_hop(self, host: Host) -> Host:
+        """The other end of `host`'s link (the router when routed, else the peer)."""
+        for a, b in self.links.values():
+            if host is a or host is b:
+                return b if host is a else a
+        raise SetupError(f"{host.role} ({host.ifname}) is not an end of any link")
+
+    def link(self, name: str | None = None) -> tuple[Host, Host]:
+        """The two ends of link `name` (default: the capture link, else the last link)."""
+        name = name or self.capture_link or list(self.links)[-1]
+        if name not in self.links:
+            raise SetupError(f"no link {name!r}; links: {', '.join(self.links)}")
+        return self.links[name]
 
     def host_by_address(self) -> dict:
         """Map every host address to its role name, for naming packet directions."""
         out = {}
-        for h in self.hosts.values():
+        for h in self.interfaces:
             out[h.ipv4] = h.role
             out[str(ipaddress.ip_address(h.ipv6))] = h.role
         return out
@@ -127,6 +175,8 @@ class Topology(contextlib.AbstractContextManager):
 
     # -- building ---------------------------------------------------------------------------
     def _build(self):
+        if self.routed:
+            return self._build_routed()
         block = claim_block(self.index)
         self._stack.callback(release_block, block)
         v4, v6 = addresses(self.index, block)
@@ -135,8 +185,81 @@ class Topology(contextlib.AbstractContextManager):
                                     v4[i], v6[i])
         for host in self.hosts.values():
             self._stack.callback(remove_netns, host.netns)   # registered first: removal is safe if creation fails
+        self.links = {"link": (self.hosts[self.roles[0]], self.hosts[self.roles[1]])}
         # One thread does all of it: setns() moves only that thread, which ends with the work.
         nsutil.run_in(self._build_in_thread, new=True)
+
+    def _build_routed(self):
+        index2 = names.next_index()          # the second link's prefixes (and its router interface name)
+        blocks = [claim_block(self.index)]
+        self._stack.callback(release_block, blocks[0])
+        blocks.append(claim_block(index2))
+        self._stack.callback(release_block, blocks[1])
+        (v4a, v6a), (v4b, v6b) = addresses(self.index, blocks[0]), addresses(index2, blocks[1])
+        router_ns = names.resource_name(self.index, "router")
+        client = Host("client", names.resource_name(self.index, "client"), names.ifname(self.index, "client"),
+                      v4a[0], v6a[0])
+        router_a = Host("router", router_ns, names.ifname(self.index, "router"), v4a[1], v6a[1])
+        router_b = Host("router", router_ns, names.ifname(index2, "router"), v4b[0], v6b[0])
+        server = Host("server", names.resource_name(self.index, "server"), names.ifname(self.index, "server"),
+                      v4b[1], v6b[1])
+        self.hosts = {"client": client, "router": router_a, "server": server}
+        self.links = {"client": (client, router_a), "server": (router_b, server)}
+        for h in (client, router_a, router_b, server):
+            h.prefixlen6 = 80       # addresses() puts the index in the fifth group: one prefix per link
+        self.capture_link = self.routed.capture
+        for host in self.hosts.values():
+            self._stack.callback(remove_netns, host.netns)
+        nsutil.run_in(self._build_routed_in_thread, router_b, new=True)
+
+    def _build_routed_in_thread(self, router_b: Host):
+        client, router, server = (self.hosts[r] for r in self.roles)
+        fds = {}
+        try:
+            for host in (client, router, server):
+                if host is not client:
+                    nsutil.unshare_net()
+                pr_netns.attach(host.netns, "thread-self")
+                extra = {**NS_DEFAULT_SYSCTLS, **self.extra_sysctls, **(ROUTER_SYSCTLS if host is router else {})}
+                for key, value in extra.items():
+                    nsutil.write_sysctl(key, value)
+                if host is router:
+                    router_b.sysctls.update({k: str(v) for k, v in ROUTER_SYSCTLS.items()})
+                    router.sysctls.update({k: str(v) for k, v in ROUTER_SYSCTLS.items()})
+                fds[host.role] = os.open(host.netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            small = self.routed.server_link_mtu or self.mtu
+            nsutil.setns(fds["client"])
+            with IPRoute() as ipr:
+                ipr.link("add", ifname=client.ifname, kind="veth", mtu=self.mtu,
+                         peer={"ifname": router.ifname, "net_ns_fd": fds["router"], "mtu": self.mtu})
+                self._configure(ipr, client)
+            nsutil.setns(fds["router"])
+            with IPRoute() as ipr:
+                ipr.link("add", ifname=router_b.ifname, kind="veth", mtu=small,
+                         peer={"ifname": server.ifname, "net_ns_fd": fds["server"], "mtu": self.mtu})
+                self._configure(ipr, router)
+                self._configure(ipr, router_b)
+            nsutil.setns(fds["server"])
+            with IPRoute() as ipr:
+                self._configure(ipr, server)                 # every MAC is known from here on
+                self._add_neighbour(ipr, server, router_b)
+                self._default_route(ipr, router_b)
+            nsutil.setns(fds["router"])
+            with IPRoute() as ipr:
+                self._add_neighbour(ipr, router, client)
+                self._add_neighbour(ipr, router_b, server)
+            nsutil.setns(fds["client"])
+            with IPRoute() as ipr:
+                self._add_neighbour(ipr, client, router)
+                self._default_route(ipr, router)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+    @staticmethod
+    def _default_route(ipr, gateway: Host):
+        ipr.route("add", dst="0.0.0.0/0", gateway=gateway.ipv4)
+        ipr.route("add", dst="::/0", gateway=gateway.ipv6, family=socket.AF_INET6)
 
     def _build_in_thread(self):
         a, b = (self.hosts[r] for r in self.roles)
@@ -168,7 +291,7 @@ class Topology(contextlib.AbstractContextManager):
     def _configure(self, ipr, host: Host):
         idx = ipr.link_lookup(ifname=host.ifname)[0]
         ipr.addr("add", index=idx, address=host.ipv4, prefixlen=30)
-        ipr.addr("add", index=idx, address=host.ipv6, prefixlen=64, flags=IFA_F_NODAD)
+        ipr.addr("add", index=idx, address=host.ipv6, prefixlen=host.prefixlen6, flags=IFA_F_NODAD)
         # One TCP segment per packet: with GSO the veth carries (and the capture sees) one large
         # packet where a real link carries several MSS-sized segments.
         ipr.link("set", index=idx, gso_max_segs=1, state="up")

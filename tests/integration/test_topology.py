@@ -277,3 +277,61 @@ def test_everything_is_removed_when_the_body_raises(resources):
     for n in netns:
         with pytest.raises(subprocess.CalledProcessError):
             subprocess.run(["ip", "-n", n, "link"], check=True, capture_output=True)
+
+
+# -- routed: client - router - server ---------------------------------------------------------------
+
+def test_routed_topology_three_namespaces_two_prefixes_forwarding_in_the_router_only(resources):
+    """Routed(): three slab- namespaces, two links with their own prefixes, forwarding on in the router
+    only, default routes via the router, the smaller MTU on the router's end of the server link;
+    all of it removed at the end."""
+    with Topology(routed=topology.Routed(server_link_mtu=1280)) as topo:
+        client, router, server = topo.client, topo.router, topo.server
+        router_b, _ = topo.links["server"]
+        netns = [h.netns for h in topo.hosts.values()]
+        assert len(set(netns)) == 3 and all(n.startswith(f"slab-{os.getpid()}-") for n in netns)
+        assert router_b.netns == router.netns and router_b.ifname != router.ifname
+        assert all(len(h.ifname) <= IFNAMSIZ for h in topo.interfaces)
+        for h in topo.interfaces:
+            assert ipaddress.ip_address(h.ipv4) in V4_RANGE and ipaddress.ip_address(h.ipv6) in V6_RANGE
+        net_a = ipaddress.ip_network(f"{client.ipv4}/30", strict=False)
+        net_b = ipaddress.ip_network(f"{server.ipv4}/30", strict=False)
+        assert ipaddress.ip_address(router.ipv4) in net_a and ipaddress.ip_address(router_b.ipv4) in net_b
+        assert not net_a.overlaps(net_b)
+        assert ipaddress.ip_network(f"{client.ipv6}/80", strict=False) != ipaddress.ip_network(f"{server.ipv6}/80",
+                                                                                                  strict=False)
+        assert ip_json(client, "-6", "route", "get", server.ipv6)[0].get("gateway") == router.ipv6
+        assert router.get_sysctl("net.ipv4.ip_forward") == "1"
+        assert router.get_sysctl("net.ipv6.conf.all.forwarding") == "1"
+        for h in (client, server):
+            assert h.get_sysctl("net.ipv4.ip_forward") == "0"
+            assert h.get_sysctl("net.ipv6.conf.all.forwarding") == "0"
+        for h, gw in ((client, router), (server, router_b)):
+            for fam, dst in (("-4", server.ipv4 if h is client else client.ipv4),
+                             ("-6", server.ipv6 if h is client else client.ipv6)):
+                route = ip_json(h, fam, "route", "get", dst)[0]
+                assert route["gateway"] == (gw.ipv4 if fam == "-4" else gw.ipv6), route
+        assert link(router_b)["mtu"] == 1280 and link(server)["mtu"] == 1500 and link(client)["mtu"] == 1500
+        assert topo.peer_of(client) is server and topo.next_hop(client) is router
+        assert _host_sysctl("net.ipv4.ip_forward") in ("0", "1")      # untouched: read, never written
+    assert not set(netns) & set(resources.netns(os.getpid()))
+
+
+@pytest.mark.parametrize("capture", ["client", "server"])
+def test_routed_lab_connects_across_the_router_and_captures_the_named_link(family, capture):
+    """A connection client -> server crosses the router; the capture on either link names both ends."""
+    with Lab(family=family, trace_states=False, routed=topology.Routed(capture=capture)) as lab:
+        assert lab.capture.tap in lab.topology.links[capture]
+        srv = lab.server.socket()
+        srv.bind(50000)
+        srv.listen(1)
+        accepting = srv.accept(wait=False)
+        cli = lab.client.socket()
+        cli.connect(lab.hosts.server, 50000)
+        conn = accepting.wait()
+        assert conn.call.ret["peer"][0] == lab.addr("client")
+        cli.send("hello")
+        assert conn.recv(10).ret == "hello"
+        lab.wait_segment(lambda s: s.src == "server" and s.ack == 6, timeout=2, what="the ACK of the data")
+        assert [(s.src, s.flags) for s in lab.segments()[:3]] == [("client", "S"), ("server", "S."), ("client", ".")]
+        assert {"client", "router", "server"} == {s.role for s in lab.ss("end").values()}

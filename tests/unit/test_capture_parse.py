@@ -73,3 +73,22 @@ def test_record_keeps_absolute_numbers():
     for s in old["segments"]:
         del s["raw_seq"], s["raw_ack"]
     assert CaseRecord.from_json(old).segments_[0].raw_seq is None     # records written before the field
+
+
+def test_icmp_errors_are_recognised_with_their_mtu():
+    """'fragmentation needed' (ICMP 3/4) and ICMPv6 'packet too big' carry the next hop's MTU; an echo
+    request and a neighbour solicitation are not errors."""
+    from scapy.layers.inet import ICMP, IP, TCP
+    from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6ND_NS, ICMPv6PacketTooBig, IPv6
+    from scapy.layers.l2 import Ether
+    from harness.capture import _parse_icmp_error
+    inner = IP(src="198.18.0.1", dst="198.18.0.6") / TCP()
+    frag = bytes(Ether() / IP(src="198.18.0.2", dst="198.18.0.1") / ICMP(type=3, code=4, nexthopmtu=1280) / inner)
+    assert _parse_icmp_error(frag) == ("198.18.0.2", "198.18.0.1", "fragmentation needed", 1280)
+    ptb = bytes(Ether() / IPv6(src="2001:db8::2", dst="2001:db8::1") / ICMPv6PacketTooBig(mtu=1280)
+                / IPv6(src="2001:db8::1", dst="2001:db8:1::2") / TCP())
+    assert _parse_icmp_error(ptb) == ("2001:db8::2", "2001:db8::1", "packet too big", 1280)
+    assert _parse_icmp_error(bytes(Ether() / IP() / ICMP(type=8))) is None
+    assert _parse_icmp_error(bytes(Ether() / IPv6() / ICMPv6EchoRequest())) is None
+    assert _parse_icmp_error(bytes(Ether() / IPv6() / ICMPv6ND_NS(tgt="2001:db8::1"))) is None
+    assert _parse_icmp_error(bytes(Ether() / IP() / TCP())) is None
