@@ -28,6 +28,7 @@ MSG_FLAGS = {"MSG_PEEK": socket.MSG_PEEK, "MSG_DONTWAIT": socket.MSG_DONTWAIT, "
 OPTIONS = {
     "SO_LINGER": (socket.SOL_SOCKET, socket.SO_LINGER, "linger"),
     "TCP_USER_TIMEOUT": (socket.IPPROTO_TCP, 18, "int"),     # named here too: older Pythons lack it
+    "TCP_FASTOPEN_CONNECT": (socket.IPPROTO_TCP, 30, "int"),  # Python's socket module lacks it (Linux 4.11)
 }
 # An option name's prefix says its level; the number is the socket module's constant of that name.
 LEVELS = (("SO_", "SOL_SOCKET"), ("TCP_", "IPPROTO_TCP"), ("IPV6_", "IPPROTO_IPV6"), ("IP_", "IPPROTO_IP"))
