@@ -252,6 +252,8 @@ def _options(opts) -> tuple:
             value = (int(value[0]), int(value[1]))
         elif key == "sack":
             value = tuple(zip(value[::2], value[1::2]))
+        elif isinstance(value, (bytes, bytearray)):
+            value = value.hex()         # a Fast Open cookie (empty: a cookie request), unknown options
         out.append((key, value))
     return tuple(out)
 

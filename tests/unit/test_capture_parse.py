@@ -92,3 +92,12 @@ def test_icmp_errors_are_recognised_with_their_mtu():
     assert _parse_icmp_error(bytes(Ether() / IPv6() / ICMPv6EchoRequest())) is None
     assert _parse_icmp_error(bytes(Ether() / IPv6() / ICMPv6ND_NS(tgt="2001:db8::1"))) is None
     assert _parse_icmp_error(bytes(Ether() / IP() / TCP())) is None
+
+
+def test_option_bytes_become_text():
+    """A Fast Open cookie (bytes in scapy) is kept as hex text, so case.json stays JSON; an empty
+    cookie (a cookie request) is the empty string."""
+    from harness.capture import _options
+    opts = _options([("MSS", 1460), ("TFO", b"\x01\x02\xab\xcd\x00\x00\x00\x07"), ("TFO", b"")])
+    assert opts == (("mss", 1460), ("TFO", "0102abcd00000007"), ("TFO", ""))
+    json.dumps(opts)
