@@ -87,14 +87,12 @@ def test_mss_to_a_routed_peer_and_an_on_link_peer(lab, family):
 def pmtu_shrink(rec: CaseRecord) -> Verdict:
     data = rec.segments(PORT, src="client", payload=True)
     errors = [e for e in rec.fact("icmp errors") if e.get("mtu")]
-    first_error = errors[0]["t"] if errors else None
-    before = [s.len for s in data if first_error is None or s.t < first_error]
-    full = max(before, default=0)
-    # The kernel acts on the ICMP error when it processes it; segments already on their way may still
-    # be full-size. From the first smaller segment on, none may be full-size again.
-    later = [s for s in data if first_error is not None and s.t > first_error]
-    shrunk_at = next((i for i, s in enumerate(later) if s.len < full), None)
-    after = [s.len for s in later[shrunk_at:]] if shrunk_at is not None else []
+    full = max((s.len for s in data), default=0)
+    # The shrink shows where data sent in a full-size segment is sent again in a smaller one; from
+    # there on no segment may be full-size again.
+    shrunk_at = next((i for i, s in enumerate(data)
+                      if s.len < full and any(e.seq == s.seq and e.len == full for e in data[:i])), None)
+    after = [s.len for s in data[shrunk_at:]] if shrunk_at is not None else []
     got = rec.call("recv", role="server")
     received = len(got.ret) if got.ok and isinstance(got.ret, str) else 0
     row = _row(rec, "client", "after the transfer", PORT)
@@ -102,10 +100,11 @@ def pmtu_shrink(rec: CaseRecord) -> Verdict:
     holds = bool(after) and max(after) < full and received == WRITE
     told = (f"{errors[0]['src']} sent '{errors[0]['kind']}' naming MTU {errors[0]['mtu']}" if errors
             else "no ICMP error naming an MTU reached the client")
-    return verdict_if(holds, f"the client's first data segments were up to {full} bytes; {told}; "
-                             f"{shrunk_at or 0} full-size segment(s) still left after it, then "
-                             f"{len(after)} data segments of up to {max(after, default=0)} bytes; the server read "
-                             f"{received} of {WRITE} bytes; ss on the client: pmtu:{info.get('pmtu')} "
+    shrink = (f"the data of {data[shrunk_at].seq}:{data[shrunk_at].seq + full} was sent again in "
+              f"{data[shrunk_at].len} bytes and from then on {len(after)} data segments were up to {max(after)} bytes"
+              if after else "no data was sent again in smaller segments")
+    return verdict_if(holds, f"the client's data segments were up to {full} bytes; {told}; {shrink}; the server "
+                             f"read {received} of {WRITE} bytes; ss on the client: pmtu:{info.get('pmtu')} "
                              f"mss:{info.get('mss')} advmss:{info.get('advmss')}")
 
 
