@@ -79,3 +79,34 @@ def set_counter(rec: CaseRecord, role: str, label: str, name: str, value: int, g
         raise ValueError(f"no counters of {role} labelled {label!r} in the record to edit")
     found[-1].values.setdefault(group, {})[name] = value
     return found[-1]
+
+
+def set_option(rec: CaseRecord, pred, name: str, value) -> int:
+    """Give the segments for which pred(seg) holds option `name` with `value` (added when absent)."""
+    n = 0
+    for s in rec.segments_:
+        if pred(s):
+            opts = [o for o in s.options if not (o and o[0] == name)]
+            s.options, n = opts + [[name, value]], n + 1
+    return n
+
+
+def remove_option(rec: CaseRecord, pred, name: str) -> int:
+    """Take option `name` off the segments for which pred(seg) holds."""
+    n = 0
+    for s in rec.segments_:
+        if pred(s) and any(o and o[0] == name for o in s.options):
+            s.options, n = [o for o in s.options if not (o and o[0] == name)], n + 1
+    return n
+
+
+def set_info(rec: CaseRecord, key: str, value=None, *, role: str | None = None, label: str | None = None) -> int:
+    """Set (value None: remove) the `ss -i` info field `key` in every row of the matching snapshots."""
+    n = 0
+    for snap in rec.snapshots(role, label):
+        for row in snap.rows:
+            if value is None:
+                n += row.info.pop(key, None) is not None
+            else:
+                row.info[key], n = value, n + 1
+    return n
