@@ -16,7 +16,7 @@ from harness.record import CaseRecord
 PORT = 50000
 TFO_PORT = 50001
 SAME_PORT = 50100           # the client port of the connections on one 4-tuple (ISN-RANDOM)
-CHUNK = 1000                # HS-OPTIONS: two writes, the first lost once
+CHUNK = 1000                # HS-OPTIONS: 2 * CHUNK bytes, more than one segment, the first lost once
 RTO_MIN_US = 20000          # a lost segment's retransmission timer where the kernel lets us shorten it
 TFO_SETTING = "net.ipv4.tcp_fastopen"
 
@@ -68,15 +68,17 @@ def options_negotiated(rec: CaseRecord) -> Verdict:
                          ids=["all-on", "server-no-timestamps", "server-no-sack", "server-no-wscale"])
 def test_handshake_options_are_negotiated(lab, family, off):
     """One option turned off on the server (or none): the SYN+ACK drops it and neither side uses it
-    later: no timestamps on data, no SACK blocks after a loss, no window scaling in ss -i."""
+    later: no timestamps on data, no SACK blocks after a loss, no window scaling in ss -i. The
+    client writes two segments at once and the first is lost once."""
     if off:
         lab.set_sysctl("server", OPTION_SYSCTL[off], 0)
     _shorten_rto(lab, "client")
     _, conn, cli = lab.establish(PORT)
     cli.setsockopt("TCP_NODELAY", 1)
-    lost = lab.faults.drop("client > server", payload=True, count=1)   # the first write is lost once: a SACK block
-    cli.send(size=CHUNK)
-    cli.send("b" * CHUNK)
+    # One write of two segments; the first is lost once, so the second arrives out of order and the
+    # server's ACK of it carries a SACK block where SACK was agreed.
+    lost = lab.faults.drop("client > server", payload=True, count=1)
+    cli.send(size=2 * CHUNK)
     conn.recv(2 * CHUNK, flags=["MSG_WAITALL"], timeout=5, check=False)
     lost.release()
     lab.wait_segment(lambda s: s.src == "server" and s.ack == 2 * CHUNK + 1, timeout=2, required=False,

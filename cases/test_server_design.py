@@ -74,7 +74,7 @@ def test_one_thread_serves_two_connections(lab, family):
     reads its own answers."""
     server = lab.command("server", [sys.executable, "-S", POLL_SERVER, family, lab.addr("server"), PORT],
                          name="poll_server")
-    lab.wait_ss("server", lambda s: s.find(state="LISTEN", local_port=PORT), timeout=5, what="the poll server listening")
+    lab.wait_ss("server", lambda s: s.find(state="LISTEN", local_port=PORT), timeout=10, what="the poll server listening")
     a, b = lab.client.socket(), lab.client.socket()
     a.connect(lab.hosts.server, PORT)
     b.connect(lab.hosts.server, PORT)
