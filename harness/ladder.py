@@ -191,7 +191,7 @@ def svg_ladder(rec: dict, *, title: str | None = None) -> str:
 
 def _arrow(e: dict, y: float, mark: str) -> str:
     seg = e["seg"]
-    rightwards = seg["src"] == "client"
+    rightwards = _rightwards(seg["src"], seg["dst"])
     x1, x2 = (X_CLIENT, X_SERVER) if rightwards else (X_SERVER, X_CLIENT)
     y1, y2 = y - ROW * 0.3, y + ROW * 0.3
     label = e["text"]
@@ -216,19 +216,25 @@ def _arrow(e: dict, y: float, mark: str) -> str:
     return "\n".join(out)
 
 
+def _rightwards(src: str, dst: str) -> bool:
+    """Arrows point right towards the server: client > server, router > server (a routed lab's router
+    on the client's side of the diagram), client > router."""
+    return dst == "server" or (src == "client" and dst != "client")
+
+
 def text_ladder(segments) -> str:
     """Segments as a terminal ladder; takes case.json segment dicts (with times) or normalised lines."""
     rows = []
     for s in segments:
         if isinstance(s, dict):
             label = segment_body(s)
-            rows.append((f"{s['t'] * 1000:10.3f}  " if "t" in s else "", s["src"] == "client", label,
+            rows.append((f"{s['t'] * 1000:10.3f}  " if "t" in s else "", _rightwards(s["src"], s["dst"]), label,
                          bool(s.get("dropped_by"))))
         else:
             head, _, rest = s.partition("  ")
-            src = head.split(" > ")[0]
+            src, _, dst = head.partition(" > ")
             dropped = " (dropped)" in rest
-            rows.append(("", src == "client", " ".join(rest.replace(" (dropped)", "").split()), dropped))
+            rows.append(("", _rightwards(src, dst.strip()), " ".join(rest.replace(" (dropped)", "").split()), dropped))
     if not rows:
         return "(no segments)\n"
     lane = max(len(r[2]) for r in rows) + 10

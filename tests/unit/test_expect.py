@@ -287,3 +287,11 @@ def test_states_show_ports_and_rows_without_a_state():
     assert "ESTAB           0      0  [::1]:80 [::1]:40000" in message
     assert "?               0      0  0.0.0.0:80 *" in message
     assert "missing: LISTEN; unexpected: ?" in message
+
+
+def test_routed_segments_point_towards_the_server_in_a_text_ladder():
+    """A routed lab's router sits on the client's side: router > server points right, server > router left."""
+    from harness.ladder import text_ladder
+    lines = text_ladder(["router > server  S 0:0(0)", "server > router  S. 0:0(0) ack 1",
+                         "client > router  . 1:1(0)", "router > client  . 1:1(0)"]).splitlines()[1:]
+    assert [line.startswith("|--") for line in lines] == [True, False, True, False]
