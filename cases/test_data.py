@@ -52,9 +52,14 @@ def lost_data_arrives(rec: CaseRecord) -> Verdict:
 
 
 @pytest.mark.claim(lost_data_arrives)
-def test_lost_data_segment_is_retransmitted(lab, family):
-    """One data segment dropped once on its way to the server: the client's timer sends it again."""
+@pytest.mark.parametrize("timer", ["default", "rto-only"])
+def test_lost_data_segment_is_retransmitted(lab, family, timer):
+    """One data segment dropped once on its way to the server: the client's timer sends it again. By
+    default a lone lost segment is resent by the tail-loss probe's timer; with net.ipv4.tcp_early_retrans=0
+    (no probe) by the retransmission timeout."""
     _shorten_rto(lab, "client")
+    if timer == "rto-only":
+        lab.set_sysctl("client", "net.ipv4.tcp_early_retrans", 0)
     _, conn, cli = lab.establish(PORT)
     lab.netstat("client", label="before")
     lost = lab.faults.drop("client > server", payload=True, count=1)

@@ -47,13 +47,15 @@ def routed_mss(rec: CaseRecord) -> Verdict:
     r_row, o_row = _row(rec, "client", "after the writes", PORT), _row(rec, "client", "after the writes", ONLINK_PORT)
     r_mss = r_row.info.get("mss") if r_row else None
     o_mss = o_row.info.get("mss") if o_row else None
+    r_adv = r_row.info.get("advmss") if r_row else None
+    o_adv = o_row.info.get("advmss") if o_row else None
     default = RFC_DEFAULT_MSS[rec.family]
     announced = [m for m in (routed["syn"], routed["synack"]) if m]
     holds = bool(announced) and (min(announced) <= default or (r_mss is not None and r_mss <= default))
     return verdict_if(holds, f"through the router the SYN announced MSS {routed['syn']} and the SYN+ACK "
                              f"{routed['synack']}, the server's data segments were up to {routed['data']} bytes, "
-                             f"ss mss:{r_mss}; to the on-link peer: SYN {onlink['syn']}, SYN+ACK {onlink['synack']}, "
-                             f"data up to {onlink['data']} bytes, ss mss:{o_mss} (the {rec.family} default MSS is "
+                             f"ss mss:{r_mss} advmss:{r_adv}; to the on-link peer: SYN {onlink['syn']}, SYN+ACK {onlink['synack']}, "
+                             f"data up to {onlink['data']} bytes, ss mss:{o_mss} advmss:{o_adv} (the {rec.family} default MSS is "
                              f"{default})")
 
 
