@@ -98,7 +98,11 @@ def _steps(values: list[int]) -> list[int]:
 def isn_arbitrary(rec: CaseRecord) -> Verdict:
     groups = {}
     for side, flags in (("client", "S"), ("server", "S.")):
-        syns = [s for s in rec.segments(PORT, src=side, flags=flags) if (flags == "S") == (s.flags == "S")]
+        syns = []
+        for s in rec.segments(PORT, src=side, flags=flags):
+            if (flags == "S") == (s.flags == "S") and not (syns and (syns[-1].sport, syns[-1].dport, syns[-1].raw_seq)
+                                                            == (s.sport, s.dport, s.raw_seq)):
+                syns.append(s)          # a retransmitted SYN or SYN+ACK repeats the one before it: one ISN
         if any(s.raw_seq is None for s in syns):
             from harness.record import Unobservable
             raise Unobservable("the record's segments carry no absolute sequence numbers (raw_seq)")
