@@ -241,15 +241,15 @@ def privileged():
 
 
 @pytest.fixture
-def hosts(privileged, lab_mtu, lab_sysctls):
-    """Name: hosts. Scope: function. Depends: privileged, lab_mtu, lab_sysctls.
+def hosts(privileged, lab_mtu, lab_sysctls, lab_topology):
+    """Name: hosts. Scope: function. Depends: privileged, lab_mtu, lab_sysctls, lab_topology.
 
     The bare host pair (no programs, no observers):
 
         def test_link(hosts):
             assert hosts.client.get_sysctl("net.ipv6.conf.all.accept_dad") == "0"
     """
-    with Topology(mtu=lab_mtu, sysctls=lab_sysctls) as topo:
+    with Topology(mtu=lab_mtu, sysctls=lab_sysctls, routed=lab_topology) as topo:
         yield topo
 
 
