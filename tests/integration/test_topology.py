@@ -335,3 +335,20 @@ def test_routed_lab_connects_across_the_router_and_captures_the_named_link(famil
         lab.wait_segment(lambda s: s.src == "server" and s.ack == 6, timeout=2, what="the ACK of the data")
         assert [(s.src, s.flags) for s in lab.segments()[:3]] == [("client", "S"), ("server", "S."), ("client", ".")]
         assert {"client", "router", "server"} == {s.role for s in lab.ss("end").values()}
+
+
+def test_routed_topology_is_removed_when_the_body_raises(resources):
+    """A failing body: all three namespaces and both IPv4 blocks of the routed topology are gone."""
+    with pytest.raises(Boom):
+        with Topology(routed=topology.Routed()) as topo:
+            netns = [h.netns for h in topo.hosts.values()]
+            v4 = [h.ipv4 for h in topo.interfaces]
+            raise Boom()
+    assert len(netns) == 3 and not set(netns) & set(resources.netns(os.getpid()))
+    claimed = set()
+    for name in os.listdir(topology.BLOCKS_DIR):
+        with open(os.path.join(topology.BLOCKS_DIR, name)) as fh:
+            if fh.read().strip() == str(os.getpid()):
+                claimed.add(int(name))
+    base = int(ipaddress.IPv4Address("198.18.0.0"))
+    assert not {(int(ipaddress.IPv4Address(a)) - base) // 4 for a in v4} & claimed
