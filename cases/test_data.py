@@ -108,7 +108,7 @@ def rst_judged(rec: CaseRecord) -> Verdict:
     synack = next(iter(rec.segments(PORT, src="server", flags="S.")), None)
     before_inside = [x for x in rec.segments(PORT, src="server") if by_kind["inside"] and x.t < by_kind["inside"].t]
     window = (before_inside[-1].win << (synack.option("wscale") or 0)) if before_inside and synack else None
-    child = rec.history("server", PORT)
+    child = None if rec.trace_unavailable else rec.history("server", PORT)     # evidence only
     inside = (f"a challenge ACK ack {challenge.ack} and the connection " if challenge else "no challenge ACK; the "
               "connection ") + ("lived on" if reads["two"] is not None and "ESTAB" in states["inside"] else "ended")
     return verdict_if(outside_ignored and exact_aborts,
