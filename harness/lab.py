@@ -354,6 +354,21 @@ class Lab(contextlib.AbstractContextManager):
                                   f"last ss at {self.clock(snap.time)}:\n{snap.text}")
             _poll_pause(interval)
 
+    def read(self, sock, size: int = 65536, *, at_least: int = 1, timeout: float = 5.0, what: str | None = None):
+        """recv(size) on `sock` once `at_least` bytes wait in its receive queue (or its connection left
+        ESTAB: reset, closed), without blocking: an observation that cannot hang the case when the data
+        never comes (the Call's errno is then EAGAIN). The readiness comes from ss (Recv-Q)."""
+        if sock.local_port is None:
+            sock.getsockname()
+        local, peer = sock.local_port, sock.peer_port
+
+        def ready(snap):
+            rows = snap.find(local_port=local, peer_port=peer)
+            return not rows or rows[0].state != "ESTAB" or rows[0].recv_q >= at_least
+        self.wait_ss(sock.program.host.role, ready, timeout=timeout, required=False,
+                     what=what or f"{at_least} byte(s) readable on {sock.program.name} fd {sock.fd}")
+        return sock.recv(size, flags=["MSG_DONTWAIT"], check=False)
+
     def wait_gone(self, role: str, present, since: float, *, timeout: float, what: str, interval: float = 0.005):
         """Poll `ss` until present(snapshot) turns false; return (low, high) bounds, in seconds after
         `since`, of when the entry went away (the last snapshot that still had it, the first without)."""

@@ -362,3 +362,19 @@ def test_a_control_socket_closed_under_the_reader_ends_the_program_cleanly(hosts
     assert not prog._reader.is_alive()
     assert [f"{e.exc_type.__name__}: {e.exc_value}" for e in errors] == []
     assert prog.exited
+
+
+def test_read_returns_what_is_queued_and_never_blocks(lab, family):
+    """lab.read(): EAGAIN after its deadline when nothing comes, the data once it waits in the queue,
+    ECONNRESET at once when the connection was reset; each readiness seen in ss."""
+    _, conn, cli = lab.establish(PORT)
+    t0 = time.monotonic()
+    nothing = lab.read(conn, 100, timeout=0.3)
+    assert nothing.errno == "EAGAIN" and time.monotonic() - t0 < 3
+    cli.send("hello world")
+    assert lab.read(conn, 100, at_least=11).ret == "hello world"
+    assert lab.read(cli, 100, timeout=0.2).errno == "EAGAIN"       # a client socket: its port from getsockname
+    cli.setsockopt("SO_LINGER", (1, 0))
+    cli.close()
+    t1 = time.monotonic()
+    assert lab.read(conn, 100).errno == "ECONNRESET" and time.monotonic() - t1 < 3
