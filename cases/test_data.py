@@ -64,9 +64,9 @@ def test_lost_data_segment_is_retransmitted(lab, family, timer):
     lab.netstat("client", label="before")
     lost = lab.faults.drop("client > server", payload=True, count=1)
     cli.send("hello")
-    conn.recv(100, timeout=5, check=False)
+    lab.read(conn, 100)
     lost.release()
-    lab.wait_segment(lambda s: s.src == "server" and s.ack == 6, timeout=2, required=False,
+    lab.wait_segment(lambda s: s.src == "server" and s.ack == 6, timeout=5, required=False,
                      what="the server's ACK of the data")
     lab.ss("after the retransmission")
     lab.netstat("client", label="after")
@@ -130,7 +130,7 @@ def test_injected_rsts_are_judged_by_sequence_number(lab, family):
     client_port = cli.getsockname()[1]
     syn = next(s for s in lab.segments(PORT) if s.flags == "S" and s.sport == client_port)
     cli.send("hello")
-    conn.recv(100, timeout=2)
+    conn.recv(100, timeout=10)
     rcv_nxt = 6                                  # relative: the SYN, then "hello"
     seqs = {"outside": rcv_nxt + OUTSIDE, "inside": rcv_nxt + 3 + INSIDE, "exact": rcv_nxt + 6}
     lab.observe("rst seq", seqs)
@@ -138,17 +138,17 @@ def test_injected_rsts_are_judged_by_sequence_number(lab, family):
         peer.dport = PORT
         peer.send("R", seq=seqs["outside"])
         lab.ss("after the outside RST")
-        cli.send("one")
-        conn.recv(100, timeout=2, check=False)
+        cli.send("one", check=False)
+        lab.read(conn, 100)
         t = time.monotonic()
         peer.send("R", seq=seqs["inside"])
-        lab.wait_segment(lambda s: s.src == "server" and s.time > t, timeout=1, required=False,
+        lab.wait_segment(lambda s: s.src == "server" and s.time > t, timeout=5, required=False,
                          what="a segment from the server after the in-window RST (a challenge ACK)")
         lab.ss("after the inside RST")
-        cli.send("two")
-        conn.recv(100, timeout=2, check=False)
-        lab.wait_segment(lambda s: s.src == "server" and s.ack == seqs["exact"], timeout=2, required=False,
+        cli.send("two", check=False)
+        lab.read(conn, 100)
+        lab.wait_segment(lambda s: s.src == "server" and s.ack == seqs["exact"], timeout=5, required=False,
                          what="the server's ACK of 'two'")
         peer.send("R", seq=seqs["exact"])
-        conn.recv(100, timeout=2, check=False)
+        lab.read(conn, 100)
         lab.ss("after the exact RST")

@@ -7,6 +7,8 @@ the three segments" (FASTOPEN: the default next to TCP Fast Open).
 """
 
 import os
+import select
+import time
 
 import pytest
 
@@ -79,9 +81,9 @@ def test_handshake_options_are_negotiated(lab, family, off):
     # server's ACK of it carries a SACK block where SACK was agreed.
     lost = lab.faults.drop("client > server", payload=True, count=1)
     cli.send(size=2 * CHUNK)
-    conn.recv(2 * CHUNK, flags=["MSG_WAITALL"], timeout=5, check=False)
+    lab.read(conn, 2 * CHUNK, at_least=2 * CHUNK)
     lost.release()
-    lab.wait_segment(lambda s: s.src == "server" and s.ack == 2 * CHUNK + 1, timeout=2, required=False,
+    lab.wait_segment(lambda s: s.src == "server" and s.ack == 2 * CHUNK + 1, timeout=5, required=False,
                      what="the server's ACK of both writes")
     lab.ss("after the exchange")
 
@@ -182,14 +184,19 @@ def _tfo_phase(rec: CaseRecord):
 def data_after_handshake(rec: CaseRecord) -> Verdict:
     d, t = _tfo_phase(rec)
     early = rec.snapshot("server", "Fast Open data read")
-    recv = rec.call("recv", role="server", n=-2)       # the Fast Open connection's first read
+    early_accept = rec.fact("accepted before the final ACK")
+    tfo_fd = rec.call("accept", role="server").ret
+    tfo_fd = tfo_fd.get("fd") if isinstance(tfo_fd, dict) else None
+    recv = next((c for c in rec.calls_of("recv", role="server") if c.args.get("fd") == tfo_fd), None)
     child = [r.state for r in early.find(local_port=TFO_PORT, peer_port=t["client_port"])]
     holds_default = d["syn_len"] == 0 and not d["data_before_third"]
     holds_tfo = t["syn_len"] == 0 and not t["data_before_third"]
     evidence = (f"by default the SYN carried {d['syn_len']} bytes and the first data followed the third segment; "
                 f"with {TFO_SETTING}=3 on the server (a cookie from a first connection) the SYN carried "
-                f"{t['syn_len']} bytes and the server's accept()+recv() returned {recv.result()} while its socket "
-                f"was {'/'.join(child) or 'gone'} in ss (the final ACK held)")
+                f"{t['syn_len']} bytes; the server's accept() returned "
+                f"{'before' if early_accept else 'only after'} the client's final ACK, its first recv() "
+                f"{recv.result() if recv else '(none)'}, and its socket was {'/'.join(child) or 'not'} "
+                f"in ss while that ACK was held")
     if holds_default and holds_tfo:
         return verdict_if(True, evidence)
     if holds_default:
@@ -223,8 +230,8 @@ def test_fast_open_puts_data_on_the_syn(lab, family):
     # The default: no Fast Open on the server.
     _, conn, cli = lab.establish(PORT)
     cli.send("hello")
-    conn.recv(100, timeout=2, check=False)
-    lab.wait_segment(lambda s: s.src == "server" and s.ack == 6 and s.dport != TFO_PORT, timeout=2, required=False,
+    lab.read(conn, 100)
+    lab.wait_segment(lambda s: s.src == "server" and s.ack == 6 and s.dport != TFO_PORT, timeout=5, required=False,
                      what="the server's ACK of the default connection's data")
 
     lab.set_sysctl("client", TFO_SETTING, 1)        # client side on (the kernel's default)
@@ -238,17 +245,32 @@ def test_fast_open_puts_data_on_the_syn(lab, family):
     first.setsockopt("TCP_FASTOPEN_CONNECT", 1)
     first.connect(lab.hosts.server, TFO_PORT)
     first.send("first")
-    srv.accept().recv(100, timeout=2, check=False)
+    lab.read(srv.accept(timeout=10), 100)
     # Second connection: the cookie lets the SYN carry the data; the client's final ACK is held.
     held = lab.faults.hold("client > server", ".", payload=False)
     cli = lab.client.socket()
     cli.setsockopt("TCP_FASTOPEN_CONNECT", 1)
     cli.connect(lab.hosts.server, TFO_PORT)
-    cli.send("hello", timeout=3, check=False)
-    conn = srv.accept(timeout=3)
-    conn.recv(100, timeout=2, check=False)
+    accepting = srv.accept(wait=False)
+    cli.send("hello", timeout=10, check=False)
+    # With Fast Open accept() returns before the final ACK; without, only once the ACK passes.
+    conn = accepting.wait(timeout=5) if _returns_within(accepting, 5) else None
+    lab.observe("accepted before the final ACK", conn is not None)
+    if conn is not None:
+        lab.read(conn, 100)
     lab.ss("Fast Open data read")
     held.release()
     cli.send("more")
-    conn.recv(100, timeout=2, check=False)
+    conn = conn or accepting.wait(timeout=10)
+    lab.read(conn, 100)
     lab.ss("after the final ACK")
+
+
+def _returns_within(pending, timeout: float) -> bool:
+    """True once the pending call has returned, False if it has not within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not pending.done():
+        if time.monotonic() > deadline:
+            return False
+        select.select([], [], [], 0.005)
+    return True
