@@ -43,6 +43,7 @@ class Rule:
     count: int | None
     hook: str
     host: object
+    port: int | None = None             # only segments from or to this TCP port
     added: float = 0.0
     removed: float | None = None
     handles: list = field(default_factory=list)
@@ -56,6 +57,8 @@ class Rule:
         if self.flags is not None and _letters(seg.flags, self.flags) != set(self.flags):
             return False
         if self.payload is not None and (seg.length > 0) != self.payload:
+            return False
+        if self.port is not None and self.port not in (seg.sport, seg.dport):
             return False
         return True
 
@@ -75,6 +78,8 @@ class Rule:
         if self.payload is not None:
             what += " with payload" if self.payload else " without payload"
         n = f"first {self.count} " if self.count else ""
+        if self.port is not None:
+            what += f" of port {self.port}"
         where = "dropped on arrival" if self.hook == "prerouting" else "never sent"
         return f"rule {self.name}: {n}{self.src} > {self.dst} {what}, {where}"
 
@@ -98,11 +103,14 @@ class Faults:
         self._tables: set[str] = set()
 
     def drop(self, direction: str, flags: str | None = None, *, payload: bool | None = None,
-             count: int | None = None, name: str | None = None) -> Rule:
-        """Drop segments travelling `direction` ('client > server') on arrival; see the module doc."""
+             count: int | None = None, port: int | None = None, name: str | None = None) -> Rule:
+        """Drop segments travelling `direction` ('client > server') on arrival; see the module doc.
+        `port`: only those of one connection, the segments from or to that TCP port."""
         src, dst = _parse_direction(direction, self.lab.topology.hosts)
+        if port is not None and not (isinstance(port, int) and 0 < port < 65536):
+            raise ExpectationSyntaxError(f"expected a TCP port 1..65535, found {port!r}", str(port), 1, 1)
         return self._add(Rule(name or f"drop{next(self._ids)}", src, dst, _check_flags(flags), payload, count,
-                              "prerouting", self.lab.topology.hosts[dst]))
+                              "prerouting", self.lab.topology.hosts[dst], port))
 
     hold = drop
 
@@ -262,6 +270,11 @@ def _check_flags(flags: str | None) -> str | None:
     return flags
 
 
+def _without_port(rule: Rule) -> Rule:
+    from dataclasses import replace
+    return replace(rule, port=None)
+
+
 def _matches(rule: Rule) -> list[str]:
     """nftables match expressions for the rule (several when the payload test depends on doff)."""
     base = ""
@@ -271,6 +284,8 @@ def _matches(rule: Rule) -> list[str]:
         base = f"tcp flags & ({' | '.join(mask)}) == ({' | '.join(want)})"
     else:
         base = "meta l4proto tcp"
+    if rule.port is not None:     # from or to the port: one rule for each
+        return [f"tcp {end} {rule.port} {m}" for m in _matches(_without_port(rule)) for end in ("sport", "dport")]
     if rule.payload is None:
         return [base]
     # nftables cannot subtract header lengths, so one rule per TCP header length (doff 5..15).

@@ -293,14 +293,21 @@ class Lab(contextlib.AbstractContextManager):
         return out
 
     def wait_counter(self, role: str, counter: str, at_least: int, *, group: str = "TcpExt",
-                     timeout: float = 2.0) -> int:
-        """Wait until the kernel counter (e.g. TcpExt ListenOverflows) in host `role` reaches `at_least`."""
+                     timeout: float = 2.0, required: bool = True) -> int:
+        """Wait until the kernel counter (e.g. TcpExt ListenOverflows) in host `role` reaches `at_least`.
+
+        required=False: an observation, not a condition; at the deadline return the last value seen
+        (noted in the timeline) and let the claim's judge decide.
+        """
         deadline = time.monotonic() + timeout
         while True:
-            seen = self.netstat(role)[group][counter]
+            seen = self.netstat(role)[group].get(counter, 0)
             if seen >= at_least:
                 return seen
             if time.monotonic() > deadline:
+                if not required:
+                    self.note(f"not within {timeout:g} s: {role} {group} {counter} >= {at_least} (still {seen})")
+                    return seen
                 raise StepTimeout(f"{role}: {group} {counter} still {seen} after {timeout} s, expected >= {at_least} "
                                   f"(given up at {self.clock()})")
             _poll_pause(0.005)

@@ -96,6 +96,24 @@ def test_payload_false_drops_pure_acks_only(lab, family):
     assert all(not s.dropped_by for s in segs if s.length)
 
 
+def test_port_drops_only_that_connections_segments(lab, family):
+    """Final ACKs held for one client port only: that request stays SYN-RECV, another client completes."""
+    srv = lab.server.socket()
+    srv.bind(PORT)
+    srv.listen(5)
+    held, other = lab.client.socket(), lab.client.socket()
+    held.bind(PORT + 1)
+    rule = lab.faults.hold("client > server", ".", payload=False, port=PORT + 1)
+    held.connect(lab.hosts.server, PORT)
+    other.connect(lab.hosts.server, PORT)
+    snap = lab.wait_ss("server", lambda s: s.find(state="ESTAB"), what="the other client's connection")
+    assert [r.peer_port for r in snap.find(state="SYN-RECV")] == [PORT + 1], snap.text
+    dropped = [s for s in lab.segments() if s.dropped_by]
+    assert dropped and all(s.sport == PORT + 1 and s.flags == "." for s in dropped), "\n".join(map(str, dropped))
+    assert lab.faults.counters(rule) == len(dropped)
+    assert f"of port {PORT + 1}" in rule.describe()
+
+
 def held_copy(lab, rule, *, after: float):
     """Wait for a dropped copy of the client's held data sent after `after`."""
     return lab.wait_segment(lambda s: s.dropped_by == rule.name and s.src == "client" and s.length and s.time > after,
