@@ -5,8 +5,6 @@ who answers with RST, what connect() on a listening socket does, and what the ba
 bounds.
 """
 
-import time
-
 import pytest
 
 from harness.judge import judge, verdict_if, Verdict
@@ -99,71 +97,140 @@ def test_accept_then_data_both_ways(lab, family):
     lab.ss("after the exchange")
 
 
-@pytest.mark.article("001")
-@pytest.mark.article("003")
-@pytest.mark.experiment("HS-SEQ")
-@pytest.mark.claim("SYN seq=J, SYN+ACK seq=K ack=J+1, ACK seq=J+1 ack=K+1: a SYN carries no data "
-                   "but consumes one sequence number, so data starts at J+1 and K+1")
+# -- HS-SEQ -------------------------------------------------------------------------------------
+
+def _entered(hist, state):
+    """When the socket of `hist` entered `state` (seconds into the case), None if it never did."""
+    if hist is None or state not in hist.states[1:]:
+        return None
+    i = hist.states.index(state, 1) - 1
+    return hist.times[i] if i < len(hist.times) else None
+
+
+def _after(hist, state):
+    """The state a socket went to from `state`, None when it never left it (or never was in it)."""
+    if hist is None or state not in hist.states[:-1]:
+        return None
+    return hist.states[hist.states.index(state) + 1]
+
+
+def _handshake(rec, port):
+    """(SYN, SYN+ACK, third segment) of the connection on `port`, each None when it is not there."""
+    segs = rec.segments(port, dropped=False)
+    syn = next((s for s in segs if s.src == "client" and s.flags == "S"), None)
+    synack = next((s for s in segs if s.src == "server" and s.has("S")), None)
+    third = next((s for s in segs if synack and s.src == "client" and s.t >= synack.t and not s.has("S")), None)
+    return syn, synack, third
+
+
+@judge("HS-SEQ", claims=[45, 65, 2],
+       text="connect() sends a SYN with seq=J and no data and puts the client in SYN_SENT, where it waits for "
+            "the matching SYN+ACK; its first data byte is J+1")
+def syn_and_syn_sent(rec: CaseRecord) -> Verdict:
+    syn, synack, _ = _handshake(rec, PORT)
+    client = rec.history("client", PORT)
+    data = next(iter(rec.segments(PORT, src="client", payload=True)), None)
+    sent_at, left_at = _entered(client, "SYN_SENT"), _entered(client, _after(client, "SYN_SENT") or "-")
+    isn = rec.facts.get("isn", {}).get("client", "J")
+    holds = (syn is not None and syn.seq == 0 and syn.len == 0 and sent_at is not None and sent_at <= syn.t
+             and _after(client, "SYN_SENT") == "ESTABLISHED" and synack is not None and left_at is not None
+             and left_at >= synack.t - 0.001 and data is not None and data.seq == 1)
+    return verdict_if(holds, f"the client's socket went {client.text() if client else '(no socket traced)'}; its SYN "
+                             f"(seq J={isn}) carried {syn.len if syn else '-'} bytes; it entered SYN_SENT "
+                             f"{'before' if syn and sent_at is not None and sent_at <= syn.t else 'not before'} "
+                             f"the SYN left and left it {((left_at - synack.t) * 1e6) if synack and left_at else float('nan'):.0f} us "
+                             f"after the SYN+ACK arrived; its first data byte was J+{data.seq if data else '-'}")
+
+
+@judge("HS-SEQ", claims=[46, 54, 61, 84, 75],
+       text="the server answers the SYN with one segment that carries both SYN and ACK: its own seq=K, no data, "
+            "ack=J+1; its socket passes SYN_RECV; the client answers with an ACK; the server's data starts at K+1")
+def synack_in_one_segment(rec: CaseRecord) -> Verdict:
+    _, synack, third = _handshake(rec, PORT)
+    server = rec.history("server", PORT)
+    data = next(iter(rec.segments(PORT, src="server", payload=True)), None)
+    isn = rec.facts.get("isn", {}).get("server", "K")
+    holds = (synack is not None and set(synack.flags) == {"S", "."} and synack.seq == 0 and synack.len == 0
+             and synack.ack == 1 and server is not None and "SYN_RECV" in server.states
+             and third is not None and third.has(".") and data is not None and data.seq == 1)
+    return verdict_if(holds, f"the server's answer was {synack.text if synack else 'nothing'} (K={isn}); its socket "
+                             f"went {server.text() if server else '(no socket traced)'}; the client answered "
+                             f"{third.text if third else 'nothing'}; the server's first data byte was "
+                             f"K+{data.seq if data else '-'}")
+
+
+@judge("HS-SEQ", claims=[47, 86, 13],
+       text="the client's ACK (seq=J+1, ack=K+1) is the third and last segment needed: after it both sides are "
+            "ESTABLISHED")
+def three_segments_establish(rec: CaseRecord) -> Verdict:
+    syn, synack, third = _handshake(rec, PORT)
+    client, server = rec.history("client", PORT), rec.history("server", PORT)
+    est = {"client": _entered(client, "ESTABLISHED"), "server": _entered(server, "ESTABLISHED")}
+    before = [s for s in rec.segments(PORT) if est["server"] is not None and s.t <= est["server"]]
+    states = {r: rec.states(r, "after the exchange") for r in ("client", "server")}
+    holds = (third is not None and third.flags == "." and (third.seq, third.ack, third.len) == (1, 1, 0)
+             and None not in est.values() and len(before) == 3 and states["client"] == ["ESTAB"]
+             and "ESTAB" in states["server"])
+    return verdict_if(holds, f"the third segment was {third.text if third else 'missing'}; the server's socket became "
+                             f"ESTABLISHED after {len(before)} segment(s) on the link, the client's "
+                             f"{'at the SYN+ACK' if est['client'] is not None else 'never'}; ss after the exchange: "
+                             f"client {states['client']}, server {states['server']}")
+
+
+@pytest.mark.claim(syn_and_syn_sent)
+@pytest.mark.claim(synack_in_one_segment)
+@pytest.mark.claim(three_segments_establish)
 def test_handshake_sequence_numbers(lab, family):
-    """SYN seq=J, SYN+ACK seq=K ack=J+1, ACK seq=J+1 ack=K+1; the first data of each side starts after its SYN."""
+    """Listener, accept, connect, data both ways: the handshake's seq/ack, the states, where the data starts."""
     srv = lab.server.socket()
     srv.bind(PORT)
     srv.listen(5)
     accepting = srv.accept(wait=False)
     cli = lab.client.socket()
-    cli.connect(lab.hosts.server, PORT)
-    conn = accepting.wait()
+    cli.connect(lab.hosts.server, PORT, check=False, timeout=5)
+    conn = accepting.wait(timeout=5)
     cli.send("hello")
-    assert conn.recv(100).ret == "hello"
+    conn.recv(100, timeout=2, check=False)
     conn.send("world")
-    assert cli.recv(100).ret == "world"
-    lab.wait_segment(lambda s: s.src == "client" and s.ack == 6 and s.length == 0, timeout=2,
-                     what="the client's ACK of the server's data")
-
-    # Relative numbers: J and K are 0, so a SYN that consumes one number makes everything after it 1.
-    lab.expect_segments("""
-        client > server  S   0:0(0)
-        server > client  S.  0:0(0) ack 1
-        client > server  .   1:1(0) ack 1
-        client > server  P.  1:6(5) ack 1
-        server > client  .   1:1(0) ack 6
-        server > client  P.  1:6(5) ack 6
-        client > server  .   6:6(0) ack 6
-    """)
-    syn, synack, ack, cdata, _, sdata, _ = lab.segments(PORT)
-    j, k = syn.raw_seq, synack.raw_seq
-
-    def after(isn, value):
-        return (value - isn) % (1 << 32)
-
-    steps = [("SYN+ACK ack", "J", after(j, synack.raw_ack)), ("ACK seq", "J", after(j, ack.raw_seq)),
-             ("ACK ack", "K", after(k, ack.raw_ack)), ("client data seq", "J", after(j, cdata.raw_seq)),
-             ("server data seq", "K", after(k, sdata.raw_seq))]
-    lab.verdict(syn.length == 0 and synack.length == 0 and {n for _, _, n in steps} == {1},
-                f"SYN seq J={j} (length {syn.length}), SYN+ACK seq K={k} (length {synack.length}); "
-                + ", ".join(f"{name} = {isn}+{n}" for name, isn, n in steps))
+    cli.recv(100, timeout=2, check=False)
+    lab.wait_segment(match("client", ".", ack=6, length=0), timeout=2, what="the client's ACK of the server's data",
+                     required=False)
+    lab.ss("after the exchange")
+    syns = {s.src: s.raw_seq for s in lab.segments(PORT) if s.has("S")}
+    lab.observe("isn", syns)             # absolute J and K, for the evidence (the record is relative)
 
 
-@pytest.mark.article("003")
-@pytest.mark.experiment("HS-ACKDATA")
-@pytest.mark.claim("the third segment of the handshake may carry data; a bare ACK consumes no sequence number")
+# -- HS-ACKDATA ---------------------------------------------------------------------------------
+
+@judge("HS-ACKDATA", claims=[87],
+       text="the third segment of the handshake may carry data; a bare ACK consumes no sequence number")
+def third_segment(rec: CaseRecord) -> Verdict:
+    _, _, third = _handshake(rec, PORT)
+    data = next(iter(rec.segments(PORT, src="client", payload=True, dropped=False)), None)
+    if third is not None and third.len:
+        holds = third.seq == 1 and third.has(".")
+        said = (f"the client's send() waited in SYN_SENT and the third segment {third.text} carried the data with "
+                f"the ACK")
+    else:
+        holds = third is not None and data is not None and data.seq == third.seq
+        said = (f"connect() returned after a bare ACK ({third.text if third else 'no third segment'}); the data "
+                f"followed in {data.text if data else 'no segment'}, so the ACK consumed "
+                f"{(data.seq - third.seq) if data and third else '?'} sequence numbers")
+    return verdict_if(holds, said)
+
+
+@pytest.mark.claim(third_segment)
 @pytest.mark.parametrize("write", ["after-connect", "during-handshake"])
 def test_third_segment_and_first_data(lab, family, write):
     """Client writes after connect() returned (bare ACK, data at 1) or while the handshake runs (data on the ACK)."""
     srv = lab.server.socket()
     srv.bind(PORT)
     srv.listen(5)
+    accepting = srv.accept(wait=False)
     cli = lab.client.socket()
     if write == "after-connect":
-        cli.connect(lab.hosts.server, PORT)
-        cli.send("hello")
-        ladder = """
-            client > server  S   0:0(0)
-            server > client  S.  0:0(0) ack 1
-            client > server  .   1:1(0) ack 1
-            client > server  P.  1:6(5) ack 1
-            server > client  .   1:1(0) ack 6
-        """
+        cli.connect(lab.hosts.server, PORT, check=False, timeout=5)
+        cli.send("hello", check=False)
     else:
         # The first SYN is lost, so the client's send() is already waiting when the SYN+ACK arrives.
         lab.faults.drop("client > server", "S", count=1)
@@ -171,83 +238,72 @@ def test_third_segment_and_first_data(lab, family, write):
         sending = cli.send("hello", wait=False)
         sending.wait_blocked("sk_stream_wait_connect")
         sending.wait(timeout=5)
-        ladder = """
-            client > server  S   0:0(0) (dropped)
-            client > server  S   0:0(0)
-            server > client  S.  0:0(0) ack 1
-            client > server  P.  1:6(5) ack 1
-            server > client  .   1:1(0) ack 6
-        """
-    conn = srv.accept()
-    assert conn.recv(100).ret == "hello"
-    lab.wait_segment(lambda s: s.src == "server" and s.ack == 6, timeout=2, what="the server's ACK of the data")
-
-    lab.expect_segments(ladder)
-    lab.expect_transitions("client", "CLOSE -> SYN_SENT -> ESTABLISHED", port=PORT)
-    segs = [s for s in lab.segments(PORT) if not s.dropped_by]
-    third = segs[segs.index(next(s for s in segs if s.flags == "S.")) + 1]
-    data = next(s for s in segs if s.src == "client" and s.length)
-    if third.length:
-        holds = third.seq == 1 and third.end == 6
-        observed = (f"the client's send() was waiting in SYN_SENT: the third segment {third.flags} "
-                    f"{third.seq}:{third.end}({third.length}) ack {third.ack} carries the data with the ACK")
-    else:
-        holds = data.seq == third.seq
-        observed = (f"connect() returned after a bare ACK {third.seq}:{third.end}(0); the data followed in its own "
-                    f"segment {data.seq}:{data.end}({data.length}) at the same sequence number, so the ACK "
-                    f"consumed none; Linux did not put the data on the third segment")
-    lab.verdict(holds, observed)
+    conn = accepting.wait(timeout=5)
+    conn.recv(100, timeout=2, check=False)
+    lab.wait_segment(match("server", ".", ack=6), timeout=2, what="the server's ACK of the data", required=False)
 
 
-@pytest.mark.article("003")
-@pytest.mark.experiment("HS-REJECT")
-@pytest.mark.claim("a server that rejects a connection answers the SYN with RST")
+# -- HS-REJECT ----------------------------------------------------------------------------------
+
+@judge("HS-REJECT", claims=[85], text="a server that rejects a connection answers the SYN with RST")
+def reject_answers_rst(rec: CaseRecord) -> Verdict:
+    refused = rec.call("connect", role="client", n=0)
+    answer = rec.segments(PORT, src="server")
+    later = [s.flags for s in rec.segments(PORT + 1, src="server")]
+    accepted = rec.call("connect", role="client", n=1)
+    eof = rec.call("recv", role="client")
+    holds = [s.flags for s in answer] == ["R."] and answer[0].ack == 1 and refused.errno == "ECONNREFUSED"
+    return verdict_if(holds, f"the SYN to a port without listener was answered by "
+                             f"{' '.join(s.text for s in answer) or 'nothing'} and connect() returned {refused.result()}; "
+                             f"with a listener the kernel answered {later[0] if later else 'nothing'} itself and "
+                             f"connect() returned {accepted.result()} before any accept(), so an application that "
+                             f"closes at once sends {' '.join(later[1:]) or 'nothing'} (the client's recv() = "
+                             f"{eof.result()})")
+
+
+@pytest.mark.claim(reject_answers_rst)
 def test_rejected_connection_gets_rst(lab, family):
     """SYN to a port without listener: RST,ACK and ECONNREFUSED; an application can only accept and close."""
     cli = lab.client.socket()
-    refused = cli.connect(lab.hosts.server, PORT, expect="ECONNREFUSED")
-    lab.expect_segments("""
-        client > server  S   0:0(0)
-        server > client  R.  0:0(0) ack 1
-    """, port=PORT)
-    lab.expect_ss(lab.ss("after the refused connect"), client=[], server=[])
-    lab.expect_transitions("client", "CLOSE -> SYN_SENT -> CLOSE", port=PORT)
+    cli.connect(lab.hosts.server, PORT, check=False, timeout=5)
+    lab.ss("after the refused connect")
 
     # An application that does not want the client can only close after accept(): too late to refuse.
     srv = lab.server.socket()
     srv.bind(PORT + 1)
     srv.listen(1)
     cli2 = lab.client.socket()
-    accepted = cli2.connect(lab.hosts.server, PORT + 1)
-    srv.accept().close()
-    eof = cli2.recv(100)
-    assert eof.ret == "", f"the client should read end of stream after the server's close: {eof.text()}"
+    cli2.connect(lab.hosts.server, PORT + 1, check=False, timeout=5)
+    srv.accept(timeout=2).close()
+    cli2.recv(100, timeout=2, check=False)
     lab.wait_segment(lambda s: s.src == "client" and s.dport == PORT + 1 and s.ack == 2, timeout=2,
-                     what="the client's ACK of the server's FIN")
-    lab.expect_segments("""
-        client > server  S   0:0(0)
-        server > client  S.  0:0(0) ack 1
-        client > server  .   1:1(0) ack 1
-        server > client  F.  1:1(0) ack 1
-        client > server  .   1:1(0) ack 2
-    """, port=PORT + 1)
-    lab.wait_ss("server", lambda snap: "FIN-WAIT-2" in snap.states(), what="the server's FIN-WAIT-2")
-    lab.expect_ss(lab.ss("after accept() and close()"), client=["CLOSE-WAIT"], server=["LISTEN", "FIN-WAIT-2"])
-
-    answer = [s for s in lab.segments(PORT) if s.src == "server"]
-    closed = [s.flags for s in lab.segments(PORT + 1) if s.src == "server"]
-    lab.verdict(refused.errno == "ECONNREFUSED" and [s.flags for s in answer] == ["R."] and answer[0].ack == 1,
-                f"the SYN to a port without listener was answered by {' '.join(s.flags for s in answer)} "
-                f"ack {answer[0].ack if answer else '-'} and connect() failed with {refused.errno}; with a "
-                f"listener the kernel answered {closed[0]} and connect() returned {accepted.ret} before any "
-                f"accept(), so an application that closes at once only sends {closed[1]} (recv() = {eof.ret!r})")
+                     what="the client's ACK of the server's FIN", required=False)
+    lab.ss("after accept() and close()")
 
 
-@pytest.mark.article("000")
-@pytest.mark.article("003")
-@pytest.mark.experiment("HS-MSS")
-@pytest.mark.claim("each side announces in its SYN an MSS of the MTU minus the IP and TCP headers "
-                   "(1460 on Ethernet), and data segments stay within the smaller side's MSS")
+# -- HS-MSS -------------------------------------------------------------------------------------
+
+@judge("HS-MSS", claims=[17],
+       text="each side announces in its SYN an MSS of the MTU minus the IP and TCP headers (1460 on Ethernet), "
+            "and data segments stay within the smaller side's MSS")
+def mss_is_mtu_minus_headers(rec: CaseRecord) -> Verdict:
+    headers = {"ipv4": 40, "ipv6": 60}[rec.family]
+    maxseg = rec.facts.get("server_maxseg")
+    syn, synack, _ = _handshake(rec, PORT)
+    syn_mss, synack_mss = (syn.option("mss") if syn else None), (synack.option("mss") if synack else None)
+    data = {side: [s.len for s in rec.segments(PORT, src=side, payload=True)] for side in ("client", "server")}
+    smaller = min(m for m in (syn_mss, synack_mss, 1 << 16) if isinstance(m, int))
+    link = rec.mtu - headers
+    holds = (syn_mss == link and synack_mss == min(link, maxseg or link)
+             and all(sizes and max(sizes) <= smaller for sizes in data.values()))
+    return verdict_if(holds, f"MTU {rec.mtu}, {rec.family}: the SYN announced MSS {syn_mss} (MTU - {headers} = {link}), "
+                             f"the SYN+ACK {synack_mss}" + (f" (TCP_MAXSEG {maxseg} on the listener)" if maxseg else "")
+                             + f"; the largest data segments were {max(data['client'], default=0)} bytes from the "
+                             f"client and {max(data['server'], default=0)} from the server (the smaller MSS {smaller} "
+                             f"less the TCP options each carries)")
+
+
+@pytest.mark.claim(mss_is_mtu_minus_headers)
 @pytest.mark.parametrize("lab_mtu, server_maxseg", [(1500, None), (1280, None), (1500, 1000)],
                          ids=["mtu1500", "mtu1280", "mtu1500-server-maxseg1000"])
 def test_mss_announced_in_syns_bounds_data(lab, family, lab_mtu, server_maxseg):
@@ -257,178 +313,272 @@ def test_mss_announced_in_syns_bounds_data(lab, family, lab_mtu, server_maxseg):
     srv.bind(PORT)
     if server_maxseg:
         srv.setsockopt("TCP_MAXSEG", server_maxseg)      # the server is the smaller side
+        lab.observe("server_maxseg", server_maxseg)
     srv.listen(5)
     accepting = srv.accept(wait=False)
     cli = lab.client.socket()
-    cli.connect(lab.hosts.server, PORT)
-    conn = accepting.wait()
+    cli.connect(lab.hosts.server, PORT, check=False, timeout=5)
+    conn = accepting.wait(timeout=5)
     cli.sendall(size=size)
-    assert len(conn.recv(size, flags=["MSG_WAITALL"]).ret) == size
+    conn.recv(size, flags=["MSG_WAITALL"], timeout=3, check=False)
     conn.sendall(size=size)
-    assert len(cli.recv(size, flags=["MSG_WAITALL"]).ret) == size
-
-    headers = {"ipv4": 20 + 20, "ipv6": 40 + 20}[family]   # fixed IP header + TCP header
-    link_mss = lab_mtu - headers                          # 1500: 1460 / 1440; 1280: 1240 / 1220
-    server_mss = min(link_mss, server_maxseg or link_mss)
-    lab.expect_segments(f"""
-        client > server  S   0:0(0) <mss {link_mss},...>
-        server > client  S.  0:0(0) ack 1 <mss {server_mss},...>
-        client > server  .   1:1(0) ack 1
-        ...
-    """)
-    segs = lab.segments(PORT)
-    syn_mss, synack_mss = segs[0].option("mss"), segs[1].option("mss")
-    data = {side: [s for s in segs if s.src == side and s.length] for side in ("client", "server")}
-    options = _option_bytes(data["client"][0].options)
-    option_names = ",".join(name for name, _ in data["client"][0].options)
-    limit = min(syn_mss, synack_mss) - options
-    sizes = {side: sorted({s.length for s in segs_}) for side, segs_ in data.items()}
-    for side, segs_ in data.items():
-        assert sum(s.length for s in segs_) == size, f"{side} data on the link: {sizes[side]}"
-        assert max(sizes[side]) == limit, (f"{side}'s largest data segment should be the smaller MSS "
-                                           f"{min(syn_mss, synack_mss)} minus {options} option bytes: {sizes[side]}")
-    maxseg = {"client": cli.getsockopt("TCP_MAXSEG"), "server": conn.getsockopt("TCP_MAXSEG")}
-    assert maxseg == {"client": limit, "server": limit}, f"TCP_MAXSEG of the connected sockets: {maxseg}"
-
-    lab.verdict(syn_mss == lab_mtu - headers and synack_mss == server_mss
-                and all(max(sizes[side]) <= min(syn_mss, synack_mss) for side in data),
-                f"MTU {lab_mtu}, {family}: the SYN announced MSS {syn_mss} (MTU - {headers}), the SYN+ACK {synack_mss}"
-                + (f" (TCP_MAXSEG {server_maxseg} on the listener)" if server_maxseg else "")
-                + f"; the largest data segments were {max(sizes['client'])} bytes from the client and "
-                f"{max(sizes['server'])} from the server ({min(syn_mss, synack_mss)} minus {options} bytes of "
-                f"options {option_names})")
+    cli.recv(size, flags=["MSG_WAITALL"], timeout=3, check=False)
+    cli.getsockopt("TCP_MAXSEG")
+    conn.getsockopt("TCP_MAXSEG")
 
 
-@pytest.mark.article("000")
-@pytest.mark.experiment("LISTEN-CONNECT")
-@pytest.mark.claim("a listening socket can open a connection itself, going from LISTEN to SYN_SENT")
+# -- LISTEN-CONNECT -----------------------------------------------------------------------------
+
+@judge("LISTEN-CONNECT", claims=[26],
+       text="a listening socket can open a connection itself, going from LISTEN to SYN_SENT")
+def listener_connects(rec: CaseRecord) -> Verdict:
+    call = rec.call("connect", role="server")
+    syns = rec.segments(src="server", flags="S")
+    listener = rec.history("server", PORT, listener=True)
+    snap = rec.snapshot("server", "after connect() on the listener")
+    row = next(iter(snap.find(local_port=PORT)), None)
+    holds = call.ok and bool(syns) and listener is not None and _after(listener, "LISTEN") == "SYN_SENT"
+    return verdict_if(holds, f"connect() on the listening socket returned {call.result()}; {len(syns)} SYN(s) left "
+                             f"the server; its socket went {listener.text() if listener else '(not traced)'} and ss "
+                             f"shows it {row.state if row else 'gone'}")
+
+
+@pytest.mark.claim(listener_connects)
 def test_connect_on_listening_socket(lab, family):
-    """connect() on a listening socket fails with EISCONN: no SYN leaves, the socket stays LISTEN."""
+    """connect() on a listening socket: what it returns, whether a SYN leaves, the socket's state."""
     peer = lab.client.socket()
     peer.bind(PORT + 1)
     peer.listen(1)                      # a real listener, so a SYN would be answered if one were sent
     srv = lab.server.socket()
     srv.bind(PORT)
     srv.listen(5)
-    call = srv.connect(lab.hosts.client, PORT + 1, check=False)
+    srv.connect(lab.hosts.client, PORT + 1, check=False, timeout=5)   # a blocking connect: done when it returns
+    lab.ss("after connect() on the listener")
 
-    assert call.errno == "EISCONN", f"connect() on a listening socket: {call.text()}"
-    lab.expect_segments("")             # nothing at all on the link
-    snap = lab.ss("after connect() on the listener")
-    lab.expect_ss(snap, client=["LISTEN"], server=["LISTEN"])
-    listener = lab.expect_transitions("server", "CLOSE -> LISTEN", port=PORT, listener=True)
 
-    syns = [s for s in lab.segments() if s.src == "server" and "S" in s.flags]
-    lab.verdict(call.ok and bool(syns),
-                f"connect() on the listening socket "
-                f"{'returned ' + str(call.ret) if call.ok else 'failed with ' + call.errno}; "
-                f"{len(syns)} SYN(s) left the server, its socket went only {' -> '.join(listener.states())} and ss "
-                f"still shows {snap['server'].states()[0]}")
-
+# -- BACKLOG ------------------------------------------------------------------------------------
 
 BACKLOG = 1
+LATE = PORT + 11                  # the client whose final ACK is held: its request stays on the server
 
 
-@pytest.mark.article("000")
-@pytest.mark.experiment("BACKLOG")
-@pytest.mark.claim("a TCP server has a queue of incoming connections, and so a maximum number of them")
+def _queue(snap):
+    """(Recv-Q, Send-Q) of the listener in a server snapshot, (None, None) when there is none."""
+    row = next(iter(snap.find(state="LISTEN", local_port=PORT)), None)
+    return (row.recv_q, row.send_q) if row else (None, None)
+
+
+@judge("BACKLOG", claims=[43],
+       text="a TCP server has a queue of incoming connections, and so a maximum number of them: listen(n) "
+            "without accept() admits only so many")
+def queue_bounds_connections(rec: CaseRecord) -> Verdict:
+    ports = rec.fact("ports")
+    full, after = rec.snapshot("server", "accept queue full"), rec.snapshot("server", "after the late ACK")
+    queued, limit = _queue(full)
+    extra_answers = rec.segments(ports["extra"], src="server")
+    extra_row = next(iter(rec.snapshot("client", "accept queue full").find(local_port=ports["extra"])), None)
+    late_server = next(iter(after.find(peer_port=ports["late"])), None)
+    late_client = next(iter(rec.snapshot("client", "after the late ACK").find(local_port=ports["late"])), None)
+    late_rst = rec.segments(ports["late"], src="server", flags="R")
+    overflows = [rec.counter("server", label, "ListenOverflows") for label in ("accept queue full", "after the late ACK")]
+    established = len(full.find(state="ESTAB"))
+    holds = (queued is not None and queued <= (limit or 0) + 1 and established == queued and not extra_answers
+             and (late_server is None or late_server.state != "ESTAB"))
+    return verdict_if(holds, f"listen({limit}) without accept(): the accept queue (Recv-Q of LISTEN) held {queued} with "
+                             f"{established} ESTAB; a further client's SYN got {len(extra_answers)} answer(s) and "
+                             f"the client stayed {extra_row.state if extra_row else 'gone'}; the ACK of a client whose "
+                             f"request was waiting reached the full queue: the server "
+                             f"{'answered RST' if late_rst else 'sent no RST'} and kept it as "
+                             f"{late_server.state if late_server else 'nothing'}, the client is "
+                             f"{late_client.state if late_client else 'gone'}; TcpExt ListenOverflows "
+                             f"{overflows[0]} then {overflows[1]}")
+
+
+@pytest.mark.claim(queue_bounds_connections)
 @pytest.mark.parametrize("overflow", ["default", "abort_on_overflow"])
 def test_backlog_bounds_accept_queue(lab, family, overflow):
-    """listen(1), no accept(): 2 queued; a further SYN is dropped, so is a final ACK at the full queue (or reset)."""
+    """listen(1), no accept(): how many are queued, what a further SYN and a late final ACK get."""
     if overflow == "abort_on_overflow":
         lab.set_sysctl("server", "net.ipv4.tcp_abort_on_overflow", 1)
-    # Every attempt ends at a defined point, however long the case runs: the extra client's SYN is
-    # retransmitted after 1 s and would be again only 2 s later (doubling, not linear), and it is
-    # closed right after the snapshot that shows it SYN-SENT; the late request gets one SYN+ACK
-    # retransmission and then expires without another.
-    lab.set_sysctl("client", "net.ipv4.tcp_syn_linear_timeouts", 0)
-    lab.set_sysctl("server", "net.ipv4.tcp_synack_retries", 1)
     srv = lab.server.socket()
     srv.bind(PORT)
     srv.listen(BACKLOG)
     first, late, last, extra = (lab.client.socket() for _ in range(4))
-    first.connect(lab.hosts.server, PORT)                              # accept queue: 1
-    lab.faults.drop("client > server", ".", payload=False, count=1)    # the network loses the next final ACK,
-    late.connect(lab.hosts.server, PORT)                               # so this one stays a request on the server
-    last.connect(lab.hosts.server, PORT)                               # accept queue: 2, full
-    extra.connect(lab.hosts.server, PORT, nonblocking=True, expect="EINPROGRESS")
-    port = {name: sock.getsockname()[1] for name, sock in
-            (("first", first), ("late", late), ("last", last), ("extra", extra))}
-    lab.wait_counter("server", "ListenOverflows", 1)                  # the extra client's SYN
+    late.bind(LATE)
+    first.connect(lab.hosts.server, PORT, check=False, timeout=5)             # accept queue: 1
+    held = lab.faults.hold("client > server", ".", payload=False, port=LATE)  # every final ACK of `late`:
+    late.connect(lab.hosts.server, PORT, check=False, timeout=5)              # its request waits, for as long as held
+    last.connect(lab.hosts.server, PORT, check=False, timeout=5)              # accept queue: 2
+    extra.connect(lab.hosts.server, PORT, nonblocking=True, check=False)
+    ports = {name: sock.getsockname()[1] for name, sock in
+             (("first", first), ("late", late), ("last", last), ("extra", extra))}
+    lab.observe("ports", ports)
+    seen = lab.wait_counter("server", "ListenOverflows", 1, required=False)   # the extra client's SYN, if dropped
+    lab.netstat("server", label="accept queue full")
+    lab.ss("accept queue full")
+    extra.close()                              # its attempt ends here: no retransmission later
 
-    full = lab.ss("accept queue full")
-    lab.expect_ss(full, client=["ESTAB", "ESTAB", "ESTAB", "SYN-SENT"], server=["LISTEN", "SYN-RECV", "ESTAB", "ESTAB"])
-    listener = full["server"].find(state="LISTEN")[0]
-    assert (listener.recv_q, listener.send_q) == (BACKLOG + 1, BACKLOG), f"LISTEN Recv-Q/Send-Q:\n{full['server'].text}"
-    assert full["server"].find(state="SYN-RECV")[0].peer_port == port["late"], full["server"].text
-    assert full["client"].find(state="SYN-SENT")[0].local_port == port["extra"], full["client"].text
-
-    # About 1 s later the server retransmits its SYN+ACK to `late` and `extra` retransmits its SYN.
-    t = time.monotonic()
-    lab.wait_segment(lambda s: s.sport == port["extra"] and s.flags == "S" and s.time > t, timeout=3,
-                     what="the extra client's SYN retransmission")
-    lab.wait_segment(lambda s: s.sport == port["late"] and s.flags == "." and s.time > t, timeout=3,
-                     what="the late client's ACK of the retransmitted SYN+ACK")
+    held.release()
+    late.send("x", check=False)                # data, with the ACK the server's request waits for
+    lab.wait_counter("server", "ListenOverflows", seen + 1, required=False)
     if overflow == "abort_on_overflow":
-        lab.wait_segment(lambda s: s.dport == port["late"] and "R" in s.flags, timeout=2,
-                         what="the RST to the late client")
-    lab.wait_counter("server", "ListenOverflows", 3)                  # the late ACK and the second SYN
-    if overflow == "abort_on_overflow":
-        lab.wait_ss("client", lambda snap: not snap.find(local_port=port["late"]), what="the late client reset")
-        lab.wait_ss("server", lambda snap: not snap.find(state="SYN-RECV"), what="the late request dropped")
-    after = lab.ss("after the retransmissions")
-    extra.close()                                                     # its attempt ends: no third SYN
+        lab.wait_segment(match("server", "R", port=LATE), timeout=1, what="an RST to the late client", required=False)
+    lab.netstat("server", label="after the late ACK")
+    lab.ss("after the late ACK")
 
-    handshake = """
-        client > server  S   0:0(0)
-        server > client  S.  0:0(0) ack 1
-        client > server  .   1:1(0) ack 1
-    """
-    lab.expect_segments(handshake, port=port["first"])
-    lab.expect_segments(handshake, port=port["last"])
-    lab.expect_segments("""
-        client > server  S   0:0(0) {2}
-    """, port=port["extra"])
-    lab.expect_segments("""
-        client > server  S   0:0(0)
-        server > client  S.  0:0(0) ack 1
-        client > server  .   1:1(0) ack 1 (dropped)
-        server > client  S.  0:0(0) ack 1
-        client > server  .   1:1(0) ack 1
-    """ + ("""
-        server > client  R   1:1(0)
-    """ if overflow == "abort_on_overflow" else ""), port=port["late"])
 
-    if overflow == "abort_on_overflow":
-        lab.expect_ss(after, client=["ESTAB", "ESTAB", "SYN-SENT"], server=["LISTEN", "ESTAB", "ESTAB"])
-        lab.expect_transitions("client", "CLOSE -> SYN_SENT -> ESTABLISHED -> CLOSE", port=port["late"])
-    else:
-        lab.expect_ss(after, client=["ESTAB", "ESTAB", "ESTAB", "SYN-SENT"],
-                      server=["LISTEN", "SYN-RECV", "ESTAB", "ESTAB"])
-        request = after["server"].find(state="SYN-RECV")[0]
-        assert request.timer is not None and request.timer.retrans == 1, f"the request's timer:\n{after['server'].text}"
-        lab.expect_transitions("client", "CLOSE -> SYN_SENT -> ESTABLISHED", port=port["late"])
-    for name in ("first", "last"):
-        lab.expect_transitions("server", "LISTEN -> SYN_RECV -> ESTABLISHED", port=port[name])
-    never = [str(h) for h in lab.transitions(port["late"]) if h.key[0] == lab.addr("server")]
-    assert never == [], f"no server socket should exist for the late client: {never}"
+# -- HS-REJECT-OVERFLOW -------------------------------------------------------------------------
 
-    queue = {snap.label: snap.find(state="LISTEN")[0].recv_q for snap in (full["server"], after["server"])}
-    extra_answers = [s for s in lab.segments(port["extra"]) if s.src == "server"]
-    extra_syns = [s for s in lab.segments(port["extra"]) if s.src == "client"]
-    synacks = [s for s in lab.segments(port["late"]) if s.flags == "S."]
-    late_client = after["client"].find(local_port=port["late"])
-    late_server = after["server"].find(peer_port=port["late"])
-    lab.verdict(set(queue.values()) == {BACKLOG + 1} and not extra_answers,
-                f"listen({BACKLOG}) without accept(): the accept queue (Recv-Q of LISTEN) stopped at "
-                f"{listener.recv_q} with Send-Q {listener.send_q}; a further client's SYN got {len(extra_answers)} "
-                f"answers, was retransmitted after {extra_syns[1].time - extra_syns[0].time:.2f} s, dropped again, "
-                f"and the client stays {after['client'].find(local_port=port['extra'])[0].state}; a client whose "
-                f"final ACK was lost answered the SYN+ACK the server retransmitted after "
-                f"{synacks[1].time - synacks[0].time:.2f} s, but that ACK reached the full queue: the client is "
-                f"{late_client[0].state if late_client else 'reset (gone from ss)'} while the server "
-                f"{'keeps it as ' + late_server[0].state if late_server else 'has no entry for it'}; "
-                f"TcpExt ListenOverflows = {lab.netstat('server')['TcpExt']['ListenOverflows']}")
+LATE_DEFAULT, LATE_ABORT = PORT + 12, PORT + 13
+
+
+def _full_queue_with_a_waiting_request(lab, port, late_port):
+    """A listener on `port` with listen(1): one request whose final ACKs are held (client `late_port`),
+    then two connections in the accept queue, which is full. Returns (the late client, its hold rule)."""
+    srv = lab.server.socket()
+    srv.bind(port)
+    srv.listen(1)
+    first, late, last = (lab.client.socket() for _ in range(3))
+    late.bind(late_port)
+    first.connect(lab.hosts.server, port, check=False, timeout=5)
+    rule = lab.faults.hold("client > server", ".", payload=False, port=late_port)
+    late.connect(lab.hosts.server, port, check=False, timeout=5)
+    last.connect(lab.hosts.server, port, check=False, timeout=5)
+    return late, rule
+
+
+@judge("HS-REJECT-OVERFLOW", claims=[85],
+       text="a server (here: a listener whose accept queue is full) that rejects a connection answers with RST")
+def listener_rejects_with_rst(rec: CaseRecord) -> Verdict:
+    out = {}
+    for phase, port in (("default", LATE_DEFAULT), ("abort", LATE_ABORT)):
+        rst = rec.segments(port, src="server", flags="R")
+        row = next(iter(rec.snapshot("client", f"{phase}: after the late ACK").find(local_port=port)), None)
+        fd = rec.fact("fds")[phase]
+        calls = [c for c in rec.calls if c.role == "client" and c.op in ("connect", "recv", "send")
+                 and c.args.get("fd") == fd]
+        out[phase] = (bool(rst), row.state if row else "gone", ", ".join(f"{c.op}() {c.result()}" for c in calls))
+    said = (f"listen(1) with a full accept queue, the final ACK (with data) of a waiting request: by default the "
+            f"server {'answered RST' if out['default'][0] else 'dropped it silently'} and the client, after "
+            f"{out['default'][2]}, stayed {out['default'][1]}; with tcp_abort_on_overflow=1 it "
+            f"{'answered RST' if out['abort'][0] else 'sent no RST'}, the client saw {out['abort'][2]} and is "
+            f"{out['abort'][1]}")
+    return verdict_if(out["default"][0], said,
+                      setting="net.ipv4.tcp_abort_on_overflow=1 (the default drops silently)" if out["abort"][0] else None)
+
+
+@pytest.mark.claim(listener_rejects_with_rst)
+def test_full_listener_rejects_with_rst_only_on_abort_on_overflow(lab, family):
+    """Full accept queue, a late final ACK: silently dropped by default, RST with tcp_abort_on_overflow=1."""
+    fds = {}
+    for phase, port, late_port in (("default", PORT, LATE_DEFAULT), ("abort", PORT + 1, LATE_ABORT)):
+        late, rule = _full_queue_with_a_waiting_request(lab, port, late_port)
+        fds[phase] = late.fd
+        seen = lab.netstat("server")["TcpExt"].get("ListenOverflows", 0)
+        if phase == "abort":
+            lab.set_sysctl("server", "net.ipv4.tcp_abort_on_overflow", 1)
+        rule.release()
+        late.send("x", check=False)            # data, with the ACK the request waits for, into the full queue
+        lab.wait_counter("server", "ListenOverflows", seen + 1, required=False)
+        if phase == "abort":
+            lab.wait_segment(match("server", "R", port=late_port), timeout=1, what="an RST to the late client",
+                             required=False)
+        late.recv(100, flags=["MSG_DONTWAIT"], check=False)
+        late.send("y", flags=["MSG_NOSIGNAL", "MSG_DONTWAIT"], check=False)
+        lab.ss(f"{phase}: after the late ACK")
+        if phase == "default":                 # from now on nothing of this client reaches the server
+            lab.faults.drop("client > server", port=late_port)
+    lab.observe("fds", fds)
+
+
+# -- IO-BEFORE-ACCEPT ---------------------------------------------------------------------------
+
+@judge("IO-BEFORE-ACCEPT", claims=[98], text="only after accept() can client and server send and receive")
+def io_before_accept(rec: CaseRecord) -> Verdict:
+    accept = rec.call("accept", role="server")
+    sent = rec.call("send", role="client")
+    acked = [s for s in rec.segments(PORT, src="server") if s.ack is not None and s.ack > 1 and s.t < accept.t0]
+    snap = rec.snapshot("server", "before accept()")
+    child = next(iter(snap.find(state="ESTAB", local_port=PORT)), None)
+    got = rec.call("recv", role="server")
+    before = sent.ok and sent.ret and bool(acked)
+    return verdict_if(not before, f"with no accept() yet, the client's send() returned {sent.result()} and the server's "
+                                  f"kernel acknowledged up to byte {max((s.ack for s in acked), default=1) - 1}; ss showed "
+                                  f"the new connection {child.state if child else 'absent'} with Recv-Q "
+                                  f"{child.recv_q if child else '-'}; accept() came {accept.t0 - sent.t1:.3f} s later and "
+                                  f"recv() returned {got.result()}")
+
+
+@pytest.mark.claim(io_before_accept)
+def test_client_sends_before_accept(lab, family):
+    """listen() without accept(); the client connects and sends; later accept() and recv()."""
+    srv = lab.server.socket()
+    srv.bind(PORT)
+    srv.listen(5)
+    cli = lab.client.socket()
+    cli.connect(lab.hosts.server, PORT, check=False, timeout=5)
+    cli.send("hello", check=False, timeout=2)
+    lab.wait_segment(match("server", ".", ack=6, port=PORT), timeout=1, what="the server's ACK of the data",
+                     required=False)
+    lab.wait_ss("server", lambda s: any(r.recv_q for r in s.find(state="ESTAB")), timeout=1,
+                what="before accept()", required=False)
+    conn = srv.accept(timeout=2)
+    conn.recv(100, timeout=2, check=False)
+
+
+# -- BACKLOG-ACCEPTING --------------------------------------------------------------------------
+
+CLIENTS, PAUSED = 20, 5
+
+
+@judge("BACKLOG-ACCEPTING", claims=[43],
+       text="the queue of incoming requests is why a server has a maximum number of connections")
+def backlog_is_no_connection_limit(rec: CaseRecord) -> Verdict:
+    backlog = rec.call("listen", role="server").args.get("backlog")
+    accepted = [c for c in rec.calls_of("accept", role="server") if c.ok]
+    served = rec.snapshot("server", "all clients accepted")
+    estab = len(served.find(state="ESTAB", local_port=PORT))
+    queued, _ = _queue(served)
+    drops = rec.counter("server", "all clients accepted", "ListenOverflows")
+    paused = rec.snapshot("client", "accept paused")
+    later = rec.fact("paused_ports")
+    states = [next((r.state for r in paused.find(local_port=p)), "gone") for p in later]
+    paused_server = rec.snapshot("server", "accept paused")
+    holds = estab <= (backlog or 0) + 1
+    return verdict_if(holds, f"listen({backlog}) with accept() called for each client: {len(accepted)} accepted, "
+                             f"{estab} ESTAB on the server at once, LISTEN Recv-Q {queued}, ListenOverflows {drops}; "
+                             f"with accept() paused, {PAUSED} more clients: "
+                             + ", ".join(f"{states.count(st)} {st}" for st in sorted(set(states)))
+                             + f" (accept queue {_queue(paused_server)[0]})")
+
+
+@pytest.mark.claim(backlog_is_no_connection_limit)
+def test_backlog_limits_only_connections_not_yet_accepted(lab, family):
+    """listen(2) with an accept() per client: 20 clients all served; then accept paused: 5 more clients."""
+    srv = lab.server.socket()
+    srv.bind(PORT)
+    srv.listen(2)
+    for _ in range(CLIENTS):                   # an accept loop: one accept() as each client connects
+        lab.client.socket().connect(lab.hosts.server, PORT, check=False, timeout=5)
+        srv.accept(timeout=2, check=False)
+    lab.netstat("server", label="all clients accepted")
+    lab.ss("all clients accepted")
+
+    base = lab.netstat("server")["TcpExt"].get("ListenOverflows", 0)
+    ports = []
+    for i in range(PAUSED):                    # nobody accepts now
+        cli = lab.client.socket()
+        cli.connect(lab.hosts.server, PORT, nonblocking=True, check=False)
+        ports.append(cli.getsockname()[1])
+        # each attempt reaches a defined point before the next: established (the first backlog + 1),
+        # or its SYN dropped at the full queue (counted by the kernel)
+        if i < 3:
+            lab.wait_ss("client", lambda s, p=ports[-1]: any(r.state == "ESTAB" for r in s.find(local_port=p)),
+                        timeout=1, what=f"paused client {i + 1}", required=False)
+        else:
+            lab.wait_counter("server", "ListenOverflows", base + i - 2, required=False)
+    lab.observe("paused_ports", ports)
+    lab.ss("accept paused")
 
 
 # -- helpers ------------------------------------------------------------------------------------
