@@ -5,248 +5,399 @@ enough for SYN_SENT and SYN_RECEIVED, but a simultaneous open needs the *first* 
 in flight at once, which no drop can arrange: `lab.faults.delay(role)` holds a host's segments instead.
 """
 
+import ipaddress
+
 import pytest
+
+from harness.judge import judge, verdict_if, Verdict
+from harness.record import CaseRecord
+from harness.segment import match
 
 PORT = 50000
 CLIENT_PORT, SERVER_PORT = 50001, 50002     # simultaneous open: both sides bind() and connect()
+FASTOPEN_PORT = 50003                       # the Fast Open client whose final ACK is held
+PATH_PORT = 50021                           # SYNSENT-NODROP: the client whose SYNs the path drops
+UNUSED_V4 = "198.19.255.254"                # no host on the link has it (the link's /30 has no free address)
 
 
 def _seconds(values) -> str:
     return ", ".join(f"{v:.3f}" for v in values)
 
 
-def _syn_ack_pair(segments) -> list:
-    """(src, seq, end, ack) of every SYN+ACK, in a fixed order for comparison."""
-    return sorted((s.src, s.seq, s.end, s.ack) for s in segments if s.flags == "S.")
+def _after(hist, state):
+    """The state a socket went to from `state`, None when it never left it (or never was in it)."""
+    if hist is None or state not in hist.states[:-1]:
+        return None
+    return hist.states[hist.states.index(state) + 1]
 
 
-@pytest.mark.article("004")
-@pytest.mark.experiment("CONN-SYNSENT-DROP")
-@pytest.mark.claim("only segments dropped on the path (a router or firewall) leave a client in SYN_SENT")
+def _rows(rec, role, label, **where):
+    return rec.snapshot(role, label).find(**where)
+
+
+# -- CONN-SYNSENT-DROP --------------------------------------------------------------------------
+
+@judge("CONN-SYNSENT-DROP", claims=[83],
+       text="after sending its SYN the client is in SYN-SENT, and stays there while the path drops its SYNs")
+def drops_keep_syn_sent(rec: CaseRecord) -> Verdict:
+    syns = rec.segments(PORT, src="client", flags="S")
+    dropped = [s for s in syns if s.dropped_by]
+    rows = _rows(rec, "client", "while the SYNs are dropped", peer_port=PORT)
+    row = next(iter(rows), None)
+    gaps = [b.t - a.t for a, b in zip(syns, syns[1:])]
+    holds = row is not None and row.state == "SYN-SENT" and bool(dropped)
+    timer = f" (timer {row.timer.name}, {row.timer.remaining:.3f} s left)" if row and row.timer else ""
+    return verdict_if(holds, f"{len(dropped)} of {len(syns)} SYNs were dropped on the path while a listener was "
+                             f"ready; ss showed the client {row.state if row else 'with no socket'}{timer}; the SYN "
+                             f"was retransmitted at intervals {_seconds(gaps) or '-'} s")
+
+
+@judge("CONN-SYNSENT-DROP", claims=[28],
+       text="SYN_SENT returns to CLOSED when the connection attempt times out")
+def dropped_syns_time_out(rec: CaseRecord) -> Verdict:
+    call = rec.call("connect", role="client")
+    client = rec.history("client", PORT)
+    left = rec.snapshot("client", "after connect() failed").find(peer_port=PORT)
+    retries = rec.sysctl("client", "net.ipv4.tcp_syn_retries")
+    holds = call.errno == "ETIMEDOUT" and _after(client, "SYN_SENT") == "CLOSE" and not left
+    return verdict_if(holds, f"connect() returned {call.result()} after {call.t1 - call.t0:.3f} s "
+                             f"(tcp_syn_retries={retries}); the socket went {client.text() if client else '(not traced)'}; "
+                             f"ss then listed {len(left)} client socket(s) for the port")
+
+
+@pytest.mark.claim(drops_keep_syn_sent)
+@pytest.mark.claim(dropped_syns_time_out)
 def test_dropped_syns_keep_the_client_in_syn_sent(lab, family):
     """Every SYN dropped on the path: SYN-SENT in ss, SYN retransmissions, connect() fails after the retries."""
     lab.set_sysctl("client", "net.ipv4.tcp_syn_retries", 1)
-    linear = lab.hosts.client.get_sysctl("net.ipv4.tcp_syn_linear_timeouts")
     srv = lab.server.socket()
     srv.bind(PORT)
     srv.listen(5)                               # a listener that would answer: only the path is at fault
-    rule = lab.faults.drop("client > server", "S")
+    lab.faults.drop("client > server", "S")
     cli = lab.client.socket()
-    connecting = cli.connect(lab.hosts.server, PORT, wait=False, expect="ETIMEDOUT")
-    held = lab.wait_ss("client", lambda s: "SYN-SENT" in s.states(), what="the client's SYN-SENT entry")
-    call = connecting.wait(timeout=8)
-
-    # tcp_syn_retries=1 and yet two retransmissions: the limit is a time budget modelled on
-    # exponential back-off (1 + 2 s), while the first tcp_syn_linear_timeouts intervals stay at 1 s.
-    lab.expect_segments(f"""
-        client > server  S   0:0(0) <mss {lab.mss()},...> (dropped) {{3}}
-    """, port=PORT)
-    syns = lab.segments(port=PORT)
-    assert lab.faults.counters(rule) == len(syns), "nftables' counter and the segments marked dropped disagree"
-    intervals = [b.time - a.time for a, b in zip(syns, syns[1:])]
-    assert all(0.99 <= i <= 1.5 for i in intervals), f"SYN retransmission intervals {_seconds(intervals)} s"
-    elapsed = call.t1 - call.t0
-    assert 2.9 <= elapsed <= 4.0, f"connect() failed after {elapsed:.3f} s"
-    lab.expect_ss(lab.ss("after connect() failed"), client=[], server=["LISTEN"])
-    lab.expect_transitions("client", "CLOSE -> SYN_SENT -> CLOSE", port=PORT)
-
-    timer = held.find(state="SYN-SENT")[0].timer
-    lab.verdict("SYN-SENT" in held.states() and call.errno == "ETIMEDOUT",
-                f"with every SYN dropped on the path the client sat in SYN-SENT (ss timer {timer.name}, "
-                f"{timer.remaining:.3f} s left) while a listener was ready; {len(syns) - 1} SYN retransmissions "
-                f"at intervals {_seconds(intervals)} s (tcp_syn_linear_timeouts={linear}: linear, not doubling); "
-                f"connect() failed with {call.errno} after {elapsed:.3f} s with tcp_syn_retries=1")
+    connecting = cli.connect(lab.hosts.server, PORT, wait=False, check=False)
+    lab.wait_ss("client", lambda s: s.find(peer_port=PORT), timeout=1, what="while the SYNs are dropped",
+                required=False)
+    connecting.wait(timeout=8)
+    lab.ss("after connect() failed")
 
 
-@pytest.mark.article("000")
-@pytest.mark.experiment("SYNSENT-TIMEOUT")
-@pytest.mark.claim("SYN_SENT returns to CLOSED when the connection attempt times out")
+# -- SYNSENT-NODROP -----------------------------------------------------------------------------
+
+def _syn_sent(rec, port, label):
+    """(seen in SYN-SENT, how: ss and/or trace) for the client socket of local or peer `port`."""
+    hows = []
+    if any(r.state == "SYN-SENT" for r in rec.snapshot("client", label).find(local_port=port)):
+        hows.append("ss")
+    if any("SYN_SENT" in h.states for h in rec.histories("client", port)):
+        hows.append("trace")
+    return bool(hows), "+".join(hows) or "neither ss nor trace"
+
+
+@judge("SYNSENT-NODROP", claims=[99],
+       text="API errors never leave a client in SYN_SENT; only segments dropped by network devices do")
+def only_drops_leave_syn_sent(rec: CaseRecord) -> Verdict:
+    ports = rec.fact("ports")
+    path = _syn_sent(rec, ports["path"], "dropped on the path")
+    path_dropped = len(rec.segments(ports["path"], flags="S", dropped=True))
+    queue = _syn_sent(rec, ports["queue"], "accept queue full")
+    queue_syns = rec.segments(ports["queue"], src="client", flags="S")
+    queue_answers = rec.segments(ports["queue"], src="server")
+    unused = _syn_sent(rec, ports["unused"], "no neighbour answers")
+    unused_syns = [s for s in rec.segments(ports["unused"]) if s.has("S")]
+    end = rec.call("wait_connected", role="client")
+    overflows = rec.counter("server", "accept queue full", "ListenOverflows")
+    not_path = (queue[0] and not any(s.dropped_by for s in queue_syns)) or (unused[0] and not unused_syns)
+    return verdict_if(path[0] and not not_path,
+                      f"SYNs dropped on the path ({path_dropped} by the fault rule): SYN-SENT seen "
+                      f"{'by ' + path[1] if path[0] else 'by neither ss nor trace'}; a listener with a full accept "
+                      f"queue: {len(queue_syns)} SYN(s) reached the server, none dropped on the path, "
+                      f"{len(queue_answers)} answer(s), ListenOverflows {overflows}, the client "
+                      f"{'in SYN-SENT (' + queue[1] + ')' if queue[0] else 'never in SYN-SENT'}; connect() to "
+                      f"{rec.fact('unused address')} that no neighbour answers: {len(unused_syns)} SYN(s) on the "
+                      f"wire, the client {'in SYN-SENT (' + unused[1] + ')' if unused[0] else 'never in SYN-SENT'}, "
+                      f"then {end.result()} after {end.t1 - rec.call('connect', role='client').t0:.3f} s")
+
+
+@pytest.mark.claim(only_drops_leave_syn_sent)
+def test_clients_left_in_syn_sent_with_nothing_dropped_on_the_path(lab, family):
+    """SYN-SENT three ways: SYNs dropped on the path; dropped by a full listener's kernel; no neighbour at all."""
+    srv = lab.server.socket()
+    srv.bind(PORT)
+    srv.listen(1)
+    ports = {"path": PATH_PORT}
+
+    # 1. The path drops the SYNs (a firewall): the case the article names.
+    rule = lab.faults.drop("client > server", "S", port=PATH_PORT)
+    dropped = lab.client.socket()
+    dropped.bind(PATH_PORT)
+    dropped.connect(lab.hosts.server, PORT, nonblocking=True, check=False)
+    lab.wait_ss("client", lambda s: s.find(local_port=PATH_PORT), timeout=1, what="dropped on the path", required=False)
+    dropped.close()
+    rule.release()
+
+    # 2. Nothing dropped on the path: the listener's own kernel drops the SYN (accept queue full).
+    for _ in range(2):
+        lab.client.socket().connect(lab.hosts.server, PORT, check=False, timeout=5)
+    extra = lab.client.socket()
+    extra.connect(lab.hosts.server, PORT, nonblocking=True, check=False)
+    ports["queue"] = extra.getsockname()[1]
+    lab.wait_counter("server", "ListenOverflows", 1, required=False)
+    lab.netstat("server", label="accept queue full")
+    lab.wait_ss("client", lambda s: s.find(local_port=ports["queue"]), timeout=1, what="accept queue full",
+                required=False)
+    extra.close()
+
+    # 3. No segment at all: an on-link address nobody has; address resolution fails (shortened here).
+    host = lab.hosts.client
+    if family == "ipv6":
+        net = ipaddress.IPv6Interface(f"{lab.addr('server')}/64").network
+        unused = str(net.network_address + 0xdead)
+    else:
+        unused = UNUSED_V4
+        host.run(["ip", "route", "add", f"{unused}/32", "dev", host.ifname])
+    lab.set_sysctl("client", f"net.{'ipv6' if family == 'ipv6' else 'ipv4'}.neigh.{host.ifname}.retrans_time_ms", 200)
+    lab.observe("unused address", unused)
+    nowhere = lab.client.socket()
+    nowhere.connect(unused, PORT, nonblocking=True, check=False)
+    ports["unused"] = nowhere.getsockname()[1]
+    lab.wait_ss("client", lambda s: s.find(local_port=ports["unused"]), timeout=0.5, what="no neighbour answers",
+                required=False)
+    nowhere.wait_connected(check=False, timeout=5)
+    lab.observe("ports", ports)
+
+
+# -- SYNSENT-TIMEOUT ----------------------------------------------------------------------------
+
+@judge("SYNSENT-TIMEOUT", claims=[28], text="SYN_SENT returns to CLOSED when the connection attempt times out")
+def timeout_to_closed(rec: CaseRecord) -> Verdict:
+    call = rec.call("connect", role="client")
+    client = rec.history("client", PORT)
+    before = rec.snapshot("client", "before the timeout").find(peer_port=PORT)
+    after = rec.snapshot("client", "after connect() timed out").find(peer_port=PORT)
+    syns = rec.segments(PORT, src="client", flags="S")
+    closed_at = client.times[client.states.index("CLOSE", 1) - 1] if client and "CLOSE" in client.states[1:] else None
+    holds = call.errno == "ETIMEDOUT" and _after(client, "SYN_SENT") == "CLOSE" and not after
+    return verdict_if(holds, f"with TCP_USER_TIMEOUT 500 ms and every SYN dropped, connect() returned {call.result()} "
+                             f"after {call.t1 - call.t0:.3f} s ({len(syns) - 1} SYN retransmission(s)); ss showed "
+                             f"{[r.state for r in before]} before and {[r.state for r in after]} after; the trace: "
+                             f"{client.text() if client else '(not traced)'}"
+                             + (f", CLOSE {closed_at - call.t0:.3f} s after connect()" if closed_at else "")
+                             + "; CLOSED itself is not shown by ss (the descriptor is still open)")
+
+
+@pytest.mark.claim(timeout_to_closed)
 def test_syn_sent_times_out_to_closed(lab, family):
     """SYNs dropped, TCP_USER_TIMEOUT 500 ms: connect() times out, SYN_SENT -> CLOSE, nothing left in ss."""
-    rule = lab.faults.drop("client > server", "S")
+    lab.faults.drop("client > server", "S")
     cli = lab.client.socket()
     cli.setsockopt("TCP_USER_TIMEOUT", 500)     # the SYN timer still first fires after 1 s
-    connecting = cli.connect(lab.hosts.server, PORT, wait=False, expect="ETIMEDOUT")
-    before = lab.wait_ss("client", lambda s: "SYN-SENT" in s.states(), what="the client's SYN-SENT entry")
-    call = connecting.wait(timeout=5)
-
-    lab.expect_segments("""
-        client > server  S   0:0(0) (dropped) {2}
-    """, port=PORT)
-    syns = lab.segments(port=PORT)
-    assert lab.faults.counters(rule) == len(syns)
-    after = lab.ss("after connect() timed out")
-    lab.expect_ss(after, client=[], server=[])
-    hist = lab.expect_transitions("client", "CLOSE -> SYN_SENT -> CLOSE", port=PORT)
-    closed_at = hist.transitions[-1].time
-
-    lab.verdict(call.errno == "ETIMEDOUT" and "SYN-SENT" in before.states() and not after["client"].rows,
-                f"connect() failed with {call.errno} after {call.t1 - call.t0:.3f} s "
-                f"({len(syns) - 1} SYN retransmission(s)); the trace shows SYN_SENT -> CLOSE {(closed_at - call.t0):.3f} s after connect(), and ss lists "
-                f"no socket although the descriptor is still open: CLOSED is not shown by ss")
+    connecting = cli.connect(lab.hosts.server, PORT, wait=False, check=False)
+    lab.wait_ss("client", lambda s: s.find(peer_port=PORT), timeout=1, what="before the timeout", required=False)
+    connecting.wait(timeout=5)
+    lab.ss("after connect() timed out")
 
 
-@pytest.mark.article("002")
-@pytest.mark.experiment("SYNRCVD-HOLD")
-@pytest.mark.claim("SYN_RCVD is hard to see unless the client withholds the last ACK of the handshake")
+# -- SYNRCVD-HOLD -------------------------------------------------------------------------------
+
+def _request(rec, label="the final ACK held"):
+    return next(iter(_rows(rec, "server", label, state="SYN-RECV")), None)
+
+
+@judge("SYNRCVD-HOLD", claims=[64],
+       text="SYN_RCVD is too short to see unless the client withholds the last ACK of the handshake")
+def held_ack_shows_syn_recv(rec: CaseRecord) -> Verdict:
+    request = _request(rec)
+    synacks = rec.segments(PORT, src="server", flags="S")
+    answer = next((s for s in rec.segments(PORT, src="client", dropped=False)
+                   if synacks and s.t > synacks[-1].t and s.flags == "."), None)
+    rtt = (answer.t - synacks[-1].t) if answer and len(synacks) > 1 else None
+    server = rec.history("server", PORT)
+    traced = (server.times[server.states.index("SYN_RECV")] - server.times[server.states.index("SYN_RECV") - 1]
+              if server and "SYN_RECV" in server.states[1:-1] else None)
+    holds = request is not None and rtt is not None and rtt < 0.01
+    return verdict_if(holds, f"with the final ACK dropped ss showed the server's request "
+                             f"{'in SYN-RECV' if request else 'not at all'}"
+                             + (f" (timer {request.timer.name}, {request.timer.remaining:.3f} s)" if request and request.timer else "")
+                             + f"; un-held, the client answered the retransmitted SYN+ACK "
+                             + (f"{rtt * 1e6:.0f} us later" if rtt is not None else "never")
+                             + ", so SYN_RECEIVED lasts one round trip; the trace's full socket was SYN_RECV for "
+                             + (f"{traced * 1e6:.0f} us" if traced is not None else "no time")
+                             + " (the request itself is not traced)")
+
+
+@judge("SYNRCVD-HOLD", claims=[3, 24],
+       text="SYN-RECEIVED waits for the confirming ACK after receiving and sending a request; after the third "
+            "segment the server is ESTABLISHED (in the data state)")
+def syn_recv_waits_for_ack(rec: CaseRecord) -> Verdict:
+    request = _request(rec)
+    synacks = rec.segments(PORT, src="server", flags="S")
+    acks = rec.segments(PORT, src="client", flags=".")
+    passed = next((s for s in acks if not s.dropped_by and s.flags == "."), None)
+    done = rec.snapshot("server", "after the ACK passed").find(state="ESTAB", local_port=PORT)
+    server = rec.history("server", PORT)
+    est = server.times[server.states.index("ESTABLISHED") - 1] if server and "ESTABLISHED" in server.states else None
+    accept = next(iter(rec.calls_of("accept", role="server")), None)
+    holds = (request is not None and len(synacks) >= 2 and passed is not None and bool(done)
+             and est is not None and est >= passed.t - 0.001 and accept is not None and accept.ok)
+    return verdict_if(holds, f"while {len([a for a in acks if a.dropped_by])} final ACK(s) were dropped the server "
+                             f"kept the request {'in SYN-RECV' if request else '(not seen)'} and sent "
+                             f"{len(synacks)} SYN+ACK(s); the trace shows it ESTABLISHED "
+                             + (f"{(est - passed.t) * 1e6:.0f} us after the ACK that passed" if est and passed else
+                                "never")
+                             + f", ss then {'ESTAB' if done else 'no ESTAB'}, and accept() returned "
+                             f"{accept.result() if accept else '(not called)'}")
+
+
+@pytest.mark.claim(held_ack_shows_syn_recv)
+@pytest.mark.claim(syn_recv_waits_for_ack)
 def test_held_final_ack_shows_syn_recv(lab, family):
     """The client's final ACK held: server SYN-RECV in ss, SYN+ACK retransmitted, its answer completes the handshake."""
-    lab.set_sysctl("server", "net.ipv4.tcp_synack_retries", 1)
     srv = lab.server.socket()
     srv.bind(PORT)
     srv.listen(5)
+    accepting = srv.accept(wait=False)
     rule = lab.faults.hold("client > server", ".", payload=False)
     cli = lab.client.socket()
-    cli.connect(lab.hosts.server, PORT)        # the client is ESTABLISHED at once
-    held = lab.wait_ss("server", lambda s: "SYN-RECV" in s.states(), what="the server's SYN-RECV entry")
-    lab.expect_ss({"server": held}, server=["LISTEN", "SYN-RECV"])
-    dropped = lab.faults.counters(rule)
-    rule.release()                             # the client's next ACK passes: its answer to the retransmission
-    done = lab.wait_ss("server", lambda s: "ESTAB" in s.states(), timeout=3, what="the server's ESTAB entry")
-    srv.accept(timeout=1)                      # the completed connection reaches accept()
-
-    lab.expect_segments(f"""
-        client > server  S   0:0(0) <mss {lab.mss()},...>
-        server > client  S.  0:0(0) ack 1 <mss {lab.mss()},...>
-        client > server  .   1:1(0) ack 1 (dropped)
-        server > client  S.  0:0(0) ack 1 <mss {lab.mss()},...>
-        client > server  .   1:1(0) ack 1
-    """)
-    segs = lab.segments()
-    assert dropped == 1 and not segs[-1].dropped_by, "only the first final ACK is dropped"
-    resent_after = segs[3].time - segs[1].time
-    assert 0.99 <= resent_after <= 1.5, f"SYN+ACK retransmitted after {resent_after:.3f} s"
-    lab.expect_ss({"server": done}, server=["LISTEN", "ESTAB"])
-    hist = lab.expect_transitions("server", "LISTEN -> SYN_RECV -> ESTABLISHED", port=PORT)
-    # The full socket is born when the ACK arrives: the trace sees its SYN_RECV only then, for microseconds,
-    # while the request that ss showed as SYN-RECV is not traced at all.
-    traced_syn_recv = hist.transitions[1].time - hist.transitions[0].time
-    request = held.find(state="SYN-RECV")[0]
-
-    lab.verdict("SYN-RECV" in held.states() and traced_syn_recv < 0.01,
-                f"with the final ACK dropped ss showed the server's SYN-RECV request (timer {request.timer.name}, "
-                f"{request.timer.remaining:.3f} s); the SYN+ACK was retransmitted after {resent_after:.3f} s "
-                f"(tcp_synack_retries=1); the client's ACK to it passed and accept() returned the connection; "
-                f"the trace's SYN_RECV lasted {traced_syn_recv * 1e6:.0f} us, at the ACK's arrival only")
+    cli.connect(lab.hosts.server, PORT, check=False, timeout=5)        # the client is ESTABLISHED at once
+    lab.wait_ss("server", lambda s: s.find(state="SYN-RECV"), timeout=1, what="the final ACK held", required=False)
+    rule.release()            # the client's answer to the SYN+ACK retransmission (after 1 s) passes
+    lab.wait_ss("server", lambda s: s.find(state="ESTAB"), timeout=3, what="after the ACK passed", required=False)
+    if accepting.done():
+        accepting.wait()
 
 
-@pytest.mark.article("000")
-@pytest.mark.experiment("SIM-OPEN")
-@pytest.mark.claim("in a simultaneous open each side goes SYN_SENT -> SYN_RECEIVED -> ESTABLISHED")
+# -- SIM-OPEN -----------------------------------------------------------------------------------
+
+def _both_connect_at_once(lab, cli, peer, *, then=None):
+    """cli and peer connect() to each other with their first SYNs held until both are sent; the client's
+    SYN is released first, and `then()` runs once the server is in SYN-RECV (before its SYN+ACK leaves)."""
+    with lab.faults.delay("client") as client_held, lab.faults.delay("server") as server_held:
+        cli.connect(lab.hosts.server, SERVER_PORT, nonblocking=True, expect="EINPROGRESS")
+        peer.connect(lab.hosts.client, CLIENT_PORT, nonblocking=True, expect="EINPROGRESS")
+        lab.ss("both SYNs sent and held")
+        client_held.release()                  # the client's SYN reaches a server in SYN_SENT ...
+        lab.wait_ss("server", lambda s: s.find(state="SYN-RECV"), timeout=1, what="the server in SYN-RECV",
+                    required=False)
+        if then:
+            then()
+        server_held.release()                  # ... and the server's SYN, sent before, reaches the client
+
+
+@judge("SIM-OPEN", claims=[27],
+       text="in a simultaneous open each side goes SYN_SENT -> SYN_RECEIVED (sending SYN,ACK) -> ESTABLISHED")
+def simultaneous_open_path(rec: CaseRecord) -> Verdict:
+    hist = {r: rec.history(r, SERVER_PORT) for r in ("client", "server")}
+    synacks = {r: rec.segments(SERVER_PORT, src=r, flags="S.") for r in hist}
+    path = ["SYN_SENT", "SYN_RECV", "ESTABLISHED"]
+    holds = all(h is not None and h.states[1:4] == path for h in hist.values()) and all(synacks.values())
+    return verdict_if(holds, f"client {hist['client'].text() if hist['client'] else '(not traced)'}; server "
+                             f"{hist['server'].text() if hist['server'] else '(not traced)'}; SYN+ACKs sent: client "
+                             f"{len(synacks['client'])}, server {len(synacks['server'])}")
+
+
+@judge("SIM-OPEN", claims=[41],
+       text="a simultaneous open is a special case: SYNs cross, each side sends SYN and SYN+ACK (four segments, "
+            "not three) and no socket listens")
+def simultaneous_open_is_special(rec: CaseRecord) -> Verdict:
+    segs = rec.segments(SERVER_PORT)
+    syns = [s for s in segs if s.flags == "S"]
+    synacks = [s for s in segs if s.has("S") and s.has(".")]
+    listened = [h for h in rec.histories() if "LISTEN" in h.states]
+    states = {r: rec.states(r, "connected") for r in ("client", "server")}
+    holds = ({s.src for s in syns} == {"client", "server"} and {s.src for s in synacks} == {"client", "server"}
+             and not listened)
+    return verdict_if(holds, f"on the link: {'; '.join(f'{s.src} {s.flags}' for s in segs)}: {len(syns)} SYN(s) and "
+                             f"{len(synacks)} SYN+ACK(s), each SYN+ACK repeating its side's SYN and acknowledging "
+                             f"the other's; {len(listened)} socket(s) listened; ss then: client {states['client']}, "
+                             f"server {states['server']}")
+
+
+@pytest.mark.claim(simultaneous_open_path)
+@pytest.mark.claim(simultaneous_open_is_special)
 def test_simultaneous_open(lab, family):
     """Both sides bind() and connect() to each other, their first SYNs held until both are sent: SYNs cross."""
     cli = lab.client.socket()
     cli.bind(CLIENT_PORT)
     peer = lab.server.socket()
     peer.bind(SERVER_PORT)
-    with lab.faults.delay("client") as client_held, lab.faults.delay("server") as server_held:
-        cli.connect(lab.hosts.server, SERVER_PORT, nonblocking=True, expect="EINPROGRESS")
-        peer.connect(lab.hosts.client, CLIENT_PORT, nonblocking=True, expect="EINPROGRESS")
-        both_sent = lab.ss("both SYNs sent and held")
-        client_held.release()                  # the client's SYN reaches a server in SYN_SENT ...
-        half = lab.wait_ss("server", lambda s: "SYN-RECV" in s.states(), what="the server's SYN-RECV")
-        server_held.release()                  # ... and the server's SYN, sent before, reaches the client
-    cli.wait_connected()
-    peer.wait_connected()
-
-    lab.expect_ss(both_sent, client=["SYN-SENT"], server=["SYN-SENT"])
-    lab.expect_ss({"server": half}, server=["SYN-RECV"])
-    lab.expect_segments(f"""
-        client > server  S   0:0(0) <mss {lab.mss()},...>
-        server > client  S   0:0(0) <mss {lab.mss()},...>
-        ...
-    """)
-    # After the two SYNs, each side answers with SYN+ACK; which one the link carries first depends
-    # on when the kernel runs the receive softirq, so only the pair is checked, not its order.
-    segs = lab.segments()
-    assert _syn_ack_pair(segs[2:]) == [("client", 0, 0, 1), ("server", 0, 0, 1)], \
-        "\n".join(s.text() for s in segs)
-    assert all(s.flags in ("S.", ".") and s.length == 0 for s in segs[2:]), "\n".join(s.text() for s in segs)
-    lab.expect_ss(lab.ss("connected"), client=["ESTAB"], server=["ESTAB"])
-    chains = [lab.history(role, SERVER_PORT).states() for role in ("client", "server")]
-    for role in ("client", "server"):
-        lab.expect_transitions(role, "CLOSE -> SYN_SENT -> SYN_RECV -> ESTABLISHED", port=SERVER_PORT)
-
-    ladder = "; ".join(f"{s.src} {s.flags}" for s in segs)
-    lab.verdict(all(c == ["CLOSE", "SYN_SENT", "SYN_RECV", "ESTABLISHED"] for c in chains),
-                f"client {' -> '.join(chains[0])}; server {' -> '.join(chains[1])}; on the link: {ladder} "
-                f"(each SYN+ACK repeats its side's SYN and acknowledges the other's)")
+    _both_connect_at_once(lab, cli, peer)
+    cli.wait_connected(check=False, timeout=3)
+    peer.wait_connected(check=False, timeout=3)
+    lab.wait_ss("client", lambda s: s.find(state="ESTAB"), timeout=1, what="connected", required=False)
+    lab.ss("connected")
 
 
-@pytest.mark.article("000")
-@pytest.mark.experiment("SYNRCVD-CLOSE")
-@pytest.mark.claim("a socket in SYN_RECEIVED that is closed goes to FIN_WAIT_1 without reaching ESTABLISHED")
-def test_close_in_syn_received(lab, family):
-    """Close in SYN_RECEIVED: a passive open has no descriptor to close; a simultaneous open goes to FIN_WAIT1."""
-    # Passive open, final ACK held: the SYN_RECEIVED connection is a request, not a descriptor.
-    srv = lab.server.socket()
-    srv.bind(PORT)
-    srv.listen(5)
-    rule = lab.faults.hold("client > server", ".", payload=False)
-    cli = lab.client.socket()
-    cli.connect(lab.hosts.server, PORT)
-    lab.wait_ss("server", lambda s: "SYN-RECV" in s.states(), what="the server's SYN-RECV request")
-    srv.close()                                # the only descriptor the server has
-    listener_closed = lab.ss("listener closed with a request in SYN-RECV")
-    rule.release()
-    cli.send("hello")
-    reset = cli.recv(100, check=False)
+# -- SYNRCVD-CLOSE ------------------------------------------------------------------------------
 
-    lab.expect_ss(listener_closed, client=["ESTAB"], server=["SYN-RECV"])
-    lab.expect_segments(f"""
-        client > server  S   0:0(0) <mss {lab.mss()},...>
-        server > client  S.  0:0(0) ack 1
-        client > server  .   1:1(0) ack 1 (dropped)
-        client > server  P.  1:6(5) ack 1
-        server > client  R   1:1(0)
-    """, port=PORT)
-    lab.expect_transitions("server", "CLOSE -> LISTEN -> CLOSE", port=PORT, listener=True)
-    lab.expect_transitions("client", "CLOSE -> SYN_SENT -> ESTABLISHED -> CLOSE", port=PORT)
-    assert reset.errno == "ECONNRESET"
-    passive_fin = any(s.src == "server" and s.has("F") for s in lab.segments(port=PORT))
+@judge("SYNRCVD-CLOSE", claims=[30],
+       text="a socket in SYN_RECEIVED that is closed goes to FIN_WAIT_1 (and sends its FIN) without reaching "
+            "ESTABLISHED")
+def closed_in_syn_recv(rec: CaseRecord) -> Verdict:
+    peer_port = rec.fact("peer port")
+    how = rec.fact("path")
+    hist = next((h for h in rec.histories("server", peer_port) if "SYN_RECV" in h.states), None)
+    before = next(iter(_rows(rec, "server", "before close()", peer_port=peer_port)), None)
+    after = next(iter(_rows(rec, "server", "closed in SYN_RECV", peer_port=peer_port)), None)
+    fins = rec.segments(peer_port, src="server", flags="F")
+    first = hist.states[:hist.states.index("FIN_WAIT1")] if hist and "FIN_WAIT1" in hist.states else []
+    holds = (before is not None and before.state == "SYN-RECV" and _after(hist, "SYN_RECV") == "FIN_WAIT1"
+             and "ESTABLISHED" not in first and bool(fins))
+    return verdict_if(holds, f"{how}: close() found the server's socket "
+                             f"{before.state if before else 'not in ss'}; it went "
+                             f"{hist.text() if hist else '(no such socket traced)'}, ss then "
+                             f"{after.state if after else 'nothing'}; it sent "
+                             f"{fins[0].text if fins else 'no FIN'}")
 
-    # Simultaneous open, held until the server is in SYN_RECV with a descriptor; then it closes.
-    sim = lab.client.socket()
-    sim.bind(CLIENT_PORT)
-    peer = lab.server.socket()
-    peer.bind(SERVER_PORT)
-    with lab.faults.delay("client") as client_held, lab.faults.delay("server") as server_held:
-        sim.connect(lab.hosts.server, SERVER_PORT, nonblocking=True, expect="EINPROGRESS")
-        peer.connect(lab.hosts.client, CLIENT_PORT, nonblocking=True, expect="EINPROGRESS")
-        client_held.release()
-        lab.wait_ss("server", lambda s: "SYN-RECV" in s.states(), what="the server's SYN-RECV")
-        peer.close()                           # in SYN_RECV: its SYN, SYN+ACK and FIN are all still held
-        closed = lab.ss("server closed in SYN_RECV")
-        server_held.release()
-    sim.wait_connected()
-    lab.wait_ss("client", lambda s: "CLOSE-WAIT" in s.states(), what="the client's CLOSE-WAIT")
 
-    lab.expect_ss(closed, client=["SYN-SENT"], server=["FIN-WAIT-1"])
-    lab.expect_segments(f"""
-        client > server  S   0:0(0) <mss {lab.mss()},...>
-        server > client  S   0:0(0) <mss {lab.mss()},...>
-        ...
-        server > client  S.  0:0(0) ack 1
-        ...
-        server > client  F.  1:1(0) ack 1
-        ...
-        client > server  .   1:1(0) ack 2
-        ...
-    """, port=SERVER_PORT)
-    segs = lab.segments(port=SERVER_PORT)
-    assert [s.src for s in segs if s.has("F")] == ["server"], "only the server closed, once"
-    lab.expect_ss(lab.ss("after the FIN"), client=["CLOSE-WAIT"], server=["FIN-WAIT-2"])
-    server = lab.expect_transitions("server", "CLOSE -> SYN_SENT -> SYN_RECV -> FIN_WAIT1 -> FIN_WAIT2 -> CLOSE",
-                                    port=SERVER_PORT)
-    client = lab.expect_transitions("client", "CLOSE -> SYN_SENT -> SYN_RECV -> ESTABLISHED -> CLOSE_WAIT",
-                                    port=SERVER_PORT)
+@pytest.mark.claim(closed_in_syn_recv)
+@pytest.mark.parametrize("path", ["simultaneous-open", "fastopen"])
+def test_close_in_syn_received(lab, family, path):
+    """close() on a socket in SYN_RECEIVED: after a simultaneous open, or an accepted Fast Open child.
 
-    states = server.states()
-    active_path = states[2:4] == ["SYN_RECV", "FIN_WAIT1"] and any(s.src == "server" and s.has("F") for s in segs)
-    lab.verdict(passive_fin and active_path,
-                f"passive open: the SYN_RECEIVED connection is a request with no descriptor; closing the listener "
-                f"sent nothing (FIN sent: {passive_fin}), ss still listed SYN-RECV, and the client's data got RST "
-                f"(recv() {reset.errno}). Simultaneous open: closed in SYN_RECV, the server went "
-                f"{' -> '.join(states)} (ss FIN-WAIT-1) and sent its FIN right after its SYN+ACK; the client went "
-                f"{' -> '.join(client.states())}",
-                setting="simultaneous open (the closing socket did connect())" if active_path else None)
+    A plain passive open cannot do it: the SYN_RECEIVED connection is a request with no descriptor
+    until the final ACK arrives. With TCP Fast Open the listener accepts the child at the SYN, while
+    it is still SYN_RECV (the client's final ACK held here), and close() can reach it.
+    """
+    if path == "simultaneous-open":
+        lab.observe("path", "simultaneous open, the server closes while in SYN_RECV")
+        lab.observe("peer port", CLIENT_PORT)
+        sim = lab.client.socket()
+        sim.bind(CLIENT_PORT)
+        peer = lab.server.socket()
+        peer.bind(SERVER_PORT)
+
+        def close_it():
+            lab.ss("before close()")
+            peer.close()                       # in SYN_RECV: its SYN, SYN+ACK and FIN are all still held
+            lab.ss("closed in SYN_RECV")
+        _both_connect_at_once(lab, sim, peer, then=close_it)
+        sim.wait_connected(check=False, timeout=3)
+        lab.wait_segment(match("client", ".", ack=2, port=SERVER_PORT), timeout=2, what="the client's ACK of the FIN",
+                         required=False)
+    else:
+        lab.observe("path", "TCP Fast Open, the accepted child closed while in SYN_RECV")
+        lab.observe("peer port", FASTOPEN_PORT)
+        for role in ("client", "server"):
+            lab.set_sysctl(role, "net.ipv4.tcp_fastopen", 3)     # client and server, cookies required
+        srv = lab.server.socket()
+        srv.bind(PORT)
+        srv.setsockopt("TCP_FASTOPEN", 5)
+        srv.listen(5)
+        first = lab.client.socket()           # a first connection: its SYN asks for the server's cookie
+        first.setsockopt("TCP_FASTOPEN_CONNECT", 1)
+        first.connect(lab.hosts.server, PORT, check=False, timeout=5)
+        srv.accept(timeout=2).close()
+        first.close()
+        lab.faults.hold("client > server", ".", payload=False, port=FASTOPEN_PORT)
+        cli = lab.client.socket()
+        cli.bind(FASTOPEN_PORT)
+        cli.setsockopt("TCP_FASTOPEN_CONNECT", 1)
+        cli.connect(lab.hosts.server, PORT, check=False, timeout=5)
+        cli.send("hello", check=False, timeout=2)     # the SYN carries the data and the cookie
+        child = srv.accept(timeout=2)
+        child.recv(100, timeout=2, check=False)
+        lab.ss("before close()")
+        child.close()
+        lab.wait_segment(match("server", "F.", port=FASTOPEN_PORT), timeout=1, what="the child's FIN", required=False)
+        lab.ss("closed in SYN_RECV")           # the hold stays: the child cannot leave SYN_RECV's successor early
