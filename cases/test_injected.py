@@ -5,11 +5,15 @@ server's request is in SYN_RECEIVED (SYNRCVD-RST), one FIN+ACK answering the ser
 (CLOSE-3WAY, after a look at what two kernels do on their own).
 """
 
+import os
 import sys
 
 import pytest
 
-from harness.peer import Peer
+from harness.judge import judge, verdict_if, Verdict
+from harness.peer import PEER_PORT, Peer
+from harness.record import CaseRecord
+from harness.segment import match
 
 PORT = 50000
 RFC_DEFAULT_MSS = {"ipv4": 536, "ipv6": 1220}   # RFC 1122 4.2.2.6; IPv6: minimum MTU 1280 - 60 (RFC 8200)
@@ -30,202 +34,203 @@ with socket.socket(family) as listener:
 """
 
 
-@pytest.mark.article("000")
-@pytest.mark.experiment("HS-MSS-DEFAULT")
-@pytest.mark.claim("a peer whose SYN carries no MSS option is sent segments of the default MSS, "
-                   "536 bytes (1220 for IPv6), however large the link's MTU")
+# -- HS-MSS-DEFAULT -----------------------------------------------------------------------------
+
+@judge("HS-MSS-DEFAULT", claims=[18],
+       text="for a non-local peer the MSS may be only 536 (read here as: a peer whose SYN carries no MSS option "
+            "is sent segments of the default MSS, 536 bytes for IPv4 and 1220 for IPv6, whatever the link MTU; "
+            "HS-MSS-ROUTED tests the routed reading)")
+def default_mss_without_option(rec: CaseRecord) -> Verdict:
+    syn = next(iter(rec.segments(PEER_PORT, src="client", flags="S")), None)
+    synack = next(iter(rec.segments(PEER_PORT, src="server", flags="S")), None)
+    sizes = [s.len for s in rec.segments(PEER_PORT, src="server", payload=True)]
+    row = next(iter(rec.snapshot("server", "after the write").find(state="ESTAB", peer_port=PEER_PORT)), None)
+    default = RFC_DEFAULT_MSS[rec.family]
+    base = rec.facts.get("tcp_base_mss")
+    holds = syn is not None and syn.option("mss") is None and bool(sizes) and max(sizes) <= default
+    return verdict_if(holds, f"the peer's SYN carried {'no MSS option' if syn and syn.option('mss') is None else 'an MSS'}"
+                             f" over a {rec.mtu}-byte link; the server announced MSS "
+                             f"{synack.option('mss') if synack else '-'} itself and cut a {WRITE}-byte write into "
+                             f"{len(sizes)} segments of at most {max(sizes, default=0)} bytes (ss mss:"
+                             f"{row.info.get('mss') if row else '-'}); the {rec.family} default is {default}"
+                             + (f"; tcp_base_mss={base} is the MTU-probing floor, not used here" if base else ""))
+
+
+@pytest.mark.claim(default_mss_without_option)
 def test_syn_without_mss_option_gets_default_mss(lab, family):
-    """SYN without MSS option: the server cuts a large write into default-MSS segments, not link-MSS ones."""
+    """SYN without MSS option: how the server cuts a large write (default MSS or link MSS)."""
+    try:
+        lab.observe("tcp_base_mss", int(lab.hosts.server.get_sysctl("net.ipv4.tcp_base_mss")))
+    except (OSError, ValueError):
+        pass                                            # an older kernel without it: the evidence omits it
     srv = lab.server.socket()
     srv.bind(PORT)
     srv.listen(5)
     accepting = srv.accept(wait=False)
     with Peer(lab) as peer:
         peer.syn(PORT)                                  # no options at all
-        peer.expect(f"server > client  S.  0:0(0) ack 1 <mss {lab.mss()}>")
+        peer.expect("server > client  S.  0:0(0) ack 1")
         peer.send(".")
-        conn = accepting.wait()
-        conn.send(size=WRITE)
-        lab.wait_segment(lambda s: s.src == "server" and s.end == WRITE + 1, what=f"the server's byte {WRITE}")
+        conn = accepting.wait(timeout=2)
+        conn.send(size=WRITE, check=False)
+        lab.wait_segment(lambda s: s.src == "server" and s.end == WRITE + 1, timeout=2,
+                         what=f"the server's byte {WRITE}", required=False)
+        lab.ss("after the write")
         peer.send(".", ack=WRITE + 1)
 
-    data = [s for s in lab.segments(port=peer.sport) if s.src == "server" and s.length]
-    size = data[0].length                               # observed, then required of every segment
-    sizes = [size] * (WRITE // size) + ([WRITE % size] if WRITE % size else [])
-    starts = [1 + size * i for i in range(len(sizes))]
-    lines = "\n".join(f"server > client  {'P.' if i == len(sizes) - 1 else '.'}   {a}:{a + n}({n}) ack 1"
-                      for i, (a, n) in enumerate(zip(starts, sizes)))
-    lab.expect_segments(f"""
-        client > server  S   0:0(0) <>
-        server > client  S.  0:0(0) ack 1 <mss {lab.mss()}>
-        client > server  .   1:1(0) ack 1
-        {lines}
-        client > server  .   1:1(0) ack {WRITE + 1}
-    """, port=peer.sport)
-    row = lab.ss("after the write")["server"].find(state="ESTAB")[0]
-    assert row.info.get("mss") == size, f"ss reports mss:{row.info.get('mss')} for {size}-byte segments:\n{row.raw}"
-    expected = RFC_DEFAULT_MSS[family]
-    lab.verdict(size == expected,
-                f"the server cut a {WRITE}-byte write into {len(sizes)} segments of {size} bytes "
-                f"(ss: mss:{row.info.get('mss')}) although it advertised MSS {lab.mss()} itself; "
-                f"the {family} default is {expected}")
+
+# -- SYNRCVD-RST --------------------------------------------------------------------------------
+
+@judge("SYNRCVD-RST", claims=[29], text="a connection in SYN_RECEIVED that receives an RST returns to LISTEN")
+def rst_returns_to_listen(rec: CaseRecord) -> Verdict:
+    before = rec.snapshot("server", "the request in SYN-RECV")
+    after = rec.snapshot("server", "the request gone")
+    had = before.find(state="SYN-RECV", peer_port=PEER_PORT)
+    still = after.find(peer_port=PEER_PORT)
+    listener = next(iter(after.find(state="LISTEN", local_port=PORT)), None)
+    accept = rec.call("accept", role="server")
+    first = (accept.ret or {}).get("peer", [None, None])[1] if accept.ok else None
+    traced = [h.text() for h in rec.transitions if PEER_PORT in (h.local_port, h.peer_port)]
+    holds = (bool(had) and not still and listener is not None and listener.recv_q == 0
+             and first == rec.fact("client port"))
+    return verdict_if(holds, f"ss showed the request {'in SYN-RECV' if had else 'not at all'} before the RST and "
+                             f"{still[0].state if still else 'gone'} after it; the listener stayed "
+                             f"{listener.state if listener else 'absent'} with {listener.recv_q if listener else '-'} "
+                             f"queued; the blocked accept() returned port {first} first (the next client is "
+                             f"{rec.fact('client port')}); the request's transitions: {traced or 'none (never a full socket)'}")
 
 
-@pytest.mark.article("000")
-@pytest.mark.experiment("SYNRCVD-RST")
-@pytest.mark.claim("a connection in SYN_RECEIVED that receives an RST returns to LISTEN")
+@pytest.mark.claim(rst_returns_to_listen)
 def test_rst_in_syn_received_leaves_listener_listening(lab, family):
-    """RST after the SYN+ACK: the request is dropped, the listener stays LISTEN, accept() never returns it."""
+    """RST after the SYN+ACK: what happens to the request, the listener and a blocked accept()."""
     srv = lab.server.socket()
     srv.bind(PORT)
     srv.listen(5)
     accepting = srv.accept(wait=False)                  # a server blocked in accept(), as usual
     with Peer(lab) as peer:
         peer.syn(PORT, options=[("MSS", lab.mss())])
-        peer.expect(f"server > client  S.  0:0(0) ack 1 <mss {lab.mss()}>")
-        before = lab.wait_ss("server", lambda s: s.find(state="SYN-RECV"), what="the request in SYN-RECV")
+        peer.expect("server > client  S.  0:0(0) ack 1")
+        lab.wait_ss("server", lambda s: s.find(state="SYN-RECV"), timeout=1, what="the request in SYN-RECV",
+                    required=False)
         peer.send("R", seq=1)
-        after = lab.wait_ss("server", lambda s: not s.find(state="SYN-RECV"), what="the request gone")
-    lab.expect_ss({"server": before}, server=["LISTEN", "SYN-RECV"])
-    lab.expect_ss({"server": after}, server=["LISTEN"])
-    queued = after.find(state="LISTEN")[0].recv_q
-    assert queued == 0, f"accept queue after the RST:\n{after.text}"
-    assert not accepting.done(), "accept() returned although no connection was established"
-
-    # accept() is still blocked; the next connection is the first thing it returns, so the reset
-    # request never reached the accept queue (a FIFO).
+        lab.wait_ss("server", lambda s: not s.find(state="SYN-RECV"), timeout=1, what="the request gone",
+                    required=False)
+    # accept() is still blocked unless the reset request reached the queue; the next connection is
+    # the first thing it returns if it did not (the queue is a FIFO).
     cli = lab.client.socket()
-    cli.connect(lab.hosts.server, PORT)
-    _, client_port = cli.getsockname()
-    conn = accepting.wait()
-
-    lab.expect_segments(f"""
-        client > server  S   0:0(0) <mss {lab.mss()}>
-        server > client  S.  0:0(0) ack 1 <mss {lab.mss()}>
-        client > server  R   1:1(0)
-    """, port=peer.sport)
-    lab.expect_transitions("server", "CLOSE -> LISTEN", port=PORT, listener=True)
-    lab.expect_transitions("server", "LISTEN -> SYN_RECV -> ESTABLISHED", port=client_port)
-    traced = lab.transitions(port=peer.sport)
-    assert traced == [], f"the reset request made state transitions: {traced}"
-    lab.verdict(conn.peer_port == client_port and queued == 0,
-                f"after the RST the request left ss, the listener stayed LISTEN with {queued} queued, "
-                f"and the blocked accept() returned the next connection (port {conn.peer_port}) first; "
-                f"the request never was a full socket (no traced transition)")
+    cli.connect(lab.hosts.server, PORT, check=False, timeout=5)
+    lab.observe("client port", cli.getsockname()[1])
+    accepting.wait(timeout=2)
 
 
-def _passive_after_fin(lab, port):
+# -- CLOSE-3WAY ---------------------------------------------------------------------------------
+
+AT_ONCE, LATER = PORT, PORT + 1
+
+
+def _passive_after_fin(rec, port):
     """The segments the passive side sent after the client's FIN on `port`."""
-    segs = lab.segments(port=port)
-    fin = next(i for i, s in enumerate(segs) if s.src == "client" and "F" in s.flags)
-    return [s for s in segs[fin + 1:] if s.src == "server"]
+    segs = rec.segments(port)
+    fin = next((i for i, s in enumerate(segs) if s.src == "client" and s.has("F")), None)
+    return [] if fin is None else [s for s in segs[fin + 1:] if s.src == "server"]
 
 
-@pytest.mark.article("001")
-@pytest.mark.experiment("CLOSE-3WAY")
-@pytest.mark.claim("the passive closer's ACK and FIN are sent separately in most cases")
+@judge("CLOSE-3WAY", claims=[55, 75], text="the passive closer's ACK and FIN are sent separately in most cases")
+def ack_and_fin_apart(rec: CaseRecord) -> Verdict:
+    at_once = [s.flags for s in _passive_after_fin(rec, AT_ONCE)]
+    later = _passive_after_fin(rec, LATER)
+    fin = next(iter(rec.segments(LATER, src="client", flags="F")), None)
+    ack = later[0] if later and later[0].flags == "." else None
+    delay_ms = (ack.t - fin.t) * 1000 if ack and fin else None
+    merged = at_once == ["F."]
+    separate = [s.flags for s in later] == [".", "F."]
+    setting = (f"a passive application that closes later than its delayed ACK ({delay_ms:.0f} ms after the FIN)"
+               if separate and delay_ms is not None else None)
+    return verdict_if(not merged and bool(at_once),
+                      f"an application that closes at once on EOF answered the FIN with {' then '.join(at_once) or 'nothing'}; "
+                      f"one that closes after its delayed ACK sent {' then '.join(s.flags for s in later) or 'nothing'}"
+                      + (f", the ACK {delay_ms:.0f} ms after the FIN" if delay_ms is not None else ""),
+                      setting=setting)
+
+
+@pytest.mark.claim(ack_and_fin_apart)
 def test_passive_close_on_eof_merges_ack_and_fin(lab, family):
-    """Passive side closes right at EOF: one FIN+ACK; closes after its delayed ACK: ACK, then FIN."""
-    at_once, later = PORT, PORT + 1
-    lab.command("server", [sys.executable, "-S", "-c", CLOSE_ON_EOF, family, lab.addr("server"), at_once])
-    lab.wait_ss("server", lambda s: s.find(state="LISTEN", local_port=at_once), what="the close-on-EOF server")
+    """Passive side closes right at EOF, or only after its delayed ACK: what it sends after the FIN."""
+    lab.command("server", [sys.executable, "-S", "-c", CLOSE_ON_EOF, family, lab.addr("server"), AT_ONCE])
+    lab.wait_ss("server", lambda s: s.find(state="LISTEN", local_port=AT_ONCE), what="the close-on-EOF server")
     cli = lab.client.socket()
-    cli.connect(lab.hosts.server, at_once)
-    cli.send("hello")                                   # data arms the server's delayed ACK (40 ms)
-    lab.wait_segment(lambda s: s.src == "server" and s.sport == at_once and s.ack == 6, what="the ACK of the data")
+    cli.connect(lab.hosts.server, AT_ONCE, check=False, timeout=5)
+    cli.send("hello", check=False)                      # data arms the server's delayed ACK (40 ms)
+    lab.wait_segment(lambda s: s.src == "server" and s.sport == AT_ONCE and s.ack == 6, timeout=2,
+                     what="the ACK of the data", required=False)
     cli.close()
-    lab.wait_ss("client", lambda s: s.find(state="TIME-WAIT", peer_port=at_once), what="the client's TIME-WAIT")
+    lab.wait_ss("client", lambda s: s.find(state="TIME-WAIT", peer_port=AT_ONCE), timeout=2,
+                what="the client's TIME-WAIT (close at once)", required=False)
 
     srv = lab.server.socket()
-    srv.bind(later)
+    srv.bind(LATER)
     srv.listen(5)
     accepting = srv.accept(wait=False)
     cli2 = lab.client.socket()
-    cli2.connect(lab.hosts.server, later)
-    conn = accepting.wait()
-    cli2.send("hello")
-    assert conn.recv(100).ret == "hello"
+    cli2.connect(lab.hosts.server, LATER, check=False, timeout=5)
+    conn = accepting.wait(timeout=2)
+    cli2.send("hello", check=False)
+    conn.recv(100, timeout=2, check=False)
     cli2.close()
-    assert conn.recv(100).ret == "", "the server reads EOF"
-    fin = lab.wait_segment(lambda s: s.src == "client" and s.dport == later and "F" in s.flags, what="the FIN")
-    ack = lab.wait_segment(lambda s: s.src == "server" and s.sport == later and s.ack == 7, what="the delayed ACK")
+    conn.recv(100, timeout=2, check=False)              # EOF
+    lab.wait_segment(lambda s: s.src == "server" and s.sport == LATER and s.ack == 7 and not s.has("F"), timeout=1,
+                     what="the delayed ACK of the FIN", required=False)
     conn.close()                                        # only once the delayed ACK is on the wire
-    lab.wait_ss("client", lambda s: s.find(state="TIME-WAIT", peer_port=later), what="the client's TIME-WAIT")
-
-    opening = """
-        client > server  S   0:0(0)
-        server > client  S.  0:0(0) ack 1
-        client > server  .   1:1(0) ack 1
-        client > server  P.  1:6(5) ack 1
-        server > client  .   1:1(0) ack 6
-        client > server  F.  6:6(0) ack 1
-    """
-    lab.expect_segments(opening + """
-        server > client  F.  1:1(0) ack 7
-        client > server  .   7:7(0) ack 2
-    """, port=at_once, title="close at once on EOF")
-    lab.expect_segments(opening + """
-        server > client  .   1:1(0) ack 7
-        server > client  F.  1:1(0) ack 7
-        client > server  .   7:7(0) ack 2
-    """, port=later, title="close after the delayed ACK")
-    lab.expect_transitions("server", "LISTEN -> SYN_RECV -> ESTABLISHED -> CLOSE_WAIT -> LAST_ACK -> CLOSE",
-                           port=at_once)
-    lab.expect_transitions("client", "CLOSE -> SYN_SENT -> ESTABLISHED -> FIN_WAIT1 -> FIN_WAIT2 -> CLOSE",
-                           port=at_once)
-
-    merged = [s.flags for s in _passive_after_fin(lab, at_once)] == ["F."]
-    separate = [s.flags for s in _passive_after_fin(lab, later)] == [".", "F."]
-    delay_ms = (ack.time - fin.time) * 1000
-    setting = f"a passive application that closes more than its delayed-ACK time ({delay_ms:.0f} ms) after the FIN"
-    lab.verdict(not merged,
-                f"an application that closes at once on EOF sends {'one FIN+ACK' if merged else 'ACK and FIN apart'}; "
-                f"one that closes later sends {'a separate ACK' if separate else 'no separate ACK'} "
-                f"{delay_ms:.0f} ms after the FIN (the delayed ACK), then its FIN",
-                setting=setting if separate else None)
+    lab.wait_ss("client", lambda s: s.find(state="TIME-WAIT", peer_port=LATER), timeout=2,
+                what="the client's TIME-WAIT (close later)", required=False)
 
 
-@pytest.mark.article("002")
-@pytest.mark.experiment("CLOSE-3WAY")
-@pytest.mark.claim("FIN_WAIT_1 receiving FIN and ACK in one segment goes straight to TIME_WAIT, without FIN_WAIT_2")
+@judge("CLOSE-3WAY", claims=[70],
+       text="FIN_WAIT_1 receiving FIN and ACK in one segment goes straight to TIME_WAIT, without FIN_WAIT_2")
+def fin_ack_to_time_wait(rec: CaseRecord) -> Verdict:
+    waiting = rec.snapshot("server", "the server's FIN not yet acknowledged").find(local_port=PORT, peer_port=PEER_PORT)
+    done = rec.snapshot("server", "the server's TIME-WAIT").find(local_port=PORT, peer_port=PEER_PORT)
+    seen = sorted({r.state for snap in rec.snapshots("server") for r in snap.find(peer_port=PEER_PORT)})
+    peer = [s for s in rec.segments(PEER_PORT, src="client") if s.has("F")]
+    hist = next((h for h in rec.transitions if h.local_role == "server" and h.peer_port == PEER_PORT), None)
+    fw2 = None
+    if hist and "FIN_WAIT2" in hist.states[1:-1]:
+        i = hist.states.index("FIN_WAIT2")
+        fw2 = (hist.times[i] - hist.times[i - 1]) * 1e6
+    before = waiting[0].state if waiting else "nothing"
+    after = done[0].state if done else "nothing"
+    holds = (before == "FIN-WAIT-1" and after == "TIME-WAIT" and len(peer) == 1 and peer[0].flags == "F."
+             and peer[0].ack == 2 and "FIN-WAIT-2" not in seen)
+    return verdict_if(holds, f"from outside: ss showed the server {before} with its FIN unacknowledged, the peer sent "
+                             f"{' and '.join(s.text for s in peer) or 'no FIN'}, and ss then showed {after}; the "
+                             f"connection's states in ss were {seen}. Inside the kernel the trace went "
+                             f"{hist.text() if hist else '(not traced)'}"
+                             + (f": a FIN_WAIT2 of {fw2:.0f} us while that one segment was processed (its ACK before "
+                                f"its FIN, as RFC 793/9293 order it), then the timewait socket" if fw2 is not None else ""))
+
+
+@pytest.mark.claim(fin_ack_to_time_wait)
 def test_fin_wait_1_takes_fin_ack_to_time_wait(lab, family):
-    """The server closes first; one FIN+ACK from the peer acks its FIN: FIN-WAIT-1, then TIME-WAIT at once."""
-    # The server's FIN waits unacknowledged while ss looks; a retransmission (RTO >= 200 ms) would
-    # come between it and the peer's FIN+ACK, so the minimum RTO is raised to 1 s for this case.
-    lab.set_sysctl("server", "net.ipv4.tcp_rto_min_us", 1000000)
+    """The server closes first; one FIN+ACK from the peer acks its FIN: the server's states before and after."""
+    # The server's FIN waits unacknowledged while ss looks; a retransmission (RTO >= 200 ms) could come
+    # between it and the peer's FIN+ACK, so the minimum RTO is raised to 1 s where the kernel has the
+    # setting (a retransmitted FIN changes no state, and the judge counts the peer's segments only).
+    if os.path.exists("/proc/sys/net/ipv4/tcp_rto_min_us"):
+        lab.set_sysctl("server", "net.ipv4.tcp_rto_min_us", 1000000)
     srv = lab.server.socket()
     srv.bind(PORT)
     srv.listen(5)
     accepting = srv.accept(wait=False)
     with Peer(lab) as peer:
         peer.syn(PORT, options=[("MSS", lab.mss())])
-        peer.expect(f"server > client  S.  0:0(0) ack 1 <mss {lab.mss()}>")
+        peer.expect("server > client  S.  0:0(0) ack 1")
         peer.send(".")
-        conn = accepting.wait()
+        conn = accepting.wait(timeout=2)
         conn.close()
         peer.expect("server > client  F.  1:1(0) ack 1")
-        waiting = lab.ss("the server's FIN not yet acknowledged")
+        lab.ss("the server's FIN not yet acknowledged")
         peer.send("F.")                                 # seq 1, ack 2: acks the FIN and carries the peer's own
-        peer.expect("server > client  .   2:2(0) ack 2")
-        done = lab.wait_ss("server", lambda s: s.find(state="TIME-WAIT"), what="the server's TIME-WAIT")
-
-    lab.expect_segments(f"""
-        client > server  S   0:0(0) <mss {lab.mss()}>
-        server > client  S.  0:0(0) ack 1 <mss {lab.mss()}>
-        client > server  .   1:1(0) ack 1
-        server > client  F.  1:1(0) ack 1
-        client > server  F.  1:1(0) ack 2
-        server > client  .   2:2(0) ack 2
-    """, port=peer.sport)
-    lab.expect_ss(waiting, server=["LISTEN", "FIN-WAIT-1"])
-    lab.expect_ss({"server": done}, server=["LISTEN", "TIME-WAIT"])
-    timer = done.find(state="TIME-WAIT")[0].timer
-    assert timer is not None and timer.name == "timewait", f"TIME-WAIT without its timer:\n{done.text}"
-    hist = lab.expect_transitions("server", "LISTEN -> SYN_RECV -> ESTABLISHED -> FIN_WAIT1 -> FIN_WAIT2 -> CLOSE",
-                                  port=PORT)
-    entered = {t.new: t.time for t in hist.transitions}
-    fin_wait2_us = (entered["CLOSE"] - entered["FIN_WAIT2"]) * 1e6
-    lab.verdict("FIN_WAIT2" not in hist.states(),
-                f"one FIN+ACK took the server from FIN-WAIT-1 to TIME-WAIT (ss), but the kernel passed through "
-                f"FIN_WAIT2 on the way, for {fin_wait2_us:.0f} us while handling that one segment: the ACK of "
-                f"its FIN is processed before the FIN")
+        lab.wait_segment(match("server", ".", ack=2, port=PEER_PORT), timeout=1, what="the server's ACK of the FIN",
+                         required=False)
+        lab.wait_ss("server", lambda s: s.find(state="TIME-WAIT"), timeout=1, what="the server's TIME-WAIT",
+                    required=False)

@@ -400,4 +400,4 @@ def test_close_in_syn_received(lab, family, path):
         lab.ss("before close()")
         child.close()
         lab.wait_segment(match("server", "F.", port=FASTOPEN_PORT), timeout=1, what="the child's FIN", required=False)
-        lab.ss("closed in SYN_RECV")           # the hold stays: the child cannot leave SYN_RECV's successor early
+        lab.ss("closed in SYN_RECV")           # the final ACKs stay held to the end of the case
