@@ -232,11 +232,12 @@ def test_third_segment_and_first_data(lab, family, write):
         cli.connect(lab.hosts.server, PORT, check=False, timeout=5)
         cli.send("hello", check=False)
     else:
-        # The first SYN is lost, so the client's send() is already waiting when the SYN+ACK arrives.
-        lab.faults.drop("client > server", "S", count=1)
+        # The SYNs are held until the client's send() waits in SYN_SENT; the next retransmission passes.
+        syns = lab.faults.hold("client > server", "S")
         cli.connect(lab.hosts.server, PORT, nonblocking=True, expect="EINPROGRESS")
         sending = cli.send("hello", wait=False)
         sending.wait_blocked("sk_stream_wait_connect")
+        syns.release()
         sending.wait(timeout=5)
     conn = accepting.wait(timeout=5)
     conn.recv(100, timeout=2, check=False)

@@ -3,6 +3,9 @@
 `lab.faults` drops segments; a released rule lets the sender's *retransmission* through. That is
 enough for SYN_SENT and SYN_RECEIVED, but a simultaneous open needs the *first* SYNs of both sides
 in flight at once, which no drop can arrange: `lab.faults.delay(role)` holds a host's segments instead.
+SYNSENT-NODROP puts clients in SYN_SENT with nothing dropped on the path (a full listener, an on-link
+address nobody has); SYNRCVD-CLOSE reaches a closable SYN_RECEIVED socket by simultaneous open and by
+TCP Fast Open (enabled in the test namespaces only).
 """
 
 import ipaddress
@@ -262,7 +265,7 @@ def test_held_final_ack_shows_syn_recv(lab, family):
     cli.connect(lab.hosts.server, PORT, check=False, timeout=5)        # the client is ESTABLISHED at once
     lab.wait_ss("server", lambda s: s.find(state="SYN-RECV"), timeout=1, what="the final ACK held", required=False)
     rule.release()            # the client's answer to the SYN+ACK retransmission (after 1 s) passes
-    lab.wait_ss("server", lambda s: s.find(state="ESTAB"), timeout=3, what="after the ACK passed", required=False)
+    lab.wait_ss("server", lambda s: s.find(state="ESTAB"), timeout=5, what="after the ACK passed", required=False)
     if accepting.done():
         accepting.wait()
 
@@ -277,7 +280,7 @@ def _both_connect_at_once(lab, cli, peer, *, then=None):
         peer.connect(lab.hosts.client, CLIENT_PORT, nonblocking=True, expect="EINPROGRESS")
         lab.ss("both SYNs sent and held")
         client_held.release()                  # the client's SYN reaches a server in SYN_SENT ...
-        lab.wait_ss("server", lambda s: s.find(state="SYN-RECV"), timeout=1, what="the server in SYN-RECV",
+        lab.wait_ss("server", lambda s: s.find(state="SYN-RECV"), timeout=2, what="the server in SYN-RECV",
                     required=False)
         if then:
             then()
