@@ -107,8 +107,7 @@ class Faults:
         """Drop segments travelling `direction` ('client > server') on arrival; see the module doc.
         `port`: only those of one connection, the segments from or to that TCP port."""
         src, dst = _parse_direction(direction, self.lab.topology.hosts)
-        if port is not None and not (isinstance(port, int) and 0 < port < 65536):
-            raise ExpectationSyntaxError(f"expected a TCP port 1..65535, found {port!r}", str(port), 1, 1)
+        _check_port(port)
         return self._add(Rule(name or f"drop{next(self._ids)}", src, dst, _check_flags(flags), payload, count,
                               "prerouting", self.lab.topology.hosts[dst], port))
 
@@ -122,11 +121,14 @@ class Faults:
         self.delays.append(d)
         return d
 
-    def block_output(self, role: str, flags: str | None = None, *, name: str | None = None) -> Rule:
-        """Keep host `role`'s kernel from sending matching segments (they never reach the link)."""
+    def block_output(self, role: str, flags: str | None = None, *, port: int | None = None,
+                     name: str | None = None) -> Rule:
+        """Keep host `role`'s kernel from sending matching segments (they never reach the link); `port`:
+        only one connection's (e.g. to end a retransmitting attempt at a defined point)."""
         peer = self.lab.topology.peer_of(self.lab.topology.hosts[role]).role
+        _check_port(port)
         return self._add(Rule(name or f"block{next(self._ids)}", role, peer, _check_flags(flags), None, None,
-                              "output", self.lab.topology.hosts[role]))
+                              "output", self.lab.topology.hosts[role], port))
 
     def _add(self, rule: Rule) -> Rule:
         rule.faults = self
@@ -259,6 +261,11 @@ def _parse_direction(text: str, hosts) -> tuple[str, str]:
         raise ExpectationSyntaxError(f"expected '<host> > <host>' with hosts {sorted(hosts)}, found {text!r}",
                                      text, 1, 1)
     return parts[0], parts[1]
+
+
+def _check_port(port) -> None:
+    if port is not None and not (isinstance(port, int) and 0 < port < 65536):
+        raise ExpectationSyntaxError(f"expected a TCP port 1..65535, found {port!r}", str(port), 1, 1)
 
 
 def _check_flags(flags: str | None) -> str | None:

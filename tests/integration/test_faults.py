@@ -114,6 +114,17 @@ def test_port_drops_only_that_connections_segments(lab, family):
     assert f"of port {PORT + 1}" in rule.describe()
 
 
+def test_block_output_of_one_port_keeps_only_that_connections_segments_off_the_link(lab, family):
+    """The client's SYNs to one port never leave its kernel; a connection to another port completes."""
+    srv = lab.server.socket()
+    srv.bind(PORT)
+    srv.listen(5)
+    lab.faults.block_output("client", "S", port=PORT + 1)
+    lab.client.socket().connect(lab.hosts.server, PORT + 1, nonblocking=True, check=False)
+    lab.client.socket().connect(lab.hosts.server, PORT)
+    assert [s.dport for s in lab.segments() if s.flags == "S"] == [PORT]
+
+
 def held_copy(lab, rule, *, after: float):
     """Wait for a dropped copy of the client's held data sent after `after`."""
     return lab.wait_segment(lambda s: s.dropped_by == rule.name and s.src == "client" and s.length and s.time > after,
