@@ -363,6 +363,14 @@ BACKLOG = 1
 LATE = PORT + 11                  # the client whose final ACK is held: its request stays on the server
 
 
+def _queued(lab, port, n, what=None):
+    """Wait until the listener on `port` holds `n` connections in its accept queue: the server has
+    processed the last final ACK before the next client's SYN leaves (veth delivers on the sending
+    CPU, so without this a SYN could overtake the ACK sent before it)."""
+    lab.wait_ss("server", lambda s: any((r.recv_q or 0) >= n for r in s.find(state="LISTEN", local_port=port)),
+                timeout=2, what=what or f"port {port}: {n} in the accept queue", required=False)
+
+
 def _queue(snap):
     """(Recv-Q, Send-Q) of the listener in a server snapshot, (None, None) when there is none."""
     row = next(iter(snap.find(state="LISTEN", local_port=PORT)), None)
@@ -377,7 +385,7 @@ def queue_bounds_connections(rec: CaseRecord) -> Verdict:
     full, after = rec.snapshot("server", "accept queue full"), rec.snapshot("server", "after the late ACK")
     queued, limit = _queue(full)
     extra_answers = rec.segments(ports["extra"], src="server")
-    extra_row = next(iter(rec.snapshot("client", "accept queue full").find(local_port=ports["extra"])), None)
+    extra_row = next(iter(rec.snapshot("client", "after the late ACK").find(local_port=ports["extra"])), None)
     late_server = next(iter(after.find(peer_port=ports["late"])), None)
     late_client = next(iter(rec.snapshot("client", "after the late ACK").find(local_port=ports["late"])), None)
     late_rst = rec.segments(ports["late"], src="server", flags="R")
@@ -401,29 +409,34 @@ def test_backlog_bounds_accept_queue(lab, family, overflow):
     """listen(1), no accept(): how many are queued, what a further SYN and a late final ACK get."""
     if overflow == "abort_on_overflow":
         lab.set_sysctl("server", "net.ipv4.tcp_abort_on_overflow", 1)
+    # Every attempt ends at a defined point: the late request gets one SYN+ACK retransmission (after
+    # 1 s), answered by the ACK the released hold lets pass, and expires silently without another; the
+    # extra client's SYN retransmissions never leave its host. Few steps come between the late SYN and
+    # the release, so the release comes well before that retransmission.
+    lab.set_sysctl("server", "net.ipv4.tcp_synack_retries", 1)
     srv = lab.server.socket()
     srv.bind(PORT)
     srv.listen(BACKLOG)
     first, late, last, extra = (lab.client.socket() for _ in range(4))
     late.bind(LATE)
     first.connect(lab.hosts.server, PORT, check=False, timeout=5)             # accept queue: 1
-    held = lab.faults.hold("client > server", ".", payload=False, port=LATE)  # every final ACK of `late`:
-    late.connect(lab.hosts.server, PORT, check=False, timeout=5)              # its request waits, for as long as held
+    _queued(lab, PORT, 1)
+    held = lab.faults.hold("client > server", ".", payload=False, port=LATE)  # the final ACK of `late`:
+    late.connect(lab.hosts.server, PORT, check=False, timeout=5)              # its request waits
     last.connect(lab.hosts.server, PORT, check=False, timeout=5)              # accept queue: 2
+    _queued(lab, PORT, 2, what="accept queue full")
+    held.release()             # the answer to the retransmitted SYN+ACK will meet a full queue
+    seen = lab.netstat("server", label="accept queue full")["TcpExt"].get("ListenOverflows", 0)
     extra.connect(lab.hosts.server, PORT, nonblocking=True, check=False)
     ports = {name: sock.getsockname()[1] for name, sock in
              (("first", first), ("late", late), ("last", last), ("extra", extra))}
+    lab.faults.block_output("client", "S", port=ports["extra"])
     lab.observe("ports", ports)
-    seen = lab.wait_counter("server", "ListenOverflows", 1, required=False)   # the extra client's SYN, if dropped
-    lab.netstat("server", label="accept queue full")
-    lab.ss("accept queue full")
-    extra.close()                              # its attempt ends here: no retransmission later
 
-    held.release()
-    late.send("x", check=False)                # data, with the ACK the server's request waits for
-    lab.wait_counter("server", "ListenOverflows", seen + 1, required=False)
+    lab.wait_counter("server", "ListenOverflows", seen + 2, timeout=3, required=False)  # extra's SYN, the late ACK
     if overflow == "abort_on_overflow":
-        lab.wait_segment(match("server", "R", port=LATE), timeout=1, what="an RST to the late client", required=False)
+        lab.wait_ss("client", lambda s: not s.find(local_port=LATE), timeout=1, what="the late client reset",
+                    required=False)
     lab.netstat("server", label="after the late ACK")
     lab.ss("after the late ACK")
 
@@ -442,9 +455,11 @@ def _full_queue_with_a_waiting_request(lab, port, late_port):
     first, late, last = (lab.client.socket() for _ in range(3))
     late.bind(late_port)
     first.connect(lab.hosts.server, port, check=False, timeout=5)
+    _queued(lab, port, 1)
     rule = lab.faults.hold("client > server", ".", payload=False, port=late_port)
     late.connect(lab.hosts.server, port, check=False, timeout=5)
     last.connect(lab.hosts.server, port, check=False, timeout=5)
+    _queued(lab, port, 2)
     return late, rule
 
 
@@ -459,7 +474,7 @@ def listener_rejects_with_rst(rec: CaseRecord) -> Verdict:
         calls = [c for c in rec.calls if c.role == "client" and c.op in ("connect", "recv", "send")
                  and c.args.get("fd") == fd]
         out[phase] = (bool(rst), row.state if row else "gone", ", ".join(f"{c.op}() {c.result()}" for c in calls))
-    said = (f"listen(1) with a full accept queue, the final ACK (with data) of a waiting request: by default the "
+    said = (f"listen(1) with a full accept queue, the final ACK of a waiting request: by default the "
             f"server {'answered RST' if out['default'][0] else 'dropped it silently'} and the client, after "
             f"{out['default'][2]}, stayed {out['default'][1]}; with tcp_abort_on_overflow=1 it "
             f"{'answered RST' if out['abort'][0] else 'sent no RST'}, the client saw {out['abort'][2]} and is "
@@ -471,6 +486,9 @@ def listener_rejects_with_rst(rec: CaseRecord) -> Verdict:
 @pytest.mark.claim(listener_rejects_with_rst)
 def test_full_listener_rejects_with_rst_only_on_abort_on_overflow(lab, family):
     """Full accept queue, a late final ACK: silently dropped by default, RST with tcp_abort_on_overflow=1."""
+    # Each request gets one SYN+ACK retransmission (after 1 s), answered by the ACK the hold let pass,
+    # and expires silently; what the client sends after that never leaves its host: a defined ladder.
+    lab.set_sysctl("server", "net.ipv4.tcp_synack_retries", 1)
     fds = {}
     for phase, port, late_port in (("default", PORT, LATE_DEFAULT), ("abort", PORT + 1, LATE_ABORT)):
         late, rule = _full_queue_with_a_waiting_request(lab, port, late_port)
@@ -479,16 +497,17 @@ def test_full_listener_rejects_with_rst_only_on_abort_on_overflow(lab, family):
         if phase == "abort":
             lab.set_sysctl("server", "net.ipv4.tcp_abort_on_overflow", 1)
         rule.release()
-        late.send("x", check=False)            # data, with the ACK the request waits for, into the full queue
-        lab.wait_counter("server", "ListenOverflows", seen + 1, required=False)
+        lab.wait_counter("server", "ListenOverflows", seen + 1, timeout=3, required=False)
+        lab.faults.block_output("client", ".", port=late_port)   # its data stays in its host; an RST may leave
         if phase == "abort":
-            lab.wait_segment(match("server", "R", port=late_port), timeout=1, what="an RST to the late client",
-                             required=False)
+            lab.wait_ss("client", lambda s: not s.find(local_port=late_port), timeout=1, what="the late client reset",
+                        required=False)
         late.recv(100, flags=["MSG_DONTWAIT"], check=False)
         late.send("y", flags=["MSG_NOSIGNAL", "MSG_DONTWAIT"], check=False)
         lab.ss(f"{phase}: after the late ACK")
-        if phase == "default":                 # from now on nothing of this client reaches the server
-            lab.faults.drop("client > server", port=late_port)
+        if phase == "default":                 # the attempt ends here: the RST removes the request it left
+            late.setsockopt("SO_LINGER", (1, 0))
+            late.close()
     lab.observe("fds", fds)
 
 
@@ -574,10 +593,10 @@ def test_backlog_limits_only_connections_not_yet_accepted(lab, family):
         # each attempt reaches a defined point before the next: established (the first backlog + 1),
         # or its SYN dropped at the full queue (counted by the kernel)
         if i < 3:
-            lab.wait_ss("client", lambda s, p=ports[-1]: any(r.state == "ESTAB" for r in s.find(local_port=p)),
-                        timeout=1, what=f"paused client {i + 1}", required=False)
+            _queued(lab, PORT, i + 1)
         else:
             lab.wait_counter("server", "ListenOverflows", base + i - 2, required=False)
+            lab.faults.block_output("client", "S", port=ports[-1])   # no retransmission: a defined ladder
     lab.observe("paused_ports", ports)
     lab.ss("accept paused")
 

@@ -136,16 +136,21 @@ def test_clients_left_in_syn_sent_with_nothing_dropped_on_the_path(lab, family):
     dropped.bind(PATH_PORT)
     dropped.connect(lab.hosts.server, PORT, nonblocking=True, check=False)
     lab.wait_ss("client", lambda s: s.find(local_port=PATH_PORT), timeout=1, what="dropped on the path", required=False)
+    lab.faults.block_output("client", "S", port=PATH_PORT)   # each attempt ends at a defined point: no retransmission
     dropped.close()
     rule.release()
 
     # 2. Nothing dropped on the path: the listener's own kernel drops the SYN (accept queue full).
-    for _ in range(2):
+    for n in (1, 2):
         lab.client.socket().connect(lab.hosts.server, PORT, check=False, timeout=5)
+        # the server has taken the final ACK before the next SYN leaves (veth delivers on the sending CPU)
+        lab.wait_ss("server", lambda s, n=n: any((r.recv_q or 0) >= n for r in s.find(state="LISTEN")), timeout=2,
+                    what=f"{n} in the accept queue", required=False)
     extra = lab.client.socket()
     extra.connect(lab.hosts.server, PORT, nonblocking=True, check=False)
     ports["queue"] = extra.getsockname()[1]
     lab.wait_counter("server", "ListenOverflows", 1, required=False)
+    lab.faults.block_output("client", "S", port=ports["queue"])
     lab.netstat("server", label="accept queue full")
     lab.wait_ss("client", lambda s: s.find(local_port=ports["queue"]), timeout=1, what="accept queue full",
                 required=False)
@@ -398,6 +403,7 @@ def test_close_in_syn_received(lab, family, path):
         cli.setsockopt("TCP_FASTOPEN_CONNECT", 1)
         cli.connect(lab.hosts.server, PORT, check=False, timeout=5)
         cli.send("hello", check=False, timeout=2)     # the SYN carries the data and the cookie
+        lab.faults.block_output("server", "S.", port=FASTOPEN_PORT)   # no SYN+ACK retransmission: a defined ladder
         child = srv.accept(timeout=2)
         child.recv(100, timeout=2, check=False)
         lab.ss("before close()")
