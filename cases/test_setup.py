@@ -467,12 +467,10 @@ def _full_queue_with_a_waiting_request(lab, port, late_port):
        text="a server (here: a listener whose accept queue is full) that rejects a connection answers with RST")
 def listener_rejects_with_rst(rec: CaseRecord) -> Verdict:
     out = {}
-    for phase, port in (("default", LATE_DEFAULT), ("abort", LATE_ABORT)):
+    for phase, port, listener in (("default", LATE_DEFAULT, PORT), ("abort", LATE_ABORT, PORT + 1)):
         rst = rec.segments(port, src="server", flags="R")
         row = next(iter(rec.snapshot("client", f"{phase}: after the late ACK").find(local_port=port)), None)
-        fd = rec.fact("fds")[phase]
-        calls = [c for c in rec.calls if c.role == "client" and c.op in ("connect", "recv", "send")
-                 and c.args.get("fd") == fd]
+        calls = _calls_of_connection(rec, rec.fact("fds")[phase], listener)
         out[phase] = (bool(rst), row.state if row else "gone", ", ".join(f"{c.op}() {c.result()}" for c in calls))
     said = (f"listen(1) with a full accept queue, the final ACK of a waiting request: by default the "
             f"server {'answered RST' if out['default'][0] else 'dropped it silently'} and the client, after "
@@ -481,6 +479,22 @@ def listener_rejects_with_rst(rec: CaseRecord) -> Verdict:
             f"{out['abort'][1]}")
     return verdict_if(out["default"][0], said,
                       setting="net.ipv4.tcp_abort_on_overflow=1 (the default drops silently)" if out["abort"][0] else None)
+
+
+def _calls_of_connection(rec, fd, port):
+    """The client's connect/recv/send calls on descriptor `fd` from its connect() to `port` until it was
+    closed (a descriptor number is reused after close())."""
+    out, on = [], False
+    for c in rec.calls:
+        if c.role != "client" or c.args.get("fd") != fd:
+            continue
+        if c.op == "connect":
+            on = c.args.get("port") == port
+        if on and c.op in ("connect", "recv", "send"):
+            out.append(c)
+        if c.op == "close":
+            on = False
+    return out
 
 
 @pytest.mark.claim(listener_rejects_with_rst)
