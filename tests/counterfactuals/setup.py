@@ -1,8 +1,7 @@
 """Counterfactuals of cases/test_setup.py."""
 
 from tests.counterfactuals import Flip
-from tests.counterfactuals.edits import (add_segment, drop_segments, remove_rows, set_errno, set_flags, set_history,
-                                         set_ret, set_states)
+from tests.counterfactuals.edits import add_segment, drop_segments, set_errno, set_history, set_ret, set_states
 
 
 def _listener_queue(rec, n):
