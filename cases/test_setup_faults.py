@@ -20,6 +20,7 @@ PORT = 50000
 CLIENT_PORT, SERVER_PORT = 50001, 50002     # simultaneous open: both sides bind() and connect()
 FASTOPEN_PORT = 50003                       # the Fast Open client whose final ACK is held
 PATH_PORT = 50021                           # SYNSENT-NODROP: the client whose SYNs the path drops
+TCP_FASTOPEN_CONNECT = 30                   # linux/tcp.h; not in Python's socket module
 UNUSED_V4 = "198.19.255.254"                # no host on the link has it (the link's /30 has no free address)
 
 
@@ -394,14 +395,14 @@ def test_close_in_syn_received(lab, family, path):
         srv.setsockopt("TCP_FASTOPEN", 5)
         srv.listen(5)
         first = lab.client.socket()           # a first connection: its SYN asks for the server's cookie
-        first.setsockopt("TCP_FASTOPEN_CONNECT", 1)
+        first.setsockopt("IPPROTO_TCP", TCP_FASTOPEN_CONNECT, 1)
         first.connect(lab.hosts.server, PORT, check=False, timeout=5)
         srv.accept(timeout=2).close()
         first.close()
         lab.faults.hold("client > server", ".", payload=False, port=FASTOPEN_PORT)
         cli = lab.client.socket()
         cli.bind(FASTOPEN_PORT)
-        cli.setsockopt("TCP_FASTOPEN_CONNECT", 1)
+        cli.setsockopt("IPPROTO_TCP", TCP_FASTOPEN_CONNECT, 1)
         cli.connect(lab.hosts.server, PORT, check=False, timeout=5)
         cli.send("hello", check=False, timeout=2)     # the SYN carries the data and the cookie
         lab.faults.block_output("server", "S.", port=FASTOPEN_PORT)   # no SYN+ACK retransmission: a defined ladder
