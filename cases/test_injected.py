@@ -75,8 +75,8 @@ def test_syn_without_mss_option_gets_default_mss(lab, family):
         conn.send(size=WRITE, check=False)
         lab.wait_segment(lambda s: s.src == "server" and s.end == WRITE + 1, timeout=2,
                          what=f"the server's byte {WRITE}", required=False)
+        peer.send(".", ack=WRITE + 1)                   # at once: no retransmission timer runs out first
         lab.ss("after the write")
-        peer.send(".", ack=WRITE + 1)
 
 
 # -- SYNRCVD-RST --------------------------------------------------------------------------------
