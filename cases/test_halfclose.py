@@ -292,7 +292,7 @@ def fin_wait_2_receives(rec: CaseRecord) -> Verdict:
                       f"returned {got.result()}")
 
 
-@judge("HALFCLOSE-DATA", claims=[50, 62],
+@judge("HALFCLOSE-DATA", claims=[50, 62, 91],
        text="a received FIN ends only that direction: the side that received it can still send")
 def sender_after_fin(rec: CaseRecord) -> Verdict:
     eof = rec.call("recv", role="server")
