@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 
-from . import trace
+from . import timewait, trace
 from .record import (CallRecord, CaseRecord, Counters, Event, HistoryRecord, SegmentRecord, SnapshotRecord, SsRow,
                      Timer)
 from .segment import windows
@@ -25,6 +25,7 @@ def record(lab, segs) -> CaseRecord:
             hists = trace.group_by_socket(lab.own_transitions(), lab.addresses(), lab.connect_calls())
         except trace.TraceEventsLost as exc:
             hists = trace.group_by_socket(exc.transitions, lab.addresses(), lab.connect_calls())
+        hists = timewait.merge(hists, lab.timewait_events())
     rel = lambda t: round(t - t0, 6)  # noqa: E731
     return CaseRecord(
         name=lab.name, family=lab.family, mtu=lab.mtu, kernel=os.uname().release,
@@ -51,8 +52,10 @@ def record(lab, segs) -> CaseRecord:
             for sn in lab.snapshots],
         transitions=[HistoryRecord(local=h.key[0], local_role=lab.role_of(h.key[0]), local_port=h.key[1],
                                    peer=h.key[2], peer_role=lab.role_of(h.key[2]), peer_port=h.key[3],
-                                   states=h.states(), times=[rel(t.time) for t in h.transitions])
+                                   states=h.states(), times=[rel(t.time) for t in h.transitions],
+                                   sources=h.sources())
                      for h in hists],
+        timewait_source=getattr(lab, "timewait_source", None),
         faults=[Event(rel(t), role, text) for t, role, text in (lab.faults.events if lab.faults else [])],
         notes=[Event(rel(t), "", text) for t, text in lab.notes],
         counters=[Counters(rel(t), role, label, values) for t, role, label, values in lab.counters],
@@ -98,6 +101,7 @@ def write(lab, segs) -> None:
             fh.write("\n")
     with open(os.path.join(d, "transitions.txt"), "w") as fh:
         fh.write("".join(t.raw.rstrip("\n") + "\n" for t in lab.own_transitions()))
+        fh.write("".join(e.raw.rstrip("\n") + "\n" for e in lab.timewait_events()))
     with open(os.path.join(d, "timeline.txt"), "w") as fh:
         fh.write(lab.timeline.text())
     with open(os.path.join(d, "timeline.json"), "w") as fh:

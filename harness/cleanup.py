@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from . import names, nsutil, tracefs
+from . import names, nsutil, timewait, tracefs
 from .topology import kill_processes_in, remove_netns, stale_blocks
 
 
@@ -44,4 +44,11 @@ def cleanup(dry_run: bool = False) -> list[str]:
                 continue
             err = tracefs.remove_quietly_busy(path)
             done.append(f"could not remove {err}" if err else f"removed tracefs instance {path}")
+        # After the instances: an event still enabled in one of them cannot be removed.
+        for group in timewait.leftovers():
+            if dry_run:
+                done.append(f"would remove trace events {group}/*")
+                continue
+            errors = timewait.remove_group(group)
+            done += [f"could not remove trace event {e}" for e in errors] or [f"removed trace events {group}/*"]
     return done

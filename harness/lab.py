@@ -13,7 +13,7 @@ import contextlib
 import threading
 import time
 
-from . import artifacts, background, expect, nsutil, ss, trace, tracefs
+from . import artifacts, background, expect, nsutil, ss, timewait, trace, tracefs
 from .capture import Capture
 from .errors import StepTimeout, TraceUnavailable
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
@@ -87,6 +87,8 @@ class Lab(contextlib.AbstractContextManager):
             pool = tracefs.pool()
             self.trace = pool.get()
             self._stack.callback(pool.release, self.trace)
+        self.netns_inodes = {timewait.netns_inode(h.netns_path) for h in self.topology.hosts.values()}
+        self.timewait_source = self._timewait_probes()
         self.capture = self._stack.enter_context(Capture(self.topology))
         from .faults import Faults
         self.faults = Faults(self)
@@ -100,6 +102,14 @@ class Lab(contextlib.AbstractContextManager):
         self._stack.callback(self._write_artifacts)
         self._stack.callback(self.finish)     # runs first on exit: drained while everything is alive
         self.setup_done = time.monotonic()
+
+    def _timewait_probes(self) -> str:
+        """Enable the process's timewait probes in this case's instance; return where TIME_WAIT comes from."""
+        if self.trace is None:
+            return f"ss (state trace unavailable: {self.trace_unavailable})"
+        probes = timewait.probes()
+        probes.enable(self.trace.path)
+        return probes.source
 
     def __exit__(self, *exc):
         self.close()
@@ -247,14 +257,21 @@ class Lab(contextlib.AbstractContextManager):
         return [t for t in trace.parse("\n".join(self.trace_lines))
                 if t.time >= self.start and (t.local in addrs or t.peer in addrs)]
 
-    def transitions(self, port: int | None = None) -> list:
-        """State histories of the case's sockets from the kernel's tracepoint (optionally one port)."""
+    def timewait_events(self) -> list:
+        """The timewait probes' events of this case's namespaces (harness/timewait.py); [] without probes."""
+        return [e for e in timewait.parse("\n".join(self.trace_lines), self.netns_inodes) if e.time >= self.start]
+
+    def transitions(self, port: int | None = None, *, merge_timewait: bool = False) -> list:
+        """State histories of the case's sockets from the kernel's tracepoint (optionally one port);
+        with merge_timewait=True, the timewait sockets' lives from the probes are merged in."""
         if self.trace is None:
             raise TraceUnavailable(f"kernel state transitions unavailable: {self.trace_unavailable}")
         self.capture.drain()
         self._read_trace()
         events = [t for t in trace.parse("\n".join(self.trace_lines)) if t.time >= self.start]
         hists = trace.group_by_socket(events, self.addresses(), self.connect_calls())
+        if merge_timewait:
+            hists = timewait.merge(hists, self.timewait_events())
         if port is not None:
             hists = [h for h in hists if port in (h.key[1], h.key[3])]
         return hists
@@ -444,6 +461,9 @@ class Lab(contextlib.AbstractContextManager):
             for t in self.own_transitions():
                     role = self.role_of(t.local)
                     self.timeline.add(t.time, "state", role, f"{t.local_port}>{t.peer_port} {t.old} -> {t.new}")
+            for e in self.timewait_events():
+                self.timeline.add(e.time, "state", self.role_of(e.local),
+                                  f"{e.local_port}>{e.peer_port} timewait socket {e.kind} in {e.substate}")
         if self.faults:
             for t, role, text in self.faults.events:
                 self.timeline.add(t, "fault", role, text)

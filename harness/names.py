@@ -2,6 +2,7 @@
 
 A name says who owns it, so `socklab cleanup` can remove what a killed run left (owner pid dead)
 and nothing else. Namespaces and tracefs instances: ``slab-<pid>-<worker>-<n>-<role>``.
+Dynamic trace events (kprobes: global, not per instance) live in the group ``slab_<pid>``.
 Interface names must fit IFNAMSIZ (15 characters): ``sl<pid hex><n base36><role letter>``.
 """
 
@@ -13,6 +14,7 @@ import re
 
 PREFIX = "slab"
 _NAME_RE = re.compile(rf"^{PREFIX}-(?P<pid>\d+)-")
+_GROUP_RE = re.compile(rf"^{PREFIX}_(?P<pid>\d+)$")
 _counter = itertools.count(1)   # per-process sequence; each test takes the next number
 
 
@@ -36,6 +38,17 @@ def ifname(index: int, role: str) -> str:
     name = f"sl{os.getpid():x}{_base36(index % 36**4)}{role[0]}"
     assert len(name) <= 15, name
     return name
+
+
+def event_group() -> str:
+    """Group name of this process's tracefs dynamic events (letters, digits, '_' only): slab_<pid>."""
+    return f"{PREFIX}_{os.getpid()}"
+
+
+def event_group_owner(group: str) -> int | None:
+    """The owner pid of one of our dynamic event groups, or None if the group is not ours."""
+    m = _GROUP_RE.match(group)
+    return int(m.group("pid")) if m else None
 
 
 def owner_pid(name: str) -> int | None:

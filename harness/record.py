@@ -216,6 +216,7 @@ class CaseRecord:
     counters: list[Counters] = field(default_factory=list)
     facts: dict = field(default_factory=dict)
     trace_unavailable: str | None = None
+    timewait_source: str | None = None   # "kprobe", or "ss (why the timewait probes could not be made)"
     verdicts: list[VerdictRecord] = field(default_factory=list)
     artifacts: dict = field(default_factory=dict)
     schema: int = SCHEMA

@@ -183,7 +183,10 @@ def socket_name(h: dict, fixed: set) -> str:
 
 def normal_transitions(rec: dict) -> list[dict]:
     fixed = fixed_ports(rec)
-    out = [{"socket": socket_name(h, fixed), "states": list(h.get("states", []))} for h in rec.get("transitions", [])]
+    out = [{"socket": socket_name(h, fixed), "states": list(h.get("states", [])),
+            # only where the timewait probes added transitions (harness/timewait.py), so runs without compare as before
+            **({"sources": h["sources"]} if "timewait" in (h.get("sources") or []) else {})}
+           for h in rec.get("transitions", [])]
     return sorted(out, key=lambda d: (d["socket"], d["states"]))
 
 
@@ -263,6 +266,7 @@ def case_result(run_dir: str, case_dir: str, judges: dict | None = None) -> dict
         "outcome": out.get("outcome", "unknown"), "when": out.get("when"), "longrepr": out.get("longrepr"),
         "mtu": rec_or.get("mtu"), "kernel": rec_or.get("kernel"),
         "sysctls": _case_sysctls(rec_or),
+        "timewait_source": rec_or.get("timewait_source"),
         "behaviour": behaviour(rec) if rec is not None else None,
         "artifacts": _artifacts(run_dir, case_dir, rec),
     }

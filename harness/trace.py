@@ -81,6 +81,7 @@ class Transition:
     comm: str = ""      # the task running when it happened (may be another process, "<idle>")
     pid: int = 0
     raw: str = ""
+    source: str = "trace"   # "trace" (the tracepoint) or "timewait" (harness/timewait.py's probes)
 
     def __str__(self) -> str:
         return f"{self.time:.6f} {_endpoint(self.local, self.local_port)} > " \
@@ -99,6 +100,10 @@ class SocketHistory:
         if not self.transitions:
             return []
         return [self.transitions[0].old] + [t.new for t in self.transitions]
+
+    def sources(self) -> list[str]:
+        """Where each transition of states()[1:] came from: "trace" or "timewait"."""
+        return [t.source for t in self.transitions]
 
     def __str__(self) -> str:
         local, lport, peer, pport = self.key
