@@ -226,8 +226,13 @@ def _transition(ev: TwEvent, old: str, new: str, t: float | None = None) -> trac
 # -- making, enabling and removing the probes ----------------------------------------------------
 
 def _write_events(line: str) -> None:
-    with open(os.path.join(tracefs.TRACEFS, DYNAMIC_EVENTS), "a") as fh:
-        fh.write(line + "\n")
+    # O_APPEND without truncating (which would remove every dynamic event); not open(..., "a"),
+    # whose seek to the end tracefs refuses with EINVAL.
+    fd = os.open(os.path.join(tracefs.TRACEFS, DYNAMIC_EVENTS), os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
 
 
 def _last_error() -> str:
