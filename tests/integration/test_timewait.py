@@ -96,7 +96,7 @@ def test_probes_removed_at_exit(spawn):
     """A process that ran a lab with the probes removes them when it exits."""
     need_probes()
     child = spawn([sys.executable, "-c", LAB_AND_EXIT])
-    assert child.finish(timeout=60) == 0, child.output
+    assert child.finish(timeout=300) == 0, child.output
     group = child.output.split("GROUP ", 1)[1].split()[0]
     events = child.output.split("EVENTS ", 1)[1].split("\n", 1)[0]
     assert events, f"the child made no probes:\n{child.output}"
@@ -126,8 +126,8 @@ def test_killed_runs_events_are_cleaned_up_live_ones_kept(spawn, kind):
         pytest.skip("no uprobe events on this kernel")
     live = spawn([sys.executable, "-c", MAKE_AND_WAIT, kind])
     dead = spawn([sys.executable, "-c", MAKE_AND_WAIT, kind])
-    live_group = live.read_until("\n", timeout=30).split("READY ", 1)[1].split()[0]
-    dead_group = dead.read_until("\n", timeout=30).split("READY ", 1)[1].split()[0]
+    live_group = live.read_until("\n", timeout=180).split("READY ", 1)[1].split()[0]
+    dead_group = dead.read_until("\n", timeout=180).split("READY ", 1)[1].split()[0]
     try:
         assert timewait.group_events(dead_group) and timewait.group_events(live_group)
         dead.proc.send_signal(signal.SIGKILL)
