@@ -325,7 +325,15 @@ def build_results(run_dir: str, profile: str | None = None, judges: dict | None 
             "kernel": kernel, "harness": harness_version(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "settings": settings_of(cases, profile), "claims": articles.claims(),
-            "articles": articles.titles(), "cases": cases}
+            "articles": articles.titles(), "cases": cases, **_diagram_tables(run_dir, cases)}
+
+
+def _diagram_tables(run_dir: str, cases: list[dict]) -> dict:
+    """"states" and "edges": the eleven states and RFC 9293's diagram edges over the run (harness/diagram.py)."""
+    from . import diagram
+    views = [diagram.view(c["id"], load_case(os.path.join(run_dir, c["dir"]))[0] or {},
+                          experiment=c.get("experiment"), family=c.get("family")) for c in cases]
+    return diagram.tables(views)
 
 
 def write_results(run_dir: str, profile: str | None = None, results: dict | None = None) -> str:

@@ -201,3 +201,16 @@ def test_a_truncated_case_json_leaves_the_outcome(tmp_path):
     (run / c["dir"] / "case.json").write_text('{"segments": [')
     c = cases(build_results(run))[NOACCEPT]
     assert c["behaviour"] is None and c["outcome"] == "passed"
+
+
+def test_states_and_edges_tables_of_a_real_run(base):
+    """results.json carries the eleven states and every diagram edge, built from the run's case records."""
+    assert [r["state"] for r in base["states"]] == ["CLOSED", "LISTEN", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED",
+                                                    "FIN-WAIT-1", "FIN-WAIT-2", "CLOSE-WAIT", "CLOSING", "LAST-ACK",
+                                                    "TIME-WAIT"]
+    assert len(base["edges"]) == 30 and all(e["status"] in ("taken", "refused", "not taken") for e in base["edges"])
+    edges = {e["id"]: e for e in base["edges"]}
+    assert NOACCEPT in edges["LISTEN -> SYN-RECEIVED"]["cases"]
+    assert NOLISTEN in edges["SYN-SENT -> CLOSED (rcv RST)"]["cases"]        # the refused connect
+    listen = next(r for r in base["states"] if r["state"] == "LISTEN")
+    assert NOACCEPT in [c["id"] for c in listen["cases"]]
