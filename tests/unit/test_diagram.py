@@ -28,8 +28,10 @@ def call(t, program, op, **args):
 
 
 def snap(t, role, label, *rows):
+    peer = HOSTS["client" if role == "server" else "server"]["ipv4"]
     return {"t": t, "role": role, "label": label,
-            "rows": [{"state": s, "local_port": lp, "peer_port": pp} for s, lp, pp in rows]}
+            "rows": [{"state": s, "local_port": lp, "peer_port": pp, "peer": peer if pp else "*"}
+                     for s, lp, pp in rows]}
 
 
 def four_way():
@@ -127,7 +129,7 @@ def test_time_wait_from_the_probes_and_ss_counts_as_several():
 def test_every_edge_has_a_row_in_the_diagrams_order():
     rows = diagram.edges_table(views(four_way()))
     assert [r["id"] for r in rows] == list(diagram.EDGE_IDS)
-    assert len(rows) == 30 and all(r["status"] in ("taken", "refused", "not taken") for r in rows)
+    assert len(rows) == 30 and all(r["status"] in ("taken", "shown not taken", "not taken") for r in rows)
     assert by(rows, "id")["FIN-WAIT-1 -> TIME-WAIT"]["where"] == "figure 5, note 2"
     assert by(rows, "id")["TIME-WAIT -> CLOSED (rcv RST)"]["kernel"] == "TIME_WAIT -> CLOSE"
 
@@ -152,15 +154,15 @@ def test_edges_taken_with_their_evidence():
 def test_listen_to_syn_sent_refused_by_connect_on_a_listener():
     rows = by(diagram.edges_table(views(listen_connect())), "id")
     row = rows["LISTEN -> SYN-SENT"]
-    assert row["status"] == "refused" and row["cases"] == []
-    assert row["refused"] == [{"case": "lc", "call": "connect", "errno": "EISCONN",
-                               "evidence": "server: connect() on the listening socket fd 3 failed with EISCONN"}]
+    assert row["status"] == "shown not taken" and row["cases"] == [] and row["shown_cases"] == ["lc"]
+    assert row["shown"] == [{"case": "lc", "call": "connect", "errno": "EISCONN",
+                             "evidence": "server: connect() on the listening socket fd 3 failed with EISCONN"}]
     ok = listen_connect()
     ok["calls"][-1]["errno"] = None
     ok["transitions"][0]["states"] += ["SYN_SENT"]
     ok["transitions"][0]["times"] += [0.003]
     row = by(diagram.edges_table(views(ok)), "id")["LISTEN -> SYN-SENT"]
-    assert row["status"] == "taken" and row["refused"] == []
+    assert row["status"] == "taken" and row["shown"] == []
 
 
 def test_the_cause_decides_which_edge_a_close_takes():
@@ -198,4 +200,34 @@ def test_a_reusing_syn_is_not_the_2msl_timeout():
 
 def test_summary_counts():
     rows = diagram.edges_table(views(listen_connect()))
-    assert diagram.summary(rows) == "1 of 30 edges taken, 1 refused, 28 not taken"
+    assert diagram.summary(rows) == "1 of 30 edges taken, 1 shown not taken, 28 not taken"
+
+
+def test_a_request_socket_reset_is_seen_by_ss_only():
+    """The request never reaches the tracepoint: ss shows SYN-RECV, the RST arrives, the next snapshot lacks it."""
+    rec = request_reset()
+    rec["transitions"] = rec["transitions"][:1]                     # only the listener, as the kernel traces it
+    rec["ss"] = [snap(0.015, "server", "the request in SYN-RECV", ("LISTEN", 50000, None), ("SYN-RECV", 50000, 40000)),
+                 snap(0.03, "server", "the request gone", ("LISTEN", 50000, None))]
+    row = by(diagram.edges_table(views(rec)), "id")["SYN-RECEIVED -> LISTEN"]
+    assert row["status"] == "taken" and row["evidence"][0]["source"] == "ss"
+    assert row["evidence"][0]["socket"] == "server:50000 > client:eph"
+    no_rst = copy.deepcopy(rec)
+    no_rst["segments"] = []
+    assert by(diagram.edges_table(views(no_rst)), "id")["SYN-RECEIVED -> LISTEN"]["status"] == "not taken"
+    no_listener = copy.deepcopy(rec)
+    no_listener["ss"][1]["rows"] = []
+    rows = by(diagram.edges_table(views(no_listener)), "id")
+    assert rows["SYN-RECEIVED -> LISTEN"]["status"] == "not taken"
+    assert rows["SYN-RECEIVED -> CLOSED (rcv RST)"]["status"] == "taken"
+
+
+def test_fin_ack_in_fin_wait_1_is_shown_taken_through_fin_wait_2():
+    """CLOSE-3WAY: the peer's FIN+ACK makes FIN_WAIT1 -> FIN_WAIT2 -> CLOSE microseconds apart, then TIME-WAIT."""
+    rec = handover_only()
+    rec["transitions"][0]["times"] = [0.01, 0.05, 0.050004]
+    row = by(diagram.edges_table(views(rec)), "id")["FIN-WAIT-1 -> TIME-WAIT"]
+    assert row["status"] == "shown not taken" and row["shown_cases"] == ["handover"]
+    assert "4 us apart" in row["shown"][0]["evidence"]
+    slow = handover_only()                                          # FIN_WAIT2 lasted 39 ms: two segments
+    assert by(diagram.edges_table(views(slow)), "id")["FIN-WAIT-1 -> TIME-WAIT"]["status"] == "not taken"
