@@ -160,6 +160,7 @@ def view(case_id: str, rec: dict, *, experiment: str | None = None, family: str 
             "sources": list(h.get("sources") or ["trace"] * max(len(states) - 1, 0)),
             "rst_in": [s["t"] for s in mine if "R" in s.get("flags", "")],
             "syn_in": [s["t"] for s in mine if s.get("flags") == "S"],
+            "fin_in": [s["t"] for s in mine if "F" in s.get("flags", "")],
             "ss": ss_seen,
         })
     return {"id": case_id, "experiment": experiment or rec.get("experiment"), "family": family or rec.get("family"),
@@ -328,7 +329,8 @@ def _ss_edges(v: dict) -> list[tuple[str, dict]]:
 
 def _bypasses(v: dict) -> list[tuple[str, dict]]:
     """(edge id, evidence) for FIN-WAIT-1 -> TIME-WAIT where the peer's FIN+ACK came and the kernel
-    went FIN_WAIT1 -> FIN_WAIT2 -> ... within one segment's processing (it handles the ACK first)."""
+    went FIN_WAIT1 -> FIN_WAIT2 -> ... within one segment's processing (it handles the ACK first).
+    Without a FIN from the peer, the same microseconds are an orphan's handover in FIN_WAIT2."""
     out = []
     for h in v.get("histories", []):
         st, times = h["states"], h["times"]
@@ -336,7 +338,7 @@ def _bypasses(v: dict) -> list[tuple[str, dict]]:
             if st[i:i + 2] == ["FIN_WAIT1", "FIN_WAIT2"] and i + 1 < len(times) and st[i + 2] in ("CLOSE", "TIME_WAIT"):
                 dt = times[i + 1] - times[i]
                 went_tw = st[i + 2] == "TIME_WAIT" or "TIME-WAIT" in _ss_after(h, times[i + 1])
-                if dt < 0.001 and went_tw:
+                if dt < 0.001 and went_tw and _near(h.get("fin_in", []), times[i], RST_WINDOW):
                     out.append(("FIN-WAIT-1 -> TIME-WAIT", {
                         "case": v["id"], "socket": h["socket"],
                         "evidence": f"{h['socket']}: FIN_WAIT1 -> FIN_WAIT2 -> {st[i + 2]} {dt * 1e6:.0f} us apart, "

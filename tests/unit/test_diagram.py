@@ -226,6 +226,9 @@ def test_fin_ack_in_fin_wait_1_is_shown_taken_through_fin_wait_2():
     """CLOSE-3WAY: the peer's FIN+ACK makes FIN_WAIT1 -> FIN_WAIT2 -> CLOSE microseconds apart, then TIME-WAIT."""
     rec = handover_only()
     rec["transitions"][0]["times"] = [0.01, 0.05, 0.050004]
+    orphan = copy.deepcopy(rec)          # no FIN from the peer: an orphan's handover, as quick
+    assert by(diagram.edges_table(views(orphan)), "id")["FIN-WAIT-1 -> TIME-WAIT"]["status"] == "not taken"
+    rec["segments"] = [seg(0.04995, "server", "F.", 50000, 40000)]
     row = by(diagram.edges_table(views(rec)), "id")["FIN-WAIT-1 -> TIME-WAIT"]
     assert row["status"] == "shown not taken" and row["shown_cases"] == ["handover"]
     assert "4 us apart" in row["shown"][0]["evidence"]
