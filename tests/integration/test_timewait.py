@@ -72,7 +72,7 @@ def test_record_carries_timewait_source_and_sources(lab):
     """case.json says where TIME_WAIT came from, and marks each transition's source."""
     server_closes_first(lab)
     lab.finish()
-    rec = lab.record()
+    rec = lab.record().to_json()
     assert rec["timewait_source"] == timewait.probes().source
     for h in rec["transitions"]:
         assert len(h["sources"]) == len(h["states"]) - 1
