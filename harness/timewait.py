@@ -290,12 +290,19 @@ def unavailable() -> str | None:
 
 
 class Probes:
-    """This process's timewait probes: made once, enabled per instance, removed at exit."""
+    """This process's timewait probes: made once, enabled per instance, removed at exit.
+
+    A kprobe is armed while its event is enabled in some instance, and disarmed (an RCU grace period,
+    code patching) when the last one goes. The case instances come and go, so the probes are also
+    enabled in an anchor instance of the process's own (`slab-<pid>-<worker>-0-twprobes`, tracing off,
+    it records nothing): enabling them in a case's instance is then one write, not an arming.
+    """
 
     def __init__(self, group: str | None = None):
         self.group = group or names.event_group()
         self.events: list[str] = []
         self.reason: str | None = None
+        self.anchor: str | None = None
         self.cost = 0.0          # seconds spent making them
 
     def make(self) -> "Probes":
@@ -324,6 +331,15 @@ class Probes:
                 self.remove()
                 return
             self.events.append(name)
+        try:
+            self.anchor = os.path.join(tracefs.TRACEFS, "instances", names.resource_name(0, "twprobes"))
+            os.mkdir(self.anchor)
+            with open(os.path.join(self.anchor, "tracing_on"), "w") as fh:
+                fh.write("0")
+            self.enable(self.anchor)
+        except OSError as exc:
+            self.reason = f"cannot enable the kprobes in an instance: {exc.strerror}"
+            self.remove()
 
     @property
     def source(self) -> str:
@@ -331,12 +347,18 @@ class Probes:
 
     def enable(self, instance_path: str) -> None:
         """Enable the group's events in one tracefs instance (the case's own)."""
-        if self.reason is None:
+        if self.events:
             with open(os.path.join(instance_path, "events", self.group, "enable"), "w") as fh:
                 fh.write("1")
 
     def remove(self) -> list[str]:
-        """Remove the events (instances still holding them enabled must be gone first); errors as text."""
+        """Remove the anchor instance and the events (case instances enabling them must be gone
+        first); errors as text."""
+        if self.anchor is not None:
+            err = tracefs.remove_quietly_busy(self.anchor)
+            if err:
+                return [err]
+            self.anchor = None
         errors = remove_group(self.group)
         self.events = []
         return errors
@@ -419,7 +441,7 @@ def close() -> None:
     global _probes
     with _lock:
         p, _probes = _probes, None
-    if p is not None and p.events:
+    if p is not None and (p.events or p.anchor):
         tracefs.close_pool()
         errors = p.remove()
         if errors:

@@ -92,8 +92,8 @@ with Lab(family="ipv4") as lab:
 """
 
 
-def test_probes_removed_at_exit(spawn):
-    """A process that ran a lab with the probes removes them when it exits."""
+def test_probes_removed_at_exit(spawn, resources):
+    """A process that ran a lab with the probes removes them (and its anchor instance) when it exits."""
     need_probes()
     child = spawn([sys.executable, "-c", LAB_AND_EXIT])
     assert child.finish(timeout=300) == 0, child.output
@@ -101,6 +101,7 @@ def test_probes_removed_at_exit(spawn):
     events = child.output.split("EVENTS ", 1)[1].split("\n", 1)[0]
     assert events, f"the child made no probes:\n{child.output}"
     assert timewait.group_events(group) == [], f"{group} left behind"
+    assert resources.instances(child.pid) == [], "tracefs instances left behind"
 
 
 MAKE_AND_WAIT = """
@@ -137,6 +138,8 @@ def test_killed_runs_events_are_cleaned_up_live_ones_kept(spawn, kind):
         assert out.returncode == 0, out.stderr
         assert f"removed trace events {dead_group}/*" in out.stdout, out.stdout
         assert timewait.group_events(dead_group) == []
+        assert not [i for i in os.listdir(os.path.join(tracefs.TRACEFS, "instances"))
+                    if i.startswith(f"slab-{dead.pid}-")], "the killed run's instances (anchor) left behind"
         assert timewait.group_events(live_group), f"cleanup removed the live process's {live_group}"
     finally:
         live.close()
