@@ -29,8 +29,9 @@ TIMEWAIT_NOTE = """\
 An orphaned socket (the application has closed it) that enters FIN_WAIT2, and any socket that
 enters TIME_WAIT, is replaced by a small timewait socket; the full socket is destroyed, and the
 tracepoint shows `-> CLOSE` at that moment. The timewait socket's own life (FIN_WAIT2 -> TIME_WAIT
-when the peer's FIN arrives, expiry after 60 s) is not traced, so only `ss` shows it (as FIN-WAIT-2
-or TIME-WAIT with timer:(timewait,...)).
+when the peer's FIN arrives, expiry after 60 s) is not traced by it: harness/timewait.py follows it
+with kprobe events where the kernel has them (Transition.source "timewait"), else only `ss` shows it
+(as FIN-WAIT-2 or TIME-WAIT with timer:(timewait,...)).
 
 Measured on Linux 6.18 (tests/unit/data/trace_main.txt): newstate=TCP_TIME_WAIT never appears.
   active closer, close():            ESTABLISHED -> FIN_WAIT1 -> FIN_WAIT2 -> CLOSE
