@@ -43,6 +43,7 @@ class Types:
         strings = data[hdr_len + str_off: hdr_len + str_off + str_len]
         self._strings = strings
         self._data = data
+        self._found: dict[str, list[int]] = {}
         self.kinds: list[tuple] = [(0, "", 0, (0, 0, 0))]     # id 0 is void
         pos, end = hdr_len + type_off, hdr_len + type_off + type_len
         while pos < end:
@@ -57,11 +58,14 @@ class Types:
 
     def _named(self, name: str) -> list[int]:
         """Type ids whose name is `name` (the string table is searched, not every name decoded)."""
+        if name in self._found:
+            return self._found[name]
         offs, needle, start = set(), b"\0" + name.encode() + b"\0", 0
         while (i := self._strings.find(needle, start)) >= 0:
             offs.add(i + 1)
             start = i + 1
-        return [tid for tid, k in enumerate(self.kinds) if k[1] in offs]
+        self._found[name] = [tid for tid, k in enumerate(self.kinds) if k[1] in offs]
+        return self._found[name]
 
     def _str(self, off: int) -> str:
         end = self._strings.find(b"\0", off)
