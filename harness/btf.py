@@ -44,6 +44,7 @@ class Types:
         self._strings = strings
         self._data = data
         self._found: dict[str, list[int]] = {}
+        self._by_off: dict[int, list[int]] = {}      # name offset -> ids of named structs, unions, functions
         self.kinds: list[tuple] = [(0, "", 0, (0, 0, 0))]     # id 0 is void
         pos, end = hdr_len + type_off, hdr_len + type_off + type_len
         while pos < end:
@@ -55,16 +56,19 @@ class Types:
             members = (pos, vlen, kind_flag)     # decoded when asked (most types never are)
             pos += fixed + per * vlen
             self.kinds.append((kind, name_off, size_or_type, members))
+            if kind in (KIND_STRUCT, KIND_UNION, KIND_FUNC):
+                self._by_off.setdefault(name_off, []).append(len(self.kinds) - 1)
 
     def _named(self, name: str) -> list[int]:
-        """Type ids whose name is `name` (the string table is searched, not every name decoded)."""
+        """Ids of the structs, unions and functions named `name` (the string table is searched, not
+        every name decoded)."""
         if name in self._found:
             return self._found[name]
         offs, needle, start = set(), b"\0" + name.encode() + b"\0", 0
         while (i := self._strings.find(needle, start)) >= 0:
             offs.add(i + 1)
             start = i + 1
-        self._found[name] = [tid for tid, k in enumerate(self.kinds) if k[1] in offs]
+        self._found[name] = sorted(t for off in offs for t in self._by_off.get(off, ()))
         return self._found[name]
 
     def _str(self, off: int) -> str:
