@@ -108,7 +108,8 @@ class Lab(contextlib.AbstractContextManager):
         if self.trace is None:
             return f"ss (state trace unavailable: {self.trace_unavailable})"
         probes = timewait.probes()
-        probes.enable(self.trace.path)
+        if not getattr(self.trace, "timewait_enabled", False):    # prepared before the probes existed
+            probes.enable(self.trace.path)
         return probes.source
 
     def __exit__(self, *exc):

@@ -433,7 +433,16 @@ def probes() -> Probes:
             _probes = Probes().make()
             if _probes.reason is None:
                 atexit.register(close)
+                tracefs.MADE_HOOKS.append(_prepare)
         return _probes
+
+
+def _prepare(inst) -> None:
+    """Enable the probes in an instance the pool prepares (background), so a case need not."""
+    p = _probes
+    if p is not None and p.events:
+        p.enable(inst.path)
+        inst.timewait_enabled = True
 
 
 def close() -> None:
@@ -441,6 +450,8 @@ def close() -> None:
     global _probes
     with _lock:
         p, _probes = _probes, None
+    if _prepare in tracefs.MADE_HOOKS:
+        tracefs.MADE_HOOKS.remove(_prepare)
     if p is not None and (p.events or p.anchor):
         tracefs.close_pool()
         errors = p.remove()

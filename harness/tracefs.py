@@ -111,6 +111,9 @@ def remove_instance(path: str) -> None:
         delay = min(delay * 2, 0.2)
 
 
+MADE_HOOKS: list = []     # callables run on each new instance in the background (harness/timewait.py)
+
+
 class InstancePool:
     """Hands out ready instances; preparing and removing them happens in the background."""
 
@@ -121,7 +124,10 @@ class InstancePool:
     def _make(self) -> Instance:
         name = names.resource_name(names.next_index(), "trace")
         self._made.add(name)
-        return Instance(name)
+        inst = Instance(name)
+        for hook in list(MADE_HOOKS):      # e.g. the timewait probes enabled while no case waits
+            hook(inst)
+        return inst
 
     def get(self, timeout: float = 10.0) -> Instance:
         """A ready instance (prepared while the previous case ran), and start preparing the next."""
