@@ -55,7 +55,8 @@ def test_four_way_close_shows_time_wait_from_the_kernel(lab, family):
              if h.key[0] == lab.addr("server") and h.key[3] == port and "FIN_WAIT1" in h.states()]
     assert len(hists) == 1, [str(h) for h in lab.transitions(PORT, merge_timewait=True)]
     hist = hists[0]
-    assert hist.states() == ["LISTEN", "SYN_RECV", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE"], str(hist)
+    # The head (LISTEN -> SYN_RECV) is the tracepoint's business (6.1 prints that event with dport 0).
+    assert hist.states()[-5:] == ["ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE"], str(hist)
     assert hist.sources()[-2:] == ["timewait", "timewait"], hist.sources()
     times = [t.time for t in hist.transitions]
     assert times == sorted(times), str(hist)
