@@ -163,31 +163,85 @@ class Capture:
 
     def write_pcap(self, path: str) -> None:
         """Write every captured frame (ARP, ND and all) as a nanosecond pcap file Wireshark opens."""
-        from scapy.utils import RawPcapWriter
-        with RawPcapWriter(path, linktype=1, nano=True, sync=False) as out:
-            out.write_header(None)
+        # The pcap format (nanosecond variant, magic a1b23c4d) is two fixed headers: written directly.
+        with open(path, "wb") as out:
+            out.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, 1))
             for f in self.frames:
                 sec = int(f.wall)
-                out.write_packet(f.data, sec=sec, usec=int(round((f.wall - sec) * 1e9)))
+                nsec = min(int(round((f.wall - sec) * 1e9)), 999_999_999)
+                out.write(struct.pack("<IIII", sec, nsec, len(f.data), len(f.data)))
+                out.write(f.data)
+
+
+_IPV6_EXT = {0, 43, 60}        # hop-by-hop, routing, destination options: skipped to reach TCP
+_OPTION_NAMES = {2: "mss", 3: "wscale", 4: "sackOK", 5: "sack", 8: "TS", 28: "UTO", 34: "TFO"}
 
 
 def _parse_tcp(data: bytes):
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.inet6 import IPv6
-    from scapy.layers.l2 import Ether
-
-    pkt = Ether(data)
-    ip = pkt.getlayer(IP) or pkt.getlayer(IPv6)
-    if ip is None or not pkt.haslayer(TCP):
+    """(src, dst, sport, dport, seq, ack, flags, window, options, payload length) of an Ethernet
+    frame carrying TCP over IPv4 or IPv6, else None. Plain struct reads: a case parses every frame
+    once, and importing a packet library for it would cost more than the case's own steps."""
+    if len(data) < 14:
         return None
-    tcp = pkt[TCP]
-    payload = len(bytes(tcp.payload))
-    if isinstance(ip, IP):
-        payload = min(payload, ip.len - ip.ihl * 4 - tcp.dataofs * 4)   # Ethernet padding is not data
+    ethertype = (data[12] << 8) | data[13]
+    if ethertype == 0x0800 and len(data) >= 34:
+        ihl = (data[14] & 0x0F) * 4
+        if data[23] != 6 or ihl < 20 or struct.unpack_from("!H", data, 20)[0] & 0x1FFF:
+            return None             # not TCP, or a later fragment
+        total = struct.unpack_from("!H", data, 16)[0]
+        src, dst = socket.inet_ntop(socket.AF_INET, data[26:30]), socket.inet_ntop(socket.AF_INET, data[30:34])
+        off, end = 14 + ihl, 14 + total
+    elif ethertype == 0x86DD and len(data) >= 54:
+        nxt, off = data[20], 54
+        end = off + struct.unpack_from("!H", data, 18)[0]
+        while nxt in _IPV6_EXT and off + 8 <= len(data):
+            nxt, off = data[off], off + 8 * (data[off + 1] + 1)
+        if nxt != 6:
+            return None
+        src, dst = socket.inet_ntop(socket.AF_INET6, data[22:38]), socket.inet_ntop(socket.AF_INET6, data[38:54])
     else:
-        payload = min(payload, ip.plen - tcp.dataofs * 4)
-    return (str(ip.src), str(ip.dst), tcp.sport, tcp.dport, tcp.seq, tcp.ack, int(tcp.flags), tcp.window,
-            _options(tcp.options), payload)
+        return None
+    end = min(end, len(data))           # Ethernet padding beyond the IP length is not data
+    if off + 20 > end:
+        return None
+    sport, dport, seq, ack, doff, bits, window = struct.unpack_from("!HHIIBBH", data, off)
+    hlen = (doff >> 4) * 4
+    return (src, dst, sport, dport, seq, ack, bits, window, _options(data[off + 20:off + hlen]),
+            max(0, end - off - hlen))
+
+
+def _options(raw: bytes) -> tuple:
+    """TCP options in wire order: (("mss", 1460), ("sackOK", None), ("TS", (val, ecr)), ("nop", None), ...)."""
+    out, i = [], 0
+    while i < len(raw):
+        kind = raw[i]
+        if kind == 0:
+            out.append(("eol", None))
+            break
+        if kind == 1:
+            out.append(("nop", None))
+            i += 1
+            continue
+        if i + 1 >= len(raw) or raw[i + 1] < 2:
+            break                       # a malformed length ends the list, as in the kernel
+        body = raw[i + 2:i + raw[i + 1]]
+        i += raw[i + 1]
+        name = _OPTION_NAMES.get(kind, str(kind))
+        if kind in (2, 28) and len(body) == 2:
+            value = struct.unpack("!H", body)[0]
+        elif kind == 3 and len(body) == 1:
+            value = body[0]
+        elif kind == 4:
+            value = None
+        elif kind == 8 and len(body) == 8:
+            value = struct.unpack("!II", body)
+        elif kind == 5 and len(body) % 8 == 0:
+            edges = struct.unpack(f"!{len(body) // 4}I", body)
+            value = tuple(zip(edges[::2], edges[1::2]))
+        else:
+            value = bytes(body).hex()   # a Fast Open cookie (empty: a cookie request), unknown options
+        out.append((name, value))
+    return tuple(out)
 
 
 ICMP_ERRORS = {(4, 3, 4): "fragmentation needed", (4, 3, None): "destination unreachable",
@@ -238,24 +292,6 @@ def to_segments(frames, roles_by_addr: dict, drops=()) -> list[Segment]:
                            flags=flags_text(bits), seq=(seq - base) % (1 << 32), length=payload, ack=ack, win=win,
                            options=options, sport=sport, dport=dport, raw_seq=seq, raw_ack=ack_no))
     return _mark_drops(out, drops)
-
-
-def _options(opts) -> tuple:
-    names = {"MSS": "mss", "WScale": "wscale", "SAckOK": "sackOK", "Timestamp": "TS", "NOP": "nop", "EOL": "eol",
-             "SAck": "sack"}
-    out = []
-    for name, value in opts:
-        key = names.get(name, str(name))
-        if key in ("sackOK", "nop", "eol"):
-            value = None
-        elif key == "TS":
-            value = (int(value[0]), int(value[1]))
-        elif key == "sack":
-            value = tuple(zip(value[::2], value[1::2]))
-        elif isinstance(value, (bytes, bytearray)):
-            value = value.hex()         # a Fast Open cookie (empty: a cookie request), unknown options
-        out.append((key, value))
-    return tuple(out)
 
 
 def _mark_drops(segments, drops):

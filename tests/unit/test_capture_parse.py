@@ -98,6 +98,70 @@ def test_option_bytes_become_text():
     """A Fast Open cookie (bytes in scapy) is kept as hex text, so case.json stays JSON; an empty
     cookie (a cookie request) is the empty string."""
     from harness.capture import _options
-    opts = _options([("MSS", 1460), ("TFO", b"\x01\x02\xab\xcd\x00\x00\x00\x07"), ("TFO", b"")])
+    opts = _options(b"\x02\x04\x05\xb4" + b"\x22\x0a\x01\x02\xab\xcd\x00\x00\x00\x07" + b"\x22\x02")
     assert opts == (("mss", 1460), ("TFO", "0102abcd00000007"), ("TFO", ""))
     json.dumps(opts)
+
+
+def scapy_fields(data):
+    """The TCP fields as scapy decodes them: the reference the harness's struct parser must agree with."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+    pkt = Ether(data)
+    ip = pkt.getlayer(IP) or pkt.getlayer(IPv6)
+    if ip is None or not pkt.haslayer(TCP):
+        return None
+    tcp = pkt[TCP]
+    header = ip.ihl * 4 if isinstance(ip, IP) else 0
+    length = (ip.len if isinstance(ip, IP) else ip.plen) - header - tcp.dataofs * 4
+    names = {"MSS": "mss", "WScale": "wscale", "SAckOK": "sackOK", "Timestamp": "TS", "NOP": "nop", "EOL": "eol",
+             "SAck": "sack"}
+    opts = []
+    for name, value in tcp.options:
+        key = names.get(name, str(name))
+        value = None if key in ("sackOK", "nop", "eol") else value
+        value = tuple(zip(value[::2], value[1::2])) if key == "sack" else value
+        value = value.hex() if isinstance(value, (bytes, bytearray)) else value
+        opts.append((key, tuple(value) if key == "TS" else value))
+    return (str(ip.src), str(ip.dst), tcp.sport, tcp.dport, tcp.seq, tcp.ack, int(tcp.flags), tcp.window,
+            tuple(opts), min(len(bytes(tcp.payload)), length))
+
+
+def test_struct_parser_agrees_with_scapy_on_every_captured_frame():
+    from harness.capture import _parse_tcp
+    seen = 0
+    for pcap in sorted(CASES.glob("*/packets.pcap")):
+        for data, _meta in RawPcapReader(str(pcap)):
+            assert _parse_tcp(data) == scapy_fields(data), f"{pcap.parent.name}: {data.hex()}"
+            seen += _parse_tcp(data) is not None
+    assert seen >= 20
+
+
+def test_struct_parser_agrees_with_scapy_on_built_frames():
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt
+    from scapy.layers.l2 import Ether
+    from harness.capture import _parse_tcp
+    opts = [("MSS", 1400), ("SAckOK", b""), ("Timestamp", (5, 6)), ("NOP", None), ("WScale", 7)]
+    sack = [("NOP", None), ("NOP", None), ("SAck", (100, 200, 300, 400))]
+    frames = [Ether() / IP(src="198.18.0.1", dst="198.18.0.2") / TCP(flags="S", seq=7, options=opts),
+              Ether() / IP(src="198.18.0.1", dst="198.18.0.2") / TCP(flags="A", ack=9, options=sack) / b"x",
+              Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2") / TCP(flags="FPA", seq=2**32 - 1) / (b"y" * 30),
+              Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2") / IPv6ExtHdrDestOpt() / TCP(flags="R"),
+              Ether() / IP(src="198.18.0.1", dst="198.18.0.2") / b"not tcp"]
+    for pkt in frames:
+        data = bytes(pkt).ljust(60, b"\0")          # short frames carry Ethernet padding
+        assert _parse_tcp(data) == scapy_fields(data), pkt.summary()
+    assert _parse_tcp(bytes(frames[1]))[-1] == 1 and _parse_tcp(bytes(frames[3]))[6] == 0x04
+
+
+def test_written_pcap_reads_back_with_scapy(tmp_path):
+    from harness.capture import Capture
+    frames, _, _ = load("tests_unit_data_results_gen_cases.py__test_close_ipv4")
+    cap = Capture.__new__(Capture)
+    cap.frames = frames
+    cap.write_pcap(str(tmp_path / "out.pcap"))
+    back = [(data, meta.sec, meta.usec) for data, meta in RawPcapReader(str(tmp_path / "out.pcap"))]
+    assert [d for d, _, _ in back] == [f.data for f in frames]
+    assert all(abs(sec + nsec / 1e9 - f.wall) < 1e-6 for (_, sec, nsec), f in zip(back, frames))
