@@ -11,12 +11,15 @@ a delay, not a drop, for orders no drop can force (simultaneous open and close).
 
 Which captured segments were dropped comes from the kernel, not from timing: every rule counts into a
 named nftables counter that outlives the rule, and the first N segments that match the rule's
-predicate after it was added are the N it dropped.
+predicate after it was added are the N it dropped. N is read (`nft -j`) once, when the rule is
+removed; while the rule is in place the kernel drops every match up to its `count`, so marking the
+capture's segments starts no process.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -65,9 +68,12 @@ class Rule:
     def active_at(self, t: float) -> bool:
         return self.added <= t
 
-    def limit_count(self) -> int:
-        """How many packets the kernel dropped under this rule (so far, while it is in place)."""
-        return self.final_count if self.final_count is not None else self.faults.counters(self)
+    def limit_count(self) -> float:
+        """How many of the matching segments the kernel dropped: the counter's total once the rule is
+        removed; while it is in place, every match up to its `count` (the nftables limit's burst)."""
+        if self.final_count is not None:
+            return self.final_count
+        return self.count if self.count is not None else float("inf")
 
     def release(self) -> None:
         """Remove the rule: held segments pass on their next retransmission."""
@@ -91,12 +97,13 @@ def _letters(observed: str, spec: str) -> set:
 
 
 class Faults:
-    """The fault rules of one lab; every rule is removed at the end of the case."""
+    """The fault rules of one case's `topology`; rules that drop on arrival are handed to `capture`,
+    which marks the segments they dropped. Every rule is removed at the end of the case."""
 
     _ids = itertools.count(1)
 
-    def __init__(self, lab):
-        self.lab = lab
+    def __init__(self, topology, capture):
+        self.topology, self.capture = topology, capture
         self.rules: list[Rule] = []
         self.delays: list[Delay] = []
         self.events: list[tuple[float, str, str]] = []
@@ -106,17 +113,17 @@ class Faults:
              count: int | None = None, port: int | None = None, name: str | None = None) -> Rule:
         """Drop segments travelling `direction` ('client > server') on arrival; see the module doc.
         `port`: only those of one connection, the segments from or to that TCP port."""
-        src, dst = _parse_direction(direction, self.lab.topology.hosts)
+        src, dst = _parse_direction(direction, self.topology.hosts)
         _check_port(port)
         return self._add(Rule(name or f"drop{next(self._ids)}", src, dst, _check_flags(flags), payload, count,
-                              "prerouting", self.lab.topology.hosts[dst], port))
+                              "prerouting", self.topology.hosts[dst], port))
 
     hold = drop
 
     def delay(self, role: str) -> "Delay":
         """Hold every segment host `role` sends in its neighbour queue until the Delay's release()."""
-        host = self.lab.topology.hosts[role]
-        d = Delay(self, host, self.lab.topology.next_hop(host))
+        host = self.topology.hosts[role]
+        d = Delay(self, host, self.topology.next_hop(host))
         d.start()
         self.delays.append(d)
         return d
@@ -125,10 +132,10 @@ class Faults:
                      name: str | None = None) -> Rule:
         """Keep host `role`'s kernel from sending matching segments (they never reach the link); `port`:
         only one connection's (e.g. to end a retransmitting attempt at a defined point)."""
-        peer = self.lab.topology.peer_of(self.lab.topology.hosts[role]).role
+        peer = self.topology.peer_of(self.topology.hosts[role]).role
         _check_port(port)
         return self._add(Rule(name or f"block{next(self._ids)}", role, peer, _check_flags(flags), None, None,
-                              "output", self.lab.topology.hosts[role], port))
+                              "output", self.topology.hosts[role], port))
 
     def _add(self, rule: Rule) -> Rule:
         rule.faults = self
@@ -145,7 +152,7 @@ class Faults:
         self.rules.append(rule)
         self.events.append((rule.added, rule.dst if rule.hook == "prerouting" else rule.src, "added " + rule.describe()))
         if rule.hook == "prerouting":
-            self.lab.capture.drops.append(rule)
+            self.capture.drops.append(rule)
         return rule
 
     def remove(self, rule: Rule) -> None:
@@ -174,12 +181,12 @@ class Faults:
 
     def counters(self, rule: Rule) -> int:
         """How many segments the kernel dropped under `rule`, from its named nftables counter."""
-        argv = ["list", "counter", "inet", TABLE, rule.name]
+        argv = ["-j", "list", "counter", "inet", TABLE, rule.name]
         out = self._nft(rule.host, None, args=argv)
-        for line in out.splitlines():
-            if "packets" in line:
-                return int(line.split("packets", 1)[1].split()[0])
-        raise CommandError(["nft", *argv], 0, out, "no packets field in the counter")
+        for item in json.loads(out).get("nftables", []):
+            if "counter" in item:
+                return int(item["counter"]["packets"])
+        raise CommandError(["nft", *argv], 0, out, "no counter in nft's answer")
 
     def _ensure_table(self, host, hook):
         key = f"{host.role}/{hook}"

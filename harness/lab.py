@@ -91,7 +91,7 @@ class Lab(contextlib.AbstractContextManager):
         self.timewait_source = self._timewait_probes()
         self.capture = self._stack.enter_context(Capture(self.topology))
         from .faults import Faults
-        self.faults = Faults(self)
+        self.faults = Faults(self.topology, self.capture)
         self._stack.callback(self.faults.clear)
         for role in self.roles if self.start_programs else ():
             prog = Program(self.topology.hosts[role], role, family=self.family, on_call=self._on_call,

@@ -208,7 +208,7 @@ def test_rules_are_removed_at_the_end_of_a_case(privileged):
 def test_a_bad_direction_or_flag_letter_is_a_clear_error(direction, flags, wanted):
     """A malformed rule raises ExpectationSyntaxError naming what was expected, before any nft command."""
     hosts = {"client": object(), "server": object()}     # parsing needs only the host names
-    faults = Faults(SimpleNamespace(topology=SimpleNamespace(hosts=hosts)))
+    faults = Faults(SimpleNamespace(hosts=hosts), capture=None)
     with pytest.raises(ExpectationSyntaxError) as info:
         faults.drop(direction, flags)
     assert wanted in str(info.value)
