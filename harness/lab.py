@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import threading
 import time
 
+<<<<<<< HEAD
 from . import artifacts, background, expect, nsutil, ss, timewait, trace, tracefs
+=======
+from . import artifacts, background, expect, nsutil, ss, trace, tracefs
+from .sockdiag import SockDiag
+>>>>>>> e5d940d (Waits poll sock_diag (harness/sockdiag.py: pyroute2's inet_diag messages over a netlink socket kept per host), not an ss process; one wait_until() (harness/wait.py) with an honest sleep replaces the polling loops of lab, program and tracefs)
 from .capture import Capture
 from .errors import StepTimeout, TraceUnavailable
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
@@ -22,6 +26,7 @@ from .program import Call, Program
 from .segment import windows
 from .timeline import Timeline
 from .topology import Topology
+from .wait import POLL, wait_until
 
 _open_labs: set = set()   # labs still open when the interpreter exits are torn down then
 
@@ -57,6 +62,7 @@ class Lab(contextlib.AbstractContextManager):
         self._stack = contextlib.ExitStack()
         self._finished = False
         self._segs: list = []
+        self._diags: dict[str, SockDiag] = {}
         self.faults = None
         self.claim: str | None = None             # legacy: a claim's text judged inline with verdict()
         self.experiment: str | None = None
@@ -203,7 +209,7 @@ class Lab(contextlib.AbstractContextManager):
     def hold(self, seconds: float, why: str) -> None:
         """A pause that is part of the experiment (keep a state for a moment), named in the timeline."""
         self.note(f"hold {seconds:g} s: {why}")
-        threading.Event().wait(seconds)
+        time.sleep(seconds)
 
     def observe(self, name: str, value) -> None:
         """Record a value the claim's judge reads (`record.fact(name)`): a measurement the other
@@ -317,18 +323,20 @@ class Lab(contextlib.AbstractContextManager):
         required=False: an observation, not a condition; at the deadline return the last value seen
         (noted in the timeline) and let the claim's judge decide.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            seen = self.netstat(role)[group].get(counter, 0)
-            if seen >= at_least:
-                return seen
-            if time.monotonic() > deadline:
-                if not required:
-                    self.note(f"not within {timeout:g} s: {role} {group} {counter} >= {at_least} (still {seen})")
-                    return seen
-                raise StepTimeout(f"{role}: {group} {counter} still {seen} after {timeout} s, expected >= {at_least} "
-                                  f"(given up at {self.clock()})")
-            _poll_pause(0.005)
+        seen = [None]
+
+        def reached():
+            seen[0] = self.netstat(role)[group].get(counter, 0)
+            return seen[0] >= at_least
+        try:
+            wait_until(reached, timeout, f"{role}: {group} {counter} >= {at_least}",
+                       explain=lambda: f"{role}: {group} {counter} still {seen[0]} after {timeout} s, expected >= "
+                                       f"{at_least} (given up at {self.clock()})")
+        except StepTimeout:
+            if required:
+                raise
+            self.note(f"not within {timeout:g} s: {role} {group} {counter} >= {at_least} (still {seen[0]})")
+        return seen[0]
 
     # -- waiting for events --------------------------------------------------------------------
     def wait_segment(self, predicate, *, timeout: float = 5.0, what: str = "matching the case's condition",
@@ -350,39 +358,49 @@ class Lab(contextlib.AbstractContextManager):
             self.note(f"not seen within {timeout:g} s: a segment {what}")
             return None
 
+    def sockets(self, role: str, label: str = "sock_diag") -> ss.Snapshot:
+        """The TCP sockets of host `role` now, from sock_diag (no process started): rows as `ss` shows
+        them; the text is generated from them. For the verbatim `ss -tanoi` text use lab.ss(label)."""
+        diag = self._diags.get(role)
+        if diag is None:
+            diag = self._diags[role] = self._stack.enter_context(SockDiag(self.topology.hosts[role].netns))
+        snap = diag.take(label=label)
+        snap.role = role
+        return snap
+
     def wait_ss(self, role: str, predicate, *, timeout: float = 5.0, what: str = "the awaited state",
-                interval: float = 0.005, required: bool = True):
-        """Poll `ss` in host `role` until predicate(snapshot) holds; returns that `ss.Snapshot` (rows, text;
-        `.time`, `.before`, `.after` on CLOCK_MONOTONIC, see `lab.clock`). StepTimeout names the last snapshot.
+                interval: float = POLL, required: bool = True):
+        """Poll host `role`'s sockets (sock_diag, no process started) until predicate(snapshot) holds;
+        returns that `ss.Snapshot` (rows, text; `.time`, `.before`, `.after` on CLOCK_MONOTONIC, see
+        `lab.clock`). StepTimeout names the last snapshot.
 
         The snapshot that satisfied it is kept under the label `what`. required=False: when the
         deadline passes, keep the last snapshot under `what` anyway and return it (an observation
         for the judge, not a condition).
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            snap = ss.take(self.topology.hosts[role].netns, label=f"waiting for {what}")
-            if predicate(snap):
-                snap.role = role
-                snap.label = what
-                self.snapshots.append(snap)
-                self.timeline.add(snap.time, "ss", role, f"[{what}] " + (", ".join(snap.states()) or "no sockets"))
-                return snap
-            if time.monotonic() > deadline:
-                if not required:
-                    snap.role, snap.label = role, what
-                    self.snapshots.append(snap)
-                    self.timeline.add(snap.time, "ss", role, f"[{what}: not within {timeout:g} s] "
-                                      + (", ".join(snap.states()) or "no sockets"))
-                    return snap
-                raise StepTimeout(f"{role}: {what} not seen in ss within {timeout} s (given up at {self.clock()}); "
-                                  f"last ss at {self.clock(snap.time)}:\n{snap.text}")
-            _poll_pause(interval)
+        last = [None]
+
+        def holds():
+            last[0] = self.sockets(role, label=what)
+            return predicate(last[0])
+        try:
+            wait_until(holds, timeout, f"{role}: {what}", interval=interval,
+                       explain=lambda: f"{role}: {what} not seen in ss within {timeout} s (given up at "
+                                       f"{self.clock()}); last ss at {self.clock(last[0].time)}:\n{last[0].text}")
+            note = ""
+        except StepTimeout:
+            if required:
+                raise
+            note = f": not within {timeout:g} s"
+        snap = last[0]
+        self.snapshots.append(snap)
+        self.timeline.add(snap.time, "ss", role, f"[{what}{note}] " + (", ".join(snap.states()) or "no sockets"))
+        return snap
 
     def read(self, sock, size: int = 65536, *, at_least: int = 1, timeout: float = 5.0, what: str | None = None):
         """recv(size) on `sock` once `at_least` bytes wait in its receive queue (or its connection left
         ESTAB: reset, closed), without blocking: an observation that cannot hang the case when the data
-        never comes (the Call's errno is then EAGAIN). The readiness comes from ss (Recv-Q)."""
+        never comes (the Call's errno is then EAGAIN). The readiness comes from sock_diag (Recv-Q)."""
         if sock.local_port is None:
             sock.getsockname()
         local, peer = sock.local_port, sock.peer_port
@@ -394,7 +412,7 @@ class Lab(contextlib.AbstractContextManager):
                      what=what or f"{at_least} byte(s) readable on {sock.program.name} fd {sock.fd}")
         return sock.recv(size, flags=["MSG_DONTWAIT"], check=False)
 
-    def wait_gone(self, role: str, present, since: float, *, timeout: float, what: str, interval: float = 0.005):
+    def wait_gone(self, role: str, present, since: float, *, timeout: float, what: str, interval: float = POLL):
         """Poll `ss` until present(snapshot) turns false; return (low, high) bounds, in seconds after
         `since`, of when the entry went away (the last snapshot that still had it, the first without)."""
         last_seen = [since]
@@ -496,7 +514,3 @@ class Lab(contextlib.AbstractContextManager):
                 return h.role
         return "wire"
 
-def _poll_pause(seconds: float):
-    """The pause between two polls of a condition that has no event to wait on (`ss` state)."""
-    import select
-    select.select([], [], [], seconds)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from .agent import decode_value, encode_value, resolve_option
 from .errors import ExpectationFailed, StepError, StepTimeout
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
+from .wait import wait_until
 
 AGENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "agent.py")
 DEFAULT_CALL_TIMEOUT = 10.0
@@ -91,22 +92,23 @@ class Pending:
         'sk_wait_data'): until that function is on the thread's kernel stack, read from
         /proc/PID/task/TID/stack.
         """
-        deadline = time.monotonic() + timeout
-        last = "not yet in the kernel"
-        while True:
+        last = ["not yet in the kernel"]
+
+        def blocked():
             for tid in self._threads():
                 where = _sleeping_in(self.program.pid, tid, function)
                 if where and (function is None or function in where[1]):
                     return where[0]
                 if where:
-                    last = f"sleeping in {where[0]}"
+                    last[0] = f"sleeping in {where[0]}"
             if self.done():
                 raise StepError(f"{self.program.name}: {self.op}() returned at {self.program.clock()} before it "
                                 f"blocked in {function or 'the kernel'}")
-            if time.monotonic() > deadline:
-                raise StepTimeout(f"{self.program.name}: {self.op}() not blocked in {function or 'the kernel'} "
-                                  f"within {timeout} s (given up at {self.program.clock()}; last seen: {last})")
-            threading.Event().wait(0.002)
+            return None
+        return wait_until(blocked, timeout, f"{self.program.name}: {self.op}() blocked in {function or 'the kernel'}",
+                          interval=0.002,
+                          explain=lambda: f"{self.program.name}: {self.op}() not blocked in {function or 'the kernel'} "
+                                          f"within {timeout} s (given up at {self.program.clock()}; last seen: {last[0]})")
 
     def _threads(self) -> list:
         """The thread running the call (the agent names it), or with an older agent every thread."""

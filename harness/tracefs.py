@@ -14,11 +14,11 @@ import ctypes
 import errno
 import os
 import threading
-import time
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from . import background, names
 from .errors import SetupError
+from .wait import wait_until
 
 TRACEFS = "/sys/kernel/tracing"
 EVENT = "events/sock/inet_sock_set_state"
@@ -97,18 +97,17 @@ def remove_instance(path: str) -> None:
         return
     # rmdir answers EBUSY while the kernel still holds a reference (a reader's file being released,
     # a fork that has not exec'd yet); retry briefly before calling it a failure.
-    delay, deadline = 0.002, time.monotonic() + 3.0
-    while True:
+    def removed():
         try:
             os.rmdir(path)
-            return
         except FileNotFoundError:
-            return
+            pass
         except OSError as exc:
-            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+            if exc.errno != errno.EBUSY:
                 raise
-        threading.Event().wait(delay)
-        delay = min(delay * 2, 0.2)
+            return False
+        return True
+    wait_until(removed, 3.0, f"removal of tracefs instance {path} (EBUSY)", interval=0.005, error=SetupError)
 
 
 MADE_HOOKS: list = []     # callables run on each new instance in the background (harness/timewait.py)
