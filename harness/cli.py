@@ -7,6 +7,8 @@ import os
 import sys
 import time
 
+from .names import default_run_name
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="socklab", description=__doc__)
@@ -228,11 +230,6 @@ def _soak(args) -> int:
     print(f"socklab soak: {args.runs - len(failed)} of {args.runs} runs passed; wall median "
           f"{statistics.median(walls):.1f} s, max {max(walls):.1f} s" + (f"; failed runs: {failed}" if failed else ""))
     return 1 if failed else 0
-
-
-def default_run_name() -> str:
-    """run-<date>-<time>-<pid>: two runs started in the same second never share a folder."""
-    return time.strftime("run-%Y%m%d-%H%M%S") + f"-{os.getpid()}"
 
 
 def _cleanup(args) -> int:

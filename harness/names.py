@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import time
 
 PREFIX = "slab"
 _NAME_RE = re.compile(rf"^{PREFIX}-(?P<pid>\d+)-")
@@ -75,3 +76,8 @@ def _base36(n: int) -> str:
         out = digits[r] + out
         if n == 0:
             return out
+
+
+def default_run_name() -> str:
+    """run-<date>-<time>-<pid>: two runs started in the same second never share a folder."""
+    return time.strftime("run-%Y%m%d-%H%M%S") + f"-{os.getpid()}"

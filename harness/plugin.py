@@ -1,7 +1,10 @@
 """The pytest plugin: fixtures, markers, options and the run's summary. A thin layer over `harness`.
 
 Registered through the ``pytest11`` entry point, so an installed socklab is active in any pytest
-run; the root conftest.py only points pytest at the cases.
+run; the root conftest.py only points pytest at the cases. So that a session without labs (unit
+tests, another project's tests in the same venv) pays nothing for it, the lab side (pyroute2,
+namespaces) is imported by the first fixture that builds one, the report side at session end, and
+the SIGTERM handler is installed by the first lab.
 """
 
 from __future__ import annotations
@@ -10,17 +13,18 @@ import json
 import os
 import re
 import signal
+import threading
 
 import pytest
 
 from . import background, privileges, selection, tracefs
 from .errors import SocklabError, TraceUnavailable
+from .names import default_run_name
 from .profiles import sysctls_for
-from .cli import default_run_name
-from .lab import Lab
-from .topology import Topology
 
 FAMILY_IDS = ("ipv4", "ipv6")
+LAB_KEY = pytest.StashKey()         # the case's Lab, for the report hook
+FAILED_KEY = pytest.StashKey()      # True once the case's call failed
 
 
 def pytest_addoption(parser):
@@ -61,8 +65,16 @@ def pytest_configure(config):
     except SocklabError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.socklab_dir = os.path.join(os.path.abspath(config.getoption("--socklab-reports")), run)
-    # SIGTERM unwinds like Ctrl-C: fixtures tear down, every namespace and instance is removed.
-    signal.signal(signal.SIGTERM, _sigterm)
+
+
+_previous_sigterm: list = []
+
+
+def _unwind_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so fixtures tear down and every namespace and instance is removed.
+    Installed by the first lab or host pair of the session (main thread only), restored at its end."""
+    if not _previous_sigterm and threading.current_thread() is threading.main_thread():
+        _previous_sigterm.append(signal.signal(signal.SIGTERM, _sigterm))
 
 
 def _sigterm(signum, frame):
@@ -126,14 +138,6 @@ def pytest_runtest_setup(item):
             raise pytest.skip.Exception(reason)
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_pyfunc_call(pyfuncitem):
-    outcome = yield
-    exc = outcome.excinfo
-    if exc and isinstance(exc[1], TraceUnavailable):
-        outcome.force_exception(pytest.skip.Exception(str(exc[1]), _use_item_location=True))
-
-
 def pytest_sessionfinish(session):
     try:
         background.flush()      # every case's artifacts are on disk before the results are built
@@ -146,6 +150,8 @@ def pytest_sessionfinish(session):
 def pytest_unconfigure(config):
     # After every fixture, an interrupted case's too, has been torn down.
     tracefs.close_pool()
+    if _previous_sigterm:
+        signal.signal(signal.SIGTERM, _previous_sigterm.pop())
 
 
 def _write_run_report(session):
@@ -249,6 +255,8 @@ def hosts(privileged, lab_mtu, lab_sysctls, lab_topology):
         def test_link(hosts):
             assert hosts.client.get_sysctl("net.ipv6.conf.all.accept_dad") == "0"
     """
+    from .topology import Topology
+    _unwind_on_sigterm()
     with Topology(mtu=lab_mtu, sysctls=lab_sysctls, routed=lab_topology) as topo:
         yield topo
 
@@ -271,6 +279,8 @@ def lab(request, privileged, lab_mtu, lab_sysctls, lab_topology):
             lab.client.socket().connect(lab.hosts.server, 50000)
             lab.expect_segments("client > server S 0:0(0)\\n...")
     """
+    from .lab import Lab
+    _unwind_on_sigterm()
     family = request.getfixturevalue("family") if "family" in request.fixturenames else "ipv4"
     with Lab(family=family, mtu=lab_mtu, sysctls=lab_sysctls, artifacts_dir=_case_dir(request.config, request.node.nodeid),
              ss_each_step=request.config.getoption("--socklab-ss-each-step"), name=request.node.nodeid,
@@ -282,9 +292,9 @@ def lab(request, privileged, lab_mtu, lab_sysctls, lab_topology):
         exp = node.get_closest_marker("experiment")
         the_lab.experiment = exp.args[0] if exp else None
         the_lab.articles = sorted({m.args[0] for m in node.iter_markers("article")})
-        node.socklab_lab = the_lab
+        node.stash[LAB_KEY] = the_lab
         yield the_lab
-        if getattr(node, "socklab_failed", False):
+        if node.stash.get(FAILED_KEY, False):
             return                   # the steps failed: nothing to judge
         if the_lab.judges:
             from .record import Unobservable
@@ -331,9 +341,13 @@ def pytest_runtest_call(item):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
+    if call.excinfo is not None and isinstance(call.excinfo.value, TraceUnavailable):
+        # The kernel cannot show transitions here: the case is skipped, at the case's own location.
+        path, lineno, _ = item.reportinfo()
+        rep.outcome, rep.longrepr = "skipped", (str(path), (lineno or 0) + 1, f"Skipped: {call.excinfo.value}")
     if rep.when == "call" and rep.failed:
-        item.socklab_failed = True
-    the_lab = getattr(item, "socklab_lab", None)
+        item.stash[FAILED_KEY] = True
+    the_lab = item.stash.get(LAB_KEY, None)
     if the_lab is not None and rep.when == "call" and rep.failed and the_lab.artifacts_dir:
         rep.sections.append(("socklab", f"artifacts: {the_lab.artifacts_dir}"))
     _record_outcome(item, rep)

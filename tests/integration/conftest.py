@@ -3,14 +3,12 @@
 - `resources`: what the harness left on the machine for one owner pid (namespaces, tracefs
   instances, processes inside a namespace).
 - `spawn`: subprocesses whose output is read against deadlines, killed at the end of the test.
-- `run_pytest`: pytest on a temporary case file with its own reports folder: in a subprocess
-  (optionally as uid/gid 65534 without capabilities) or inside this process.
+- `run_pytest`: pytest (pytester, inside this process) on a case file with its own reports folder;
+  `case_run_argv` and `unprivileged_argv` for a pytest subprocess, started with `spawn`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import select
@@ -18,7 +16,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -186,93 +183,38 @@ def spawn():
         child.close()
 
 
-class PytestRunner:
-    """Runs pytest on case files, each run in a fresh world-readable folder under /tmp."""
-
-    RUN = "itest"
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="socklab-itest-", dir="/tmp")
-        os.chmod(self.dir, 0o755)           # readable by the unprivileged user too
-        self.children: list[Child] = []
-
-    def _folder(self) -> str:
-        """A folder for one run: the case file, a pytest.ini pinning the rootdir, a writable reports folder."""
-        folder = os.path.join(self.dir, f"run{len(self.children) + 1}")
-        os.mkdir(folder)
-        os.chmod(folder, 0o755)
-        os.mkdir(os.path.join(folder, "reports"))
-        os.chmod(os.path.join(folder, "reports"), 0o777)    # writable by the unprivileged user
-        with open(os.path.join(folder, "pytest.ini"), "w") as fh:
-            fh.write("[pytest]\n")
-        return folder
-
-    def env(self, unprivileged: bool) -> dict:
-        env = {k: v for k, v in os.environ.items() if k not in _PYTEST_ENV}
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-        if unprivileged:
-            env["HOME"] = self.dir
-        return env
-
-    def popen(self, source: str, *args, unprivileged: bool = False) -> Child:
-        """Start pytest on `source` (a case file's text); `child.run_dir` is where its artifacts go."""
-        folder = self._folder()
-        with open(os.path.join(folder, "test_case.py"), "w") as fh:
-            fh.write(source)
-        os.chmod(os.path.join(folder, "test_case.py"), 0o644)
-        argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs",
-                "--socklab-reports", os.path.join(folder, "reports"), "--socklab-run", self.RUN,
-                "test_case.py", *args]
-        if unprivileged:
-            argv = unprivileged_argv(argv, folder)
-        child = Child(argv, cwd=folder, env=self.env(unprivileged))
-        child.run_dir = os.path.join(folder, "reports", self.RUN)
-        self.children.append(child)
-        return child
-
-    def run(self, source: str, *args, unprivileged: bool = False, timeout: float = 60.0) -> PytestRun:
-        """Run pytest on `source` to its end; the output is kept whatever the outcome."""
-        child = self.popen(source, *args, unprivileged=unprivileged)
-        status = child.finish(timeout)
-        return PytestRun(status, child.output, child.run_dir)
-
-    def inline(self, source: str, *args) -> PytestRun:
-        """Run pytest on `source` inside this process (no interpreter start-up, no second import of
-        scapy); the inner session loads the installed plugin from its entry point like any run."""
-        folder = self._folder()
-        with open(os.path.join(folder, "test_case.py"), "w") as fh:
-            fh.write(source)
-        out = io.StringIO()
-        cwd = os.getcwd()
-        os.chdir(folder)                        # node ids in the summary are relative to the invocation folder
-        try:
-            with contextlib.redirect_stdout(out):   # the inner terminal writes here ("-s": no capture of its own)
-                status = pytest.main(["-p", "no:cacheprovider", "-s", "-q", "-rs", "--assert=plain",
-                                      "--import-mode=importlib", "--rootdir", folder,
-                                      "--socklab-reports", os.path.join(folder, "reports"), "--socklab-run", self.RUN,
-                                      "test_case.py", *args])
-        finally:
-            os.chdir(cwd)
-        self.children.append(None)              # keeps run folder names unique
-        return PytestRun(int(status), out.getvalue(), os.path.join(folder, "reports", self.RUN))
-
-    def close(self):
-        for child in self.children:
-            if child is not None:
-                child.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+RUN = "itest"      # the run folder's name in every pytest run these tests start
 
 
-@pytest.fixture(scope="module")
-def run_pytest():
-    """Name: run_pytest. Scope: module. Depends: nothing. pytest in a subprocess on a case file:
+@pytest.fixture
+def run_pytest(pytester):
+    """Name: run_pytest. Scope: function. Depends: pytester. pytest inside this process on a case
+    file's text, in pytester's folder with its own reports folder:
 
-        result = run_pytest.run("def test_x(lab): ...", "-k", "x")
+        result = run_pytest("def test_x(lab): ...", "-k", "x")
         assert result.returncode == 0, result.output
     """
-    runner = PytestRunner()
-    yield runner
-    runner.close()
+    def run(source: str, *args) -> PytestRun:
+        pytester.makepyfile(test_case=source)
+        reports = pytester.path / "reports"
+        result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q", "-rs", "--assert=plain",
+                                              "--socklab-reports", str(reports), "--socklab-run", RUN, *args)
+        return PytestRun(int(result.ret), "\n".join(result.outlines + result.errlines), str(reports / RUN))
+    return run
+
+
+def case_run_argv(folder: str, *args) -> list[str]:
+    """argv of a pytest subprocess on `folder`/test_case.py with its reports in `folder`/reports."""
+    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs",
+            "--socklab-reports", os.path.join(folder, "reports"), "--socklab-run", RUN,
+            os.path.join(folder, "test_case.py"), *args]
+
+
+def child_env() -> dict:
+    """This process's environment without the variables of the pytest running the tests."""
+    env = {k: v for k, v in os.environ.items() if k not in _PYTEST_ENV}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
 
 
 # -- running as an unprivileged user ----------------------------------------------------------------

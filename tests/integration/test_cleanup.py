@@ -13,6 +13,8 @@ import pytest
 from harness import tracefs
 from harness.lab import Lab
 
+from .conftest import child_env, case_run_argv
+
 # A harness process that builds a lab, leaves a forked program blocked inside accept (it has no
 # parent-death signal, unlike the agents, and nobody will connect), reports what it made and waits
 # to be killed.
@@ -123,9 +125,10 @@ def test_blocks(lab):
 """
 
 
-def test_sigterm_unwinds_a_pytest_run_and_leaves_nothing(run_pytest, resources):
+def test_sigterm_unwinds_a_pytest_run_and_leaves_nothing(pytester, spawn, resources):
     """SIGTERM while a case blocks: pytest ends as interrupted, its namespaces, instances and agents are gone."""
-    run = run_pytest.popen(BLOCKING_CASE, "-s")
+    pytester.makepyfile(test_case=BLOCKING_CASE)
+    run = spawn(case_run_argv(str(pytester.path), "-s"), cwd=pytester.path, env=child_env())
     out = run.read_until("CASE-READY", timeout=20)
     agents = [int(p) for p in out.split("CASE-STARTED", 1)[1].split()[:2]]
     assert len(resources.netns(run.pid)) == 2, "the case's namespaces carry the pytest process's pid"

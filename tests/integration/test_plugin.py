@@ -1,14 +1,17 @@
-"""harness.plugin seen from outside: pytest in a subprocess on small case files (as root, and once
-as an unprivileged user)."""
+"""harness.plugin seen from outside: pytest (pytester) on small case files, as root, and once in a
+subprocess as an unprivileged user."""
 
 from __future__ import annotations
 
 import os
 import re
+import tempfile
 
 import pytest
 
 from harness import privileges
+
+from .conftest import child_env, case_run_argv, unprivileged_argv
 
 CASES = '''
 import pytest
@@ -77,10 +80,10 @@ SUMMARY_RE = re.compile(r"^(PASSED|FAILED|ERROR|XFAIL|XPASS) (\S+)", re.M)
 SKIP_RE = re.compile(r"^SKIPPED \[(\d+)\] (\S+?):(\d+): (.*)$", re.M)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def plugin_run(run_pytest):
     """One pytest run (as root, in this process) of CASES with every outcome in the short summary."""
-    return run_pytest.inline(CASES, "-rA")
+    return run_pytest(CASES, "-rA")
 
 
 def outcomes(run) -> dict:
@@ -177,10 +180,18 @@ def test_lab_v6(lab, family):
 '''
 
 
-def test_without_privileges_cases_skip_with_one_reason_line(run_pytest):
+def test_without_privileges_cases_skip_with_one_reason_line(spawn):
     """As uid 65534 without capabilities: plain tests run, every lab/hosts case skips, one grouped reason line."""
-    run = run_pytest.run(UNPRIVILEGED, unprivileged=True)
-    assert run.returncode == pytest.ExitCode.OK, run.output
+    with tempfile.TemporaryDirectory(prefix="socklab-itest-", dir="/tmp") as folder:
+        os.chmod(folder, 0o777)          # the unprivileged user reads the case and writes its reports
+        with open(os.path.join(folder, "test_case.py"), "w") as fh:
+            fh.write(UNPRIVILEGED)
+        with open(os.path.join(folder, "pytest.ini"), "w") as fh:
+            fh.write("[pytest]\n")          # pins the rootdir to this folder
+        env = dict(child_env(), HOME=folder)
+        run = spawn(unprivileged_argv(case_run_argv(folder), folder), cwd=folder, env=env)
+        returncode = run.finish(timeout=60)
+    assert returncode == pytest.ExitCode.OK, run.output
     assert re.search(r"^1 passed, 5 skipped", run.output, re.M), run.output
     assert run.output.count(privileges.REASON) == 1, run.output
     assert re.search(rf"^SKIPPED \[5\] .*: {re.escape(privileges.REASON)}$", run.output, re.M), run.output
