@@ -25,10 +25,10 @@ fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[report]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
 case "${1:-}" in
     run)  shift; exec .venv/bin/socklab run "$@" ;;
-    test) shift; exec .venv/bin/python -m pytest -n 2 "$@" ;;
+    test) shift; exec .venv/bin/python -m pytest -n 6 "$@" ;;
     *)    echo "usage: $0 run|test [extra arguments]" >&2; exit 2 ;;
 esac

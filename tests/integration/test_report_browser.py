@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import struct
 import time
-import zlib
-from dataclasses import dataclass, field
-from html.parser import HTMLParser
+from dataclasses import dataclass
 from pathlib import Path
 
+import lxml.etree
+import lxml.html
 import pytest
+from PIL import Image
 
 from harness import browser, ladder, report
 from harness.errors import SetupError
@@ -55,61 +55,23 @@ def _root_only():
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
 
-@dataclass
-class Node:
-    tag: str
-    attrs: dict
-    children: list = field(default_factory=list)    # Nodes and strings
-
-    def iter(self, tag: str | None = None):
-        if tag is None or self.tag == tag:
-            yield self
-        for c in self.children:
-            if isinstance(c, Node):
-                yield from c.iter(tag)
-
-    def elements(self) -> list[Node]:
-        return [c for c in self.children if isinstance(c, Node)]
-
-    def text(self) -> str:
-        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
-
-    def shown(self) -> str:
-        """The visible text: without <title> tooltips (an SVG <text> starts with one)."""
-        return "".join(c if isinstance(c, str) else c.shown() for c in self.children if
-                       not (isinstance(c, Node) and c.tag == "title"))
+def parse_dom(text: str):
+    return lxml.html.document_fromstring(text)
 
 
-class _TreeBuilder(HTMLParser):
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.root = Node("#document", {})
-        self.stack = [self.root]
-
-    def handle_starttag(self, tag, attrs):
-        node = Node(tag, dict(attrs))
-        self.stack[-1].children.append(node)
-        if tag not in VOID:
-            self.stack.append(node)
-
-    def handle_startendtag(self, tag, attrs):
-        self.stack[-1].children.append(Node(tag, dict(attrs)))
-
-    def handle_endtag(self, tag):
-        for i in range(len(self.stack) - 1, 0, -1):
-            if self.stack[i].tag == tag:
-                del self.stack[i:]
-                return
-
-    def handle_data(self, data):
-        self.stack[-1].children.append(data)
+def elements(el) -> list:
+    """The element children of `el` (no comments)."""
+    return [c for c in el if isinstance(c.tag, str)]
 
 
-def parse_dom(text: str) -> Node:
-    builder = _TreeBuilder()
-    builder.feed(text)
-    builder.close()
-    return builder.root
+def shown(el) -> str:
+    """The visible text: without <title> tooltips (an SVG <text> starts with one)."""
+    parts = [el.text or ""]
+    for child in el:
+        if child.tag != "title" and isinstance(child.tag, str):
+            parts.append(shown(child))
+        parts.append(child.tail or "")
+    return "".join(parts)
 
 
 def squash(text: str) -> str:
@@ -118,79 +80,6 @@ def squash(text: str) -> str:
 
 # -- the screenshot, decoded with the standard library -------------------------------------------------
 
-def _add_lanes(a: int, b: int, low7: int, high: int) -> int:
-    """Byte-wise (a + b) mod 256 of two ints holding one byte per lane, with no carry between lanes."""
-    return ((a & low7) + (b & low7)) ^ ((a ^ b) & high)
-
-
-def decode_png(data: bytes) -> tuple[int, int, int, list[bytes]]:
-    """(width, height, bytes per pixel, rows) of an 8-bit RGB or RGBA PNG, not interlaced.
-    Sub and Up rows are undone a whole row at a time in big-int byte lanes; Average and Paeth byte by byte."""
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
-        raise ValueError("not a PNG file")
-    pos, idat, header = 8, [], None
-    while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
-        pos += 12 + length
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-    width, height, depth, colour, _, _, interlace = header
-    if depth != 8 or colour not in (2, 6) or interlace:
-        raise ValueError(f"PNG depth {depth}, colour type {colour}, interlace {interlace}: "
-                         f"only 8-bit RGB (2) or RGBA (6), not interlaced, is decoded here")
-    bpp = 3 if colour == 2 else 4
-    stride = width * bpp
-    raw = zlib.decompress(b"".join(idat))
-    if len(raw) != height * (stride + 1):
-        raise ValueError(f"PNG data is {len(raw)} bytes, expected {height * (stride + 1)}")
-    low7 = int.from_bytes(b"\x7f" * stride, "little")
-    high = int.from_bytes(b"\x80" * stride, "little")
-    full = (1 << (8 * stride)) - 1
-    rows, prev = [], bytes(stride)
-    for y in range(height):
-        start = y * (stride + 1)
-        kind, line = raw[start], raw[start + 1:start + 1 + stride]
-        if kind == 1:       # Sub: a running sum along the row, by doubling steps (lane i += lane i-k)
-            x, shift = int.from_bytes(line, "little"), 8 * bpp
-            while shift < 8 * stride:
-                x = _add_lanes(x, (x << shift) & full, low7, high)
-                shift *= 2
-            line = x.to_bytes(stride, "little")
-        elif kind == 2:     # Up
-            line = _add_lanes(int.from_bytes(line, "little"), int.from_bytes(prev, "little"),
-                              low7, high).to_bytes(stride, "little")
-        elif kind == 3:     # Average
-            out = bytearray(line)
-            for i in range(stride):
-                out[i] = (out[i] + ((out[i - bpp] if i >= bpp else 0) + prev[i]) // 2) & 255
-            line = bytes(out)
-        elif kind == 4:     # Paeth
-            out = bytearray(line)
-            for i in range(stride):
-                b = prev[i]
-                if i < bpp:
-                    out[i] = (out[i] + b) & 255
-                    continue
-                a, c = out[i - bpp], prev[i - bpp]
-                if b == c:
-                    pred = a
-                else:
-                    pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
-                    pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-                out[i] = (out[i] + pred) & 255
-            line = bytes(out)
-        elif kind != 0:
-            raise ValueError(f"PNG row {y}: unknown filter type {kind}")
-        rows.append(line)
-        prev = line
-    return width, height, bpp, rows
-
-
 _EQUALS = [bytes(1 if i == v else 0 for i in range(256)) for v in range(256)]
 
 
@@ -198,8 +87,11 @@ class Screenshot:
     """The pixels of a PNG screenshot, searched by exact colour."""
 
     def __init__(self, path: str):
-        with open(path, "rb") as fh:
-            self.width, self.height, self.bpp, self.rows = decode_png(fh.read())
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+        self.width, self.height = rgb.size
+        self.bpp, stride, data = 3, 3 * rgb.size[0], rgb.tobytes()
+        self.rows = [data[y * stride:(y + 1) * stride] for y in range(self.height)]
         self._masks: dict = {}
 
     def mask(self, rgb) -> list[bytes]:
@@ -256,7 +148,7 @@ def vertical_lines(pixels, min_run: int = 40, max_gap: int = 12) -> dict[int, li
 @dataclass
 class Rendered:
     path: Path
-    dom: Node
+    dom: object             # the lxml tree of the page
     shot: Screenshot
     net_log: dict
 
@@ -308,35 +200,35 @@ def record(site: Site, case: dict) -> dict | None:
     return load_case(str(site.run / case["dir"]))[0]
 
 
-def page_dom(site: Site, href: str) -> Node:
+def page_dom(site: Site, href: str):
     """A page of the report reached by a link of the overview, parsed from its file."""
     path = (site.run / href.split("#")[0]).resolve()
     assert path.is_file(), f"link {href!r} leads to no file"
     return parse_dom(path.read_text())
 
 
-def links(node: Node) -> list[Node]:
-    return [a for a in node.iter("a") if a.attrs.get("href")]
+def links(node) -> list:
+    return [a for a in node.iter("a") if a.attrib.get("href")]
 
 
 # -- the overview ----------------------------------------------------------------------------------------
 
 def test_overview_shows_verdict_and_outcome_counts(site):
     table = next(site.overview.dom.iter("table"))
-    rows = {squash(tr.elements()[0].text()): tr.elements()[1:] for tr in table.iter("tr")}
-    assert [squash(td.text()) for td in rows["verdicts"]] == ["confirmed 4", "refuted 1", "differs 1", "none 1"]
-    assert [squash(td.text()) for td in rows["outcomes"]] == ["failed 1", "passed 5", "skipped 1"]
+    rows = {squash(elements(tr)[0].text_content()): elements(tr)[1:] for tr in table.iter("tr")}
+    assert [squash(td.text_content()) for td in rows["verdicts"]] == ["confirmed 4", "refuted 1", "differs 1", "none 1"]
+    assert [squash(td.text_content()) for td in rows["outcomes"]] == ["failed 1", "passed 5", "skipped 1"]
     for td in rows["verdicts"] + rows["outcomes"]:
         word = next(td.iter("span"))
-        assert word.attrs.get("class") == word.text(), f"{word.text()!r} is not styled as itself"
-    assert squash(next(site.overview.dom.iter("h1")).text()) == "socklab run base"
+        assert word.attrib.get("class") == word.text_content(), f"{word.text_content()!r} is not styled as itself"
+    assert squash(next(site.overview.dom.iter("h1")).text_content()) == "socklab run base"
 
 
 def claim_rows(site: Site) -> dict:
     """{(article, claim id): the <tr>} of the claims-by-article tables, as rendered."""
     out = {}
     for tr in site.overview.dom.iter("tr"):
-        m = re.fullmatch(r"claim-(\d+)-(.+)", tr.attrs.get("id", ""))
+        m = re.fullmatch(r"claim-(\d+)-(.+)", tr.attrib.get("id", ""))
         if m:
             out[m.groups()] = tr
     return out
@@ -347,18 +239,18 @@ def test_every_claim_row_is_shown_under_each_of_its_articles(site):
     assert sorted(rows) == sorted((a, c["id"]) for c in CLAIMS for a in c["articles"])
     for (article, cid), tr in rows.items():
         claim = next(c for c in CLAIMS if c["id"] == cid)
-        cells = [squash(td.text()) for td in tr.elements()]
+        cells = [squash(td.text_content()) for td in elements(tr)]
         assert cells[0].startswith(cid) and cells[1] == squash(claim["text"]), (article, cid)
-    heads = [squash(h.text()) for h in site.overview.dom.iter("h3")]
+    heads = [squash(h.text_content()) for h in site.overview.dom.iter("h3")]
     assert [h.split(":")[0] for h in heads if h.startswith("Article")] == [f"Article {a}" for a in
                                                                         ("000", "001", "002", "003", "004")]
 
 
 def test_every_case_is_linked_and_every_link_leads_somewhere(site):
-    ids = {el.attrs["id"] for el in site.overview.dom.iter() if "id" in el.attrs}
+    ids = {el.attrib["id"] for el in site.overview.dom.iter(tag=lxml.etree.Element) if "id" in el.attrib}
     pages = set()
     for a in links(site.overview.dom):
-        href = a.attrs["href"]
+        href = a.attrib["href"]
         if href.startswith("#"):
             assert href[1:] in ids, f"no anchor {href}"
         else:
@@ -373,53 +265,53 @@ def test_from_the_overview_to_the_evidence_of_any_claim_in_two_clicks(site):
     judged = 0
     for (article, cid), tr in claim_rows(site).items():
         claim = next(c for c in CLAIMS if c["id"] == cid)
-        cases = [a for a in links(tr) if "case" in a.attrs.get("class", "")]
+        cases = [a for a in links(tr) if "case" in a.attrib.get("class", "")]
         if not cases:
-            assert "not judged" in squash(tr.text()), (article, cid)
+            assert "not judged" in squash(tr.text_content()), (article, cid)
             continue
         judged += 1
         for a in cases:
-            dom = page_dom(site, a.attrs["href"])
-            body = next(dom.iter("body")).elements()
+            dom = page_dom(site, a.attrib["href"])
+            body = elements(next(dom.iter("body")))
             first = next(i for i, el in enumerate(body) if el.tag == "h2")
-            assert body[first].attrs.get("id") == "evidence", a.attrs["href"]
+            assert body[first].attrib.get("id") == "evidence", a.attrib["href"]
             table = body[first + 1]
-            rows = [[squash(td.text()) for td in r.elements()] for r in table.iter("tr")][1:]
+            rows = [[squash(td.text_content()) for td in elements(r)] for r in table.iter("tr")][1:]
             mine = [r for r in rows if set(claim["numbers"]) & {int(n) for n in re.findall(r"\d+", r[0].split()[0])}]
-            assert mine, f"{a.attrs['href']}: no verdict on claim {cid}"
-            assert squash(a.attrs["title"]).startswith(mine[0][3].split(" (decided by")[0])
-            assert any(s.attrs.get("class") == "ladder" for s in dom.iter("svg")), a.attrs["href"]
+            assert mine, f"{a.attrib['href']}: no verdict on claim {cid}"
+            assert squash(a.attrib["title"]).startswith(mine[0][3].split(" (decided by")[0])
+            assert any(s.attrib.get("class") == "ladder" for s in dom.iter("svg")), a.attrib["href"]
     assert judged == 7           # every row of the five judged claims, under each of its articles
 
 
 def test_cases_grouped_by_experiment(site):
-    rows = {tr.attrs["id"][4:]: tr for tr in site.overview.dom.iter("tr") if tr.attrs.get("id", "").startswith("exp-")}
+    rows = {tr.attrib["id"][4:]: tr for tr in site.overview.dom.iter("tr") if tr.attrib.get("id", "").startswith("exp-")}
     for case in site.results["cases"]:
-        hrefs = [a.attrs["href"] for a in links(rows[case["experiment"]])]
+        hrefs = [a.attrib["href"] for a in links(rows[case["experiment"]])]
         assert f"{case['dir']}/index.html" in hrefs, case["id"]
 
 
 def test_eleven_states_and_edges(site):
-    heads = {el.attrs.get("id"): i for i, el in enumerate(next(site.overview.dom.iter("body")).elements())}
-    body = next(site.overview.dom.iter("body")).elements()
+    heads = {el.attrib.get("id"): i for i, el in enumerate(elements(next(site.overview.dom.iter("body"))))}
+    body = elements(next(site.overview.dom.iter("body")))
     states = next(t for t in body[heads["states"]:] if t.tag == "table")
-    rows = [tr.elements() for tr in states.iter("tr")]
-    assert [squash(r[0].text()) for r in rows[1:]] == STATES
-    shown = {squash(r[0].text()): [[squash(a.text()) for a in td.iter("a")] for td in r[2:]] for r in rows[1:]}
+    rows = [elements(tr) for tr in states.iter("tr")]
+    assert [squash(r[0].text_content()) for r in rows[1:]] == STATES
+    shown = {squash(r[0].text_content()): [[squash(a.text_content()) for a in td.iter("a")] for td in r[2:]] for r in rows[1:]}
     assert shown["TIME_WAIT"] == [[], ["FIX-CLOSE/ipv4"], []]         # the trace never shows TIME_WAIT
     assert shown["CLOSING"] == [[], [], []]
-    assert squash(body[heads["edges"] + 1].text()).startswith("not recorded")
+    assert squash(body[heads["edges"] + 1].text_content()).startswith("not recorded")
 
 
 def test_nothing_is_loaded_from_the_network(site):
     """Every src/href is a link inside the page or to a file of the run; Chromium's net logs show no
     DNS query, no TCP socket and no byte sent while it rendered the overview and a case page."""
     for page in (site.overview, site.case):
-        assert not [el.tag for el in page.dom.iter() if el.tag in ("script", "link", "img", "iframe", "object", "embed")]
-        ids = {el.attrs["id"] for el in page.dom.iter() if "id" in el.attrs}
-        for el in page.dom.iter():
+        assert not [el.tag for el in page.dom.iter(tag=lxml.etree.Element) if el.tag in ("script", "link", "img", "iframe", "object", "embed")]
+        ids = {el.attrib["id"] for el in page.dom.iter(tag=lxml.etree.Element) if "id" in el.attrib}
+        for el in page.dom.iter(tag=lxml.etree.Element):
             for name in ("src", "href", "xlink:href"):
-                value = el.attrs.get(name)
+                value = el.attrib.get(name)
                 if value is None:
                     continue
                 assert not re.match(r"(?i)(https?:)?//|[a-z][a-z0-9+.-]*:", value), f"<{el.tag} {name}={value!r}>"
@@ -427,7 +319,7 @@ def test_nothing_is_loaded_from_the_network(site):
                     assert value[1:] in ids, f"<{el.tag} {name}={value!r}>: no such anchor"
                 else:
                     assert (page.path.parent / value.split("#")[0]).is_file(), f"<{el.tag} {name}={value!r}>"
-        assert not re.search(r"url\((?!#)", "".join(s.text() for s in page.dom.iter("style")))
+        assert not re.search(r"url\((?!#)", "".join(s.text_content() for s in page.dom.iter("style")))
         types = {v: k for k, v in page.net_log["constants"]["logEventTypes"].items()}
         sources = {v: k for k, v in page.net_log["constants"]["logSourceType"].items()}
         sent = [types[e["type"]] for e in page.net_log["events"]
@@ -447,40 +339,40 @@ def test_nothing_is_wider_than_a_1280_px_window(site):
 
 # -- the case page ---------------------------------------------------------------------------------------
 
-def _arrows(svg: Node) -> list[Node]:
+def _arrows(svg) -> list:
     """The lines that draw segments (ladder._arrow): solid with an arrowhead marker, or dashed red
     when dropped. The host lines (#444), pause lines (#bbb) and the X of a drop (a path) are not."""
-    return [ln for ln in svg.iter("line") if ln.attrs.get("marker-end") or ln.attrs.get("stroke") == "#c00"]
+    return [ln for ln in svg.iter("line") if ln.attrib.get("marker-end") or ln.attrib.get("stroke") == "#c00"]
 
 
 def test_case_ladder_draws_one_arrow_per_segment_and_the_drop(site):
     rec = record(site, case_of(site.results, DROP))
-    svgs = [s for s in site.case.dom.iter("svg") if s.attrs.get("class") == "ladder"]
+    svgs = [s for s in site.case.dom.iter("svg") if s.attrib.get("class") == "ladder"]
     assert len(svgs) == 1
     svg = svgs[0]
     arrows = _arrows(svg)
     assert [(s["src"], s["flags"], s.get("dropped_by")) for s in rec["segments"]] == [
         ("client", "S", "drop1"), ("client", "S", None), ("server", "S.", None), ("client", ".", None)]
     for line, seg in zip(arrows, rec["segments"]):
-        assert (float(line.attrs["x2"]) > float(line.attrs["x1"])) == (seg["src"] == "client")
-    assert [a.attrs.get("stroke") for a in arrows] == ["#c00", "#222", "#222", "#222"]
-    assert squash(next(arrows[0].iter("title")).text()) == "dropped by drop1"
-    assert len([p for p in svg.iter("path") if p.attrs.get("stroke") == "#c00"]) == 1
+        assert (float(line.attrib["x2"]) > float(line.attrib["x1"])) == (seg["src"] == "client")
+    assert [a.attrib.get("stroke") for a in arrows] == ["#c00", "#222", "#222", "#222"]
+    assert squash(next(arrows[0].iter("title")).text_content()) == "dropped by drop1"
+    assert len([p for p in svg.iter("path") if p.attrib.get("stroke") == "#c00"]) == 1
 
 
 def test_case_ladder_shows_windows_and_calls_on_each_hosts_side(site):
     rec = record(site, case_of(site.results, DROP))
-    svg = next(s for s in site.case.dom.iter("svg") if s.attrs.get("class") == "ladder")
+    svg = next(s for s in site.case.dom.iter("svg") if s.attrib.get("class") == "ladder")
     texts = [t for t in svg.iter("text")]
-    wins = [t for t in texts if squash(t.shown()).startswith("win ")]
-    assert [squash(t.shown()) for t in wins] == [w for w in windows(rec["segments"]) if w]
-    assert any("(raw " in squash(t.shown()) for t in wins)
-    by_text = {squash(t.shown()): t for t in texts}
+    wins = [t for t in texts if squash(shown(t)).startswith("win ")]
+    assert [squash(shown(t)) for t in wins] == [w for w in windows(rec["segments"]) if w]
+    assert any("(raw " in squash(shown(t)) for t in wins)
+    by_text = {squash(shown(t)): t for t in texts}
     for call in rec["calls"]:
         left = [t for s, t in by_text.items() if s.startswith(call["op"] + "(")]
         assert left, call
         for t in left:
-            on_server = float(t.attrs["x"]) > ladder.X_SERVER
+            on_server = float(t.attrib["x"]) > ladder.X_SERVER
             assert on_server == ((call.get("role") or call["program"]) == "server") or call["op"] == "socket"
 
 
@@ -515,8 +407,8 @@ def _host_lines(shot: Screenshot) -> tuple[int, int, tuple[int, int]]:
 def test_screenshot_shows_the_ladder_at_its_size_and_the_dropped_syn_in_red(site):
     client, server, (y0, y1) = _host_lines(site.case.shot)
     assert abs((server - client) - (ladder.X_SERVER - ladder.X_CLIENT)) <= 2        # not scaled down
-    svg = next(s for s in site.case.dom.iter("svg") if s.attrs.get("class") == "ladder")
-    assert abs((y1 - y0 + 1) - (int(svg.attrs["height"]) - 30)) <= 3
+    svg = next(s for s in site.case.dom.iter("svg") if s.attrib.get("class") == "ladder")
+    assert abs((y1 - y0 + 1) - (int(svg.attrib["height"]) - 30)) <= 3
     red = site.case.shot.pixels(DROPPED)
     assert len(red) >= 20 and all(client < x < server and y0 <= y <= y1 for x, y in red)
     cross_x = client + 0.85 * (server - client)
