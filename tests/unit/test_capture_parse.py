@@ -165,3 +165,20 @@ def test_written_pcap_reads_back_with_scapy(tmp_path):
     back = [(data, meta.sec, meta.usec) for data, meta in RawPcapReader(str(tmp_path / "out.pcap"))]
     assert [d for d, _, _ in back] == [f.data for f in frames]
     assert all(abs(sec + nsec / 1e9 - f.wall) < 1e-6 for (_, sec, nsec), f in zip(back, frames))
+
+
+def test_a_syn_reusing_a_four_tuple_starts_a_new_connection_at_zero():
+    """A second connection on the same 4-tuple (new ISN) is numbered from its own ISN, both directions."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    c, s = "198.18.0.1", "198.18.0.2"
+
+    def frame(src, dst, sport, dport, flags, seq, ack=0):
+        return Frame(bytes(Ether() / IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags,
+                                                                 seq=seq, ack=ack)), 0.0, 0.0)
+    first = [frame(c, s, 40000, 50000, "S", 1000), frame(s, c, 50000, 40000, "SA", 7000, 1001),
+             frame(c, s, 40000, 50000, "A", 1001, 7001), frame(c, s, 40000, 50000, "R", 1001)]
+    second = [frame(c, s, 40000, 50000, "S", 90000), frame(s, c, 50000, 40000, "SA", 3000, 90001),
+              frame(c, s, 40000, 50000, "A", 90001, 3001)]
+    segs = to_segments(first + second, {c: "client", s: "server"})
+    assert [(x.flags, x.seq, x.ack) for x in segs[4:]] == [("S", 0, None), ("S.", 0, 1), (".", 1, 1)]

@@ -176,3 +176,15 @@ def test_html_matrix_shows_each_claims_verdict_per_run(runs, tmp_path):
     assert f'href="{page}"' in cells[3] and page.startswith("../")
     assert len(re.findall(r'<tr id="claim-', html)) == sum(len(c["articles"]) for c in CLAIMS)
     assert "<th>A: " in html and "<th>B: " in html
+
+
+def test_a_flipped_verdict_alone_is_a_change(runs, tmp_path):
+    """Same behaviour, same cases, one verdict flipped: the comparison has changed (non-zero exit)."""
+    def edit(data):
+        for c in data["cases"]:
+            if c["id"] == GEN + "test_drop[ipv4]":
+                c["verdict"] = "refuted"
+    cmp = compare([runs["base"], edited(runs, tmp_path, "again", edit)])
+    assert (cmp.diffs, cmp.added, cmp.missing) == ([], [], [])
+    assert [(f.id, f.what) for f in cmp.flips] == [(GEN + "test_drop[ipv4]", "verdict")]
+    assert cmp.changed
