@@ -1,4 +1,12 @@
-"""The expected-segment notation: one tcpdump-like line per segment, '...' for any segments between."""
+"""The expected-segment notation: one tcpdump-like line per segment, '...' for any segments between.
+
+A named fragment stands for lines cases write again and again: `handshake` is the three-way
+handshake of the client to the server (`handshake server > client` the other way round):
+
+    client > server  S   0:0(0)
+    server > client  S.  0:0(0) ack 1
+    client > server  .   1:1(0) ack 1
+"""
 
 from __future__ import annotations
 
@@ -404,6 +412,20 @@ def _parse_line(cur: _Line) -> SegmentPattern:
     return SegmentPattern(line=cur.number, src=src, dst=dst, flags=flags, **fields)
 
 
+def _handshake(cur: _Line) -> list[SegmentPattern]:
+    """`handshake [OPENER > LISTENER]`: SYN, SYN+ACK, ACK (options not checked)."""
+    cur.take_word()
+    opener, listener = ("client", "server") if cur.at_end() else _parse_direction(cur)
+    if opener is None:
+        cur.fail("expected 'client > server' or 'server > client' after 'handshake', found '*'", cur.pos - 1)
+    if not cur.at_end():
+        cur.fail(f"expected end of line after the handshake's direction, found {cur.found()}")
+    n = cur.number
+    return [SegmentPattern(line=n, src=opener, dst=listener, flags="S", seq=0, end=0, length=0),
+            SegmentPattern(line=n, src=listener, dst=opener, flags="S.", seq=0, end=0, length=0, ack=1),
+            SegmentPattern(line=n, src=opener, dst=listener, flags=".", seq=1, end=1, length=0, ack=1)]
+
+
 def parse_segments(text: str) -> Pattern:
     """Parse expected-segment text into a Pattern; raises ExpectationSyntaxError with line and column."""
     items, lines = [], []
@@ -418,6 +440,11 @@ def parse_segments(text: str) -> Pattern:
             if not items or items[-1] is not GAP:   # '...' twice in a row says nothing more than once
                 items.append(GAP)
                 lines.append(number)
+            continue
+        if cur.word() == "handshake":
+            fragment = _handshake(cur)
+            items.extend(fragment)
+            lines.extend([number] * len(fragment))
             continue
         items.append(_parse_line(cur))
         lines.append(number)

@@ -185,3 +185,40 @@ def test_syntax_error_caret_points_at_the_token_in_the_original_text():
     source_line, caret_line = str(info.value).splitlines()[1:3]
     assert source_line.strip() == "server > client  S.  0:0(0) ack 1 wn 5"
     assert source_line[caret_line.index("^"):].startswith("wn 5")
+
+
+HANDSHAKE = """
+    client > server  S   0:0(0)
+    server > client  S.  0:0(0) ack 1
+    client > server  .   1:1(0) ack 1
+"""
+
+
+def test_handshake_fragment_is_the_three_segments():
+    """`handshake` expands to the three lines cases used to write out, each carrying the fragment's line."""
+    pattern = parse_segments("\n    handshake\n    client > server  F.  1:1(0) ack 1\n")
+    written = parse_segments(HANDSHAKE)
+    assert [p.text() for p in pattern.items[:3]] == [p.text() for p in written.items]
+    assert pattern.lines == [2, 2, 2, 3]
+    reverse = parse_segments("handshake server > client")
+    assert [(p.src, p.flags) for p in reverse.items] == [("server", "S"), ("client", "S."), ("server", ".")]
+
+
+def test_handshake_fragment_matches_and_fails_like_the_lines():
+    from harness.expect import ExpectationFailed, expect_segments
+    observed = [seg("client", "S", options=SYN_OPTIONS), seg("server", "S.", ack=1), seg("client", ".", seq=1, ack=1)]
+    expect_segments(observed, "handshake")
+    with pytest.raises(ExpectationFailed) as info:
+        expect_segments(observed[:2] + [seg("client", ".", seq=1, ack=2)], "handshake")
+    assert "expected line 1 'client > server . 1:1(0) ack 1', observed #3" in str(info.value)
+
+
+@pytest.mark.parametrize("text, column, message", [
+    ("handshake client", 17, "expected '>' after 'client'"),
+    ("handshake * ", 11, "expected 'client > server' or 'server > client' after 'handshake'"),
+    ("handshake client > server S", 27, "expected end of line after the handshake's direction"),
+], ids=["no-arrow", "any-direction", "trailing"])
+def test_handshake_fragment_syntax_errors(text, column, message):
+    with pytest.raises(ExpectationSyntaxError) as info:
+        parse_segments(text)
+    assert message in str(info.value) and info.value.column == column, str(info.value)
