@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import time
+from typing import NamedTuple
 
 <<<<<<< HEAD
 from . import artifacts, background, expect, nsutil, ss, timewait, trace, tracefs
@@ -29,6 +30,22 @@ from .topology import Topology
 from .wait import POLL, wait_until
 
 _open_labs: set = set()   # labs still open when the interpreter exits are torn down then
+
+
+class Pair(NamedTuple):
+    """A connection a case set up: the connecting socket, the accepted one, the connecting port."""
+
+    client: object
+    server: object
+    client_port: int
+
+
+def select_segments(segs, *, port=None, src=None, flags=None, since=None, dropped=None) -> list:
+    """The segments matching every filter given (see Lab.segments)."""
+    return [s for s in segs
+            if (port is None or port in (s.sport, s.dport)) and (src is None or s.src == src)
+            and (flags is None or all(f in s.flags for f in flags)) and (since is None or s.time >= since)
+            and (dropped is None or bool(s.dropped_by) == dropped)]
 
 
 @atexit.register
@@ -172,13 +189,34 @@ class Lab(contextlib.AbstractContextManager):
     def establish(self, port: int, *, backlog: int = 16):
         """Set-up for cases about what comes after: a listener on `port`, blocked in accept() while the
         client connects. Returns (listener, the server's accepted socket, the client's socket)."""
-        listener = self.server.socket()
+        listener = self.listen(port, backlog=backlog)
+        pair = self.connect(listener, port)
+        return listener, pair.server, pair.client
+
+    def listen(self, port: int, *, backlog: int = 16, role: str = "server"):
+        """A socket of host `role` bound to `port` and listening (backlog `backlog`)."""
+        listener = self.programs[role].socket()
         listener.bind(port)
         listener.listen(backlog)
-        accepting = listener.accept(wait=False)
-        cli = self.client.socket()
-        cli.connect(self.hosts.server, port)
-        return listener, accepting.wait(), cli
+        return listener
+
+    def connect(self, listener, port: int, *, accept_first: bool = True, role: str = "client") -> "Pair":
+        """A new connection from host `role` to `listener` on `port`: Pair(client, server, client_port).
+
+        accept_first=True: the listener's program is blocked in accept() while the client connects
+        (the child is handed over at once); False: the client connects first and accept() then takes
+        the child from the accept queue."""
+        to = self.topology.peer_of(self.topology.hosts[role])
+        if accept_first:
+            accepting = listener.accept(wait=False)
+            cli = self.programs[role].socket()
+            cli.connect(to, port)
+            conn = accepting.wait()
+        else:
+            cli = self.programs[role].socket()
+            cli.connect(to, port)
+            conn = listener.accept()
+        return Pair(cli, conn, conn.peer_port)      # the accepted socket knows the client's port
 
     def mss(self, mtu: int | None = None) -> int:
         """The MSS the kernel advertises on this link: MTU minus IP and TCP headers (40 or 60 bytes)."""
@@ -246,13 +284,14 @@ class Lab(contextlib.AbstractContextManager):
             out[role] = snap
         return out
 
-    def segments(self, port: int | None = None) -> list:
-        """Every TCP segment on the link so far (drained), optionally only those of one port."""
+    def segments(self, port: int | None = None, *, src: str | None = None, flags: str | None = None,
+                 since: float | None = None, dropped: bool | None = None) -> list:
+        """Every TCP segment on the link so far (drained), optionally only those of one `port`, sent by
+        `src` ('client'), carrying every flag letter in `flags` ('F', 'R', 'S.'), at or after
+        monotonic time `since`, or (not) dropped by a fault rule."""
         self.capture.drain()
-        segs = self.capture.segments()
-        if port is not None:
-            segs = [s for s in segs if port in (s.sport, s.dport)]
-        return segs
+        return select_segments(self.capture.segments(), port=port, src=src, flags=flags, since=since,
+                               dropped=dropped)
 
     def _read_trace(self):
         if self.trace is not None:

@@ -77,6 +77,19 @@ class SsRow:
     def __str__(self) -> str:
         return self.raw
 
+    def timer_age(self, snap: "Snapshot", started: float) -> tuple[float, float]:
+        """(low, high): the length the kernel gave this row's timer, if it started at monotonic time
+        `started` (e.g. the segment that armed it), from this one reading in `snap`. `ss` prints
+        whole seconds at and above one second ("59sec", "1min"), so what was left lies in
+        [remaining, remaining + 1 s) there and within a jiffy below (and in a sock_diag snapshot);
+        and it was read between the snapshot's start and end."""
+        if self.timer is None:
+            raise ValueError(f"no timer on this socket: {self.raw}")
+        exact = snap.argv[:1] == ("sock_diag",)       # the kernel's milliseconds, not ss's text
+        slack = 0.01 if exact or self.timer.remaining < 1.0 else 1.0     # 0.01: a jiffy at HZ=100
+        return (self.timer.remaining + snap.before - started,
+                self.timer.remaining + slack + snap.after - started)
+
     def timer_text(self) -> str:
         """The timer as ss printed it, e.g. 'timer:(timewait,59sec,0)', or 'no timer'."""
         found = re.search(r"timer:\([^)]*\)", self.raw)

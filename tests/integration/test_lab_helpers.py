@@ -1,0 +1,107 @@
+"""Lab helpers cases lean on: listen/connect/establish, segment filters, the sock_diag view that
+waits poll (the same rows `ss` prints), and the age of a socket's timer."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import ss, sockdiag
+from harness.segment import match
+
+PORT = 50000
+
+
+def key(row):
+    return (row.state, row.recv_q, row.send_q, row.local, row.local_port, row.peer, row.peer_port,
+            row.timer and row.timer.name)
+
+
+def test_listen_and_connect_both_ways_of_accepting(lab, family):
+    """accept_first hands the child over at once; otherwise accept() takes it from the queue. Either
+    way the Pair's client_port is the client socket's own port, with no extra call."""
+    listener = lab.listen(PORT, backlog=4)
+    blocked = lab.connect(listener, PORT)
+    queued = lab.connect(listener, PORT, accept_first=False)
+    for pair in (blocked, queued):
+        assert pair.client.getsockname()[1] == pair.client_port
+        assert pair.server.peer_port == pair.client_port
+    accepts = sorted((c for c in lab.calls if c.op == "accept"), key=lambda c: c.t0)
+    connects = sorted((c for c in lab.calls if c.op == "connect"), key=lambda c: c.t0)
+    assert accepts[0].t0 < connects[0].t0 < accepts[0].t1, "accept_first: blocked in accept() during connect()"
+    assert connects[1].t1 < accepts[1].t0, "accept_first=False: accept() after connect() returned"
+    snap = lab.wait_ss("server", lambda s: len(s.find(local_port=PORT, state="ESTAB")) == 2, what="both children")
+    assert sorted(r.peer_port for r in snap.find(state="ESTAB")) == sorted([blocked.client_port, queued.client_port])
+
+
+def test_establish_keeps_its_shape(lab, family):
+    listener, conn, cli = lab.establish(PORT)
+    cli.send("x")
+    assert conn.recv(10).ret == "x"
+    lab.expect_segments("handshake\nclient > server  P.  1:2(1) ack 1\n...", port=PORT)
+
+
+def test_segment_filters(lab, family):
+    """port, src, flags (every letter), since and dropped select exactly what a list comprehension would."""
+    _, conn, cli = lab.establish(PORT)
+    lab.faults.drop("client > server", "P.", count=1)
+    cli.send("ab")
+    assert conn.recv(10).ret == "ab"
+    cli.close()
+    lab.wait_segment(match("server", ".", ack=4), what="the server's ACK of the FIN")
+    everything = lab.segments()
+    mid = everything[3].time
+    assert lab.segments(PORT) == everything
+    assert lab.segments(PORT + 1) == []
+    assert lab.segments(src="server") == [s for s in everything if s.src == "server"]
+    assert [s.flags for s in lab.segments(src="client", flags="F")] == ["F."]
+    assert [s.flags for s in lab.segments(flags="S")] == ["S", "S."]
+    assert lab.segments(since=mid) == [s for s in everything if s.time >= mid]
+    dropped = lab.segments(dropped=True)
+    assert [(s.src, s.flags, s.length) for s in dropped] == [("client", "P.", 2)]
+    assert lab.segments(dropped=False) == [s for s in everything if not s.dropped_by]
+
+
+def test_sock_diag_rows_are_the_rows_ss_prints(lab, family):
+    """In the same moment's state (a listener, an established pair with unread data, TIME-WAIT) the
+    sock_diag view and `ss -tanoi` give the same rows, in the same order."""
+    listener, conn, cli = lab.establish(PORT)
+    other = lab.connect(listener, PORT)
+    cli.send("hello")
+    lab.wait_ss("server", lambda s: any(r.recv_q == 5 for r in s.rows), what="5 unread bytes")
+    other.client.close()
+    other.server.close()
+    lab.wait_ss("client", lambda s: "TIME-WAIT" in s.states(), what="TIME-WAIT")
+    for role in ("client", "server"):
+        netns = lab.topology.hosts[role].netns
+        printed = ss.take(netns, label="ss")
+        seen = lab.sockets(role)
+        assert [key(r) for r in seen.rows] == [key(r) for r in printed.rows], f"{seen.text}\n{printed.text}"
+        assert seen.argv == ("sock_diag", netns) and seen.before <= seen.time <= seen.after
+    est = lab.sockets("client").find(state="ESTAB")[0]
+    assert est.info["mss"] == lab.mss() - 12            # timestamps on: 12 option bytes per segment
+    assert "ts" in est.info and est.raw.startswith("ESTAB")
+
+
+def test_sock_diag_names_a_missing_namespace():
+    with pytest.raises(Exception) as info:
+        sockdiag.take("slab-no-such-namespace", label="x")
+    assert "slab-no-such-namespace" in str(info.value)
+
+
+def test_timer_age_brackets_the_time_wait_length(lab, family):
+    """The TIME-WAIT timer, started by the client's last ACK, is 60 s long: both in the sock_diag view
+    (millisecond remaining) and in ss's text (whole seconds)."""
+    _, conn, cli = lab.establish(PORT)
+    cli.close()
+    conn.close()
+    final = lab.wait_segment(match("client", ".", seq=2, ack=2), what="the client's last ACK")
+    polled = lab.wait_ss("client", lambda s: s.find(state="TIME-WAIT"), what="TIME-WAIT")
+    printed = lab.ss("TIME-WAIT in ss")["client"]
+    for snap in (polled, printed):
+        row = snap.find(state="TIME-WAIT")[0]
+        low, high = row.timer_age(snap, final.time)
+        assert low - 0.05 <= 60 <= high + 0.05, (low, high, row.raw)
+    diag_low, diag_high = polled.find(state="TIME-WAIT")[0].timer_age(polled, final.time)
+    assert diag_high - diag_low < 0.5, "sock_diag's milliseconds bound the length far tighter than ss's seconds"
+    with pytest.raises(ValueError, match="no timer"):
+        lab.sockets("server").find(state="LISTEN")[0].timer_age(polled, final.time)
