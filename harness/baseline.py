@@ -3,7 +3,6 @@ same kernel must reproduce. `baselines/<kernel release>.json`; `socklab baseline
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
@@ -55,7 +54,3 @@ def check(run_dir: str, folder: str) -> tuple[bool | None, str]:
     note = "".join([f"; {len(new)} new cases not in it" if new else "",
                     f"; {other} ran with other settings" if other else ""])
     return True, f"{len(same)} cases reproduce the baseline {base_path}{note}"
-
-
-def dump(results: dict) -> str:
-    return json.dumps(results, indent=1, sort_keys=True)

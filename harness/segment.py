@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 # tcpdump prints flags in this order, with "." for ACK last (e.g. "S.", "FP.", "R.").
 FLAG_ORDER = (("F", 0x01), ("S", 0x02), ("R", 0x04), ("P", 0x08), ("U", 0x20), ("E", 0x40), ("W", 0x80))
@@ -140,25 +140,3 @@ def match(src: str | None = None, flags: str | None = None, *, seq: int | None =
                 and (length is None or seg.length == length) and (port is None or port in (seg.sport, seg.dport)))
     return matches
 
-
-@dataclass
-class SegmentList:
-    """The ordered segments of one case; a thin list with the helpers cases reach for."""
-
-    items: list = field(default_factory=list)
-
-    def __iter__(self):
-        return iter(self.items)
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
-
-    def where(self, src=None, flags=None) -> list:
-        """Segments from `src` whose flags contain every letter of `flags`."""
-        return [s for s in self.items if (src is None or s.src == src) and (flags is None or all(f in s.flags for f in flags))]
-
-    def text(self) -> str:
-        return "\n".join(s.text() for s in self.items)
