@@ -1,4 +1,9 @@
-"""The benchmark the project ships: per-case harness overhead and the connection cases' wall time.
+"""The benchmark the project ships: per-case harness overhead and the connection cases' wall time,
+one case from a cold start, five close/shutdown cases next to packetdrill's equivalent scripts, and
+(`--catalogue`) the default catalogue's wall next to its limit with the `ss`/`nft` processes it started.
+
+Loaded as a pytest plugin (`-p harness.bench`) under `socklab bench --catalogue`, it counts those
+processes in the run it measures; in any other session it does nothing.
 
 `socklab bench` prints medians over repeated runs. Overhead is one lab built and torn down with no
 steps: namespaces, link, addresses, capture, state trace, artifacts, teardown (the socket programs
@@ -14,10 +19,6 @@ import statistics
 import tempfile
 import time
 
-from . import tracefs
-from .lab import Lab
-from .program import Program
-from .topology import Topology
 
 CONNECTION_CASES = ("test_connect_to_bound_port_without_listen_is_refused",
                     "test_listen_without_accept_completes_handshake",
@@ -46,6 +47,10 @@ def _load_cases(folder):
 
 
 def run_bench(repeat: int, cases_folder: str) -> int:
+    """Per-case harness overhead and the connection cases' wall, in this process."""
+    from . import tracefs
+    from .lab import Lab
+    from .topology import Topology
     tmp = tempfile.mkdtemp(prefix="socklab-bench-")
     tracefs.ensure_mounted()
     # warm-up: imports (scapy), the tracefs pool's first instance, page cache
@@ -79,7 +84,7 @@ def run_bench(repeat: int, cases_folder: str) -> int:
                 setup.append(t1 - t0)
                 teardown.append(t3 - t2)
             rows.append((f"{name}[{family}] end to end", walls))
-    rows.insert(2, ("per-case overhead inside the connection cases: set-up + teardown",
+    rows.insert(2, ("per-case overhead inside the connection cases: set-up + teardown (goal <= 30 ms)",
                     [a + b for a, b in zip(setup, teardown)]))
     rows.insert(3, ("  of which set-up (topology, capture, trace, programs spawned)", setup))
     rows.insert(4, ("  of which teardown (drain, artifacts, programs, namespaces)", teardown))
@@ -106,23 +111,6 @@ def protocol_waits(run_dir: str, gap: float = 0.05) -> tuple[float, int]:
     return total, n
 
 
-def run_catalogue(cases_folder: str, workers: str = "2") -> int:
-    """The whole default catalogue with pytest -n `workers`: wall time next to the protocol waits."""
-    import subprocess
-    import sys
-    name = f"bench-catalogue-{os.getpid()}"
-    t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "pytest", cases_folder, "-q", "-n", str(workers),
-                           "--socklab-run", name], capture_output=True, text=True)
-    wall = time.monotonic() - t0
-    waits, n = protocol_waits(os.path.join("reports", name))
-    last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
-    print(f"socklab bench: catalogue with -n {workers}: {wall:.1f} s wall ({last})")
-    print(f"  protocol waits the cases cannot avoid (idle gaps >= 50 ms in {n} case timelines): {waits:.1f} s "
-          f"in all, {waits / int(workers):.1f} s per worker")
-    return proc.returncode
-
-
 def _claim_of(fn):
     """The case's @pytest.mark.claim text, as the pytest plugin would set it."""
     for mark in getattr(fn, "pytestmark", []):
@@ -132,6 +120,8 @@ def _claim_of(fn):
 
 
 def _lab_without_programs(tmp):
+    from .lab import Lab
+
     def run():
         with Lab(artifacts_dir=os.path.join(tmp, "overhead"), start_programs=False):
             pass
@@ -139,6 +129,8 @@ def _lab_without_programs(tmp):
 
 
 def _programs_only(topo):
+    from .program import Program
+
     def run():
         progs = [Program(topo.hosts[r], r).start() for r in ("client", "server")]
         for p in progs:
@@ -146,3 +138,254 @@ def _programs_only(topo):
         for p in progs:
             p.close()
     return run
+
+
+# -- the figures issue 10 asks for: catalogue wall and its limit, cold start, processes, packetdrill ------
+
+# Frames of the harness's waits: a process started while one of them is on the stack is polling.
+POLLING_FRAMES = frozenset({"wait_until", "wait_ss", "wait_gone", "wait_for", "wait_segment", "wait_counter",
+                            "wait_blocked", "segments", "sockets"})
+COUNTED = ("ss", "nft")
+COLD_CASE = "cases/test_teardown.py::test_four_way_close[ipv4]"
+# Five close/shutdown cases, next to packetdrill scripts of the same exchanges (PACKETDRILL_SCRIPTS).
+CLOSE_CASES = ("cases/test_teardown.py::test_four_way_close[ipv4]",
+               "cases/test_teardown.py::test_server_that_closes_first_ends_in_time_wait[ipv4]",
+               "cases/test_teardown.py::test_linger_zero_close_sends_rst[ipv4]",
+               "cases/test_teardown.py::test_close_with_unread_data_resets[ipv4-close]",
+               "cases/test_halfclose.py::test_shutdown_write_then_server_close[ipv4-SHUT_WR]")
+PACKETDRILL_BUILD = ("build packetdrill from its public source in a temporary folder (never in this repository): "
+                     "git clone https://github.com/google/packetdrill /tmp/pd && apt-get install -y bison flex "
+                     "&& (cd /tmp/pd/gtests/net/packetdrill && ./configure && make), then "
+                     "`socklab bench --packetdrill /tmp/pd/gtests/net/packetdrill/packetdrill`")
+
+_HANDSHAKE = """\
+0   socket(..., SOCK_STREAM, IPPROTO_TCP) = 3
++0  setsockopt(3, SOL_SOCKET, SO_REUSEADDR, [1], 4) = 0
++0  bind(3, ..., ...) = 0
++0  listen(3, 16) = 0
++0  < S 0:0(0) win 65535 <mss 1460,sackOK,nop,nop,nop,wscale 7>
++0  > S. 0:0(0) ack 1 <...>
++0  < . 1:1(0) ack 1 win 512
++0  accept(3, ..., ...) = 4
+"""
+# The local socket is the one the case's steps act on; packetdrill plays the other side.
+PACKETDRILL_SCRIPTS = {
+    "four-way close (peer closes first)": _HANDSHAKE + """\
++0  < P. 1:6(5) ack 1 win 512
+*   > . 1:1(0) ack 6
++0  read(4, ..., 100) = 5
++0  < F. 6:6(0) ack 1 win 512
+*   > . 1:1(0) ack 7
++0  close(4) = 0
++0  > F. 1:1(0) ack 7
++0  < . 7:7(0) ack 2 win 512
+""",
+    "server closes first, ends in TIME-WAIT": _HANDSHAKE + """\
++0  close(4) = 0
++0  > F. 1:1(0) ack 1
++0  < . 1:1(0) ack 2 win 512
++0  < F. 1:1(0) ack 2 win 512
+*   > . 2:2(0) ack 2
+""",
+    "SO_LINGER 0 close sends RST": _HANDSHAKE + """\
++0  setsockopt(4, SOL_SOCKET, SO_LINGER, {onoff=1, linger=0}, 8) = 0
++0  close(4) = 0
++0  > R. 1:1(0) ack 1
+""",
+    "close with unread data resets": _HANDSHAKE + """\
++0  < P. 1:6(5) ack 1 win 512
+*   > . 1:1(0) ack 6
++0  close(4) = 0
++0  > R. 1:1(0) ack 6
+""",
+    "shutdown(SHUT_WR), then the peer closes": _HANDSHAKE + """\
++0  shutdown(4, SHUT_WR) = 0
++0  > F. 1:1(0) ack 1
++0  < . 1:1(0) ack 2 win 512
++0  < F. 1:1(0) ack 2 win 512
+*   > . 2:2(0) ack 2
++0  read(4, ..., 100) = 0
++0  close(4) = 0
+""",
+}
+
+
+class ProcessCounter:
+    """A pytest plugin (`-p harness.bench` with SOCKLAB_BENCH_LOG=FILE): counts the `ss` and `nft`
+    processes the session starts, and those started while a wait or poll is on the stack; records
+    every item's wall (set-up + call + teardown). One JSON line per session (xdist: per worker)."""
+
+    def __init__(self, log: str):
+        self.log = log
+        self.started = {name: 0 for name in COUNTED}
+        self.polling = {name: 0 for name in COUNTED}
+        self.durations: dict = {}
+
+    def install(self):
+        import subprocess
+        import sys
+        original = subprocess.Popen.__init__
+        counter = self
+
+        def counting_init(popen, args, *a, **kw):
+            argv = [args] if isinstance(args, (str, bytes)) else list(args)
+            name = os.path.basename(str(argv[0])) if argv else ""
+            if name in COUNTED:
+                counter.started[name] += 1
+                frame = sys._getframe(1)
+                while frame is not None:
+                    if frame.f_code.co_name in POLLING_FRAMES and "harness" in frame.f_code.co_filename:
+                        counter.polling[name] += 1
+                        break
+                    frame = frame.f_back
+            original(popen, args, *a, **kw)
+        subprocess.Popen.__init__ = counting_init
+
+    def pytest_runtest_logreport(self, report):
+        self.durations[report.nodeid] = self.durations.get(report.nodeid, 0.0) + report.duration
+
+    def pytest_unconfigure(self, config):
+        import json
+        with open(self.log, "a") as fh:
+            fh.write(json.dumps({"pid": os.getpid(), "started": self.started, "polling": self.polling,
+                                 "durations": self.durations}) + "\n")
+
+
+def pytest_configure(config):
+    """Active only under `socklab bench` (SOCKLAB_BENCH_LOG set); otherwise loading it does nothing."""
+    log = os.environ.get("SOCKLAB_BENCH_LOG")
+    if log:
+        counter = ProcessCounter(log)
+        counter.install()
+        config.pluginmanager.register(counter, "socklab-bench-counter")
+
+
+def _read_counts(log: str) -> dict:
+    import json
+    out = {"started": dict.fromkeys(COUNTED, 0), "polling": dict.fromkeys(COUNTED, 0), "durations": {}}
+    with open(log) as fh:
+        for line in fh:
+            rec = json.loads(line)
+            for key in ("started", "polling"):
+                for name, n in rec[key].items():
+                    out[key][name] += n
+            out["durations"].update(rec["durations"])
+    return out
+
+
+def _pytest(args, log=None, env_extra=None):
+    """Run pytest in a fresh interpreter; (wall seconds, CPU seconds of it and its children, process)."""
+    import resource
+    import subprocess
+    import sys
+    env = dict(os.environ)
+    env.pop("PYTEST_ADDOPTS", None)
+    if log:
+        env["SOCKLAB_BENCH_LOG"] = log
+    env.update(env_extra or {})
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "pytest", *args], capture_output=True, text=True, env=env)
+    wall = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, proc
+
+
+def _last_line(proc) -> str:
+    return (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (5 min {five:.1f}) on {os.cpu_count()} cores"
+
+
+def run_catalogue(cases_folder: str, workers: str) -> int:
+    """The whole default catalogue with pytest -n `workers`: wall next to its limit, and the ss/nft
+    processes the run started (all, and from polling)."""
+    name = f"bench-catalogue-{os.getpid()}"
+    log = os.path.join(tempfile.mkdtemp(prefix="socklab-bench-"), "counts.jsonl")
+    print(f"socklab bench --catalogue: {_load()} before the run")
+    wall, cpu, proc = _pytest([cases_folder, "-q", "-p", "no:cacheprovider", "-p", "harness.bench",
+                               "-n", str(workers), "--socklab-run", name], log=log)
+    counts = _read_counts(log)
+    longest_id, longest = max(counts["durations"].items(), key=lambda kv: kv[1], default=("none", 0.0))
+    cores = os.cpu_count() or 1
+    limit = max(longest, cpu / cores)
+    print(f"  catalogue with -n {workers}: {wall:.1f} s wall ({_last_line(proc)})")
+    print(f"  its limit: {limit:.1f} s = max(longest case {longest:.1f} s ({longest_id}), "
+          f"CPU work {cpu:.1f} s / {cores} cores = {cpu / cores:.1f} s); wall / limit = {wall / limit:.2f}")
+    print(f"  cases' own walls summed: {sum(counts['durations'].values()):.1f} s")
+    waits, n = protocol_waits(os.path.join("reports", name))
+    print(f"  protocol waits (idle gaps >= 50 ms in {n} case timelines): {waits:.1f} s in all")
+    for tool in COUNTED:
+        print(f"  `{tool}` processes started: {counts['started'][tool]} in all, {counts['polling'][tool]} by polling")
+    print(f"  {_load()} after the run")
+    return proc.returncode
+
+
+def run_cold(repeat: int = 5) -> list:
+    """One case from a cold start, `repeat` times: fresh interpreter, plugin, collection, the case."""
+    walls = []
+    for i in range(repeat):
+        wall, _, proc = _pytest([COLD_CASE, "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                                 "--socklab-run", f"bench-cold-{os.getpid()}-{i}"])
+        if proc.returncode != 0:
+            raise RuntimeError(f"{COLD_CASE} failed:\n{proc.stdout[-3000:]}")
+        walls.append(wall)
+    return walls
+
+
+def run_packetdrill(binary: str, repeat: int) -> list:
+    """The five scripts one after another, each packetdrill in its own network namespace
+    (`unshare --net`); the wall of the five together, `repeat` times."""
+    import subprocess
+    folder = tempfile.mkdtemp(prefix="socklab-pd-")
+    paths = []
+    for i, text in enumerate(PACKETDRILL_SCRIPTS.values()):
+        paths.append(os.path.join(folder, f"close{i + 1}.pkt"))
+        with open(paths[-1], "w") as fh:
+            fh.write(text)
+    walls = []
+    for _ in range(repeat):
+        t0 = time.monotonic()
+        for path in paths:
+            proc = subprocess.run(["unshare", "--net", binary, path], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"packetdrill {path} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+        walls.append(time.monotonic() - t0)
+    return walls
+
+
+def run_close_cases(repeat: int) -> list:
+    """The five close/shutdown cases in one pytest process (fresh interpreter each time)."""
+    walls = []
+    for i in range(repeat):
+        wall, _, proc = _pytest([*CLOSE_CASES, "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                                 "--socklab-run", f"bench-close-{os.getpid()}-{i}"])
+        if proc.returncode != 0:
+            raise RuntimeError(f"the close cases failed:\n{proc.stdout[-3000:]}")
+        walls.append(wall)
+    return walls
+
+
+def _spread(samples) -> str:
+    return f"median {statistics.median(samples):.2f} s (min {min(samples):.2f}, max {max(samples):.2f})"
+
+
+def run_figures(repeat: int, overhead_repeat: int, cases_folder: str, packetdrill: str | None) -> int:
+    """The figures besides the catalogue: cold start, per-case overhead, five close cases vs packetdrill."""
+    print(f"socklab bench: {_load()}")
+    cold = run_cold(repeat)
+    print(f"  one case from a cold start ({COLD_CASE}), {repeat} runs: {_spread(cold)}; goal <= 0.6 s")
+    close = run_close_cases(repeat)
+    print(f"  five close/shutdown cases in one pytest process, {repeat} runs: {_spread(close)}")
+    if packetdrill:
+        pd = run_packetdrill(packetdrill, repeat)
+        print(f"  packetdrill's five equivalent scripts one after another, {repeat} runs: {_spread(pd)}")
+        print(f"  ratio of the medians: {statistics.median(close) / statistics.median(pd):.2f}x; goal <= 1.0x")
+    else:
+        print(f"  packetdrill: not measured; {PACKETDRILL_BUILD}")
+    print(f"  {_load()} after")
+    return run_bench(overhead_repeat, cases_folder)

@@ -37,11 +37,16 @@ def main(argv=None) -> int:
     clean = sub.add_parser("cleanup", help="remove namespaces and tracefs instances a killed run left")
     clean.add_argument("--dry-run", action="store_true")
 
-    bench = sub.add_parser("bench", help="measure per-case overhead and the connection cases' wall time")
-    bench.add_argument("--repeat", type=int, default=30)
+    bench = sub.add_parser("bench", help="measure cold start, per-case overhead, close cases vs packetdrill")
+    bench.add_argument("--repeat", type=int, default=30, help="in-process samples of the overhead (default 30)")
+    bench.add_argument("--runs", type=int, default=5,
+                       help="fresh-process samples of the cold start and the close cases (default 5)")
+    bench.add_argument("--packetdrill", default=None, metavar="PATH",
+                       help="a packetdrill binary: time its five close scripts next to the five close cases")
     bench.add_argument("--cases", default="cases")
     bench.add_argument("--catalogue", action="store_true",
-                       help="instead: time the whole catalogue with -n 2 next to its protocol waits")
+                       help="instead: time the whole catalogue next to its limit and count ss/nft processes")
+    bench.add_argument("-n", "--workers", default=DEFAULT_WORKERS, help="workers for --catalogue")
 
     rep = sub.add_parser("report", help="write results.json and index.html of a run folder")
     rep.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. reports/run-20250101-120000")
@@ -82,10 +87,10 @@ def main(argv=None) -> int:
     if args.cmd == "soak":
         return _soak(args)
     if args.cmd == "bench":
-        from .bench import run_bench, run_catalogue
+        from .bench import run_catalogue, run_figures
         if args.catalogue:
-            return run_catalogue(args.cases)
-        return run_bench(args.repeat, args.cases)
+            return run_catalogue(args.cases, args.workers)
+        return run_figures(args.runs, args.repeat, args.cases, args.packetdrill)
     return 2
 
 
