@@ -105,3 +105,28 @@ def test_timer_age_brackets_the_time_wait_length(lab, family):
     assert diag_high - diag_low < 0.5, "sock_diag's milliseconds bound the length far tighter than ss's seconds"
     with pytest.raises(ValueError, match="no timer"):
         lab.sockets("server").find(state="LISTEN")[0].timer_age(polled, final.time)
+
+
+def test_polling_starts_no_process(lab, family, monkeypatch):
+    """Waits on sockets and segments, with a drop rule in place, start no `ss` or `nft` process:
+    they read sock_diag and the capture. (Adding and removing the rule does run nft.)"""
+    import subprocess
+    started = []
+    real = subprocess.Popen.__init__
+
+    def counting(self, args, *a, **kw):
+        started.append(list(args) if not isinstance(args, str) else [args])
+        real(self, args, *a, **kw)
+    listener, conn, cli = lab.establish(PORT)
+    rule = lab.faults.drop("client > server", "P.", count=1)
+    monkeypatch.setattr(subprocess.Popen, "__init__", counting)
+    cli.send("ab")
+    lab.wait_segment(lambda s: s.dropped_by == rule.name, what="the dropped data")
+    assert conn.recv(10).ret == "ab"
+    lab.wait_ss("server", lambda s: s.find(state="ESTAB"), what="ESTAB")
+    cli.close()
+    lab.wait_gone("client", lambda s: s.find(state="ESTAB"), 0.0, timeout=5, what="the client's ESTAB gone")
+    lab.segments(PORT, dropped=True)
+    monkeypatch.undo()
+    assert [a for a in started if a and a[0] in ("ss", "nft")] == []
+    rule.release()
