@@ -326,22 +326,25 @@ def run_catalogue(cases_folder: str, workers: str) -> int:
     return proc.returncode
 
 
-def run_cold(repeat: int = 5) -> list:
-    """One case from a cold start, `repeat` times: fresh interpreter, plugin, collection, the case."""
-    walls = []
+def run_cold(repeat: int = 5) -> tuple[list, list]:
+    """One case from a cold start, `repeat` times: fresh interpreter, plugin, collection, the case.
+    Returns (walls, CPU seconds of the process and its children)."""
+    walls, cpus = [], []
     _pytest([COLD_CASE, "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "--socklab-run", f"bench-cold-{os.getpid()}"])
     for i in range(repeat):         # (the run above writes the bytecode caches, as any first run does)
-        wall, _, proc = _pytest([COLD_CASE, "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-                                 "--socklab-run", f"bench-cold-{os.getpid()}-{i}"])
+        wall, cpu, proc = _pytest([COLD_CASE, "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                                   "--socklab-run", f"bench-cold-{os.getpid()}-{i}"])
         if proc.returncode != 0:
             raise RuntimeError(f"{COLD_CASE} failed:\n{proc.stdout[-3000:]}")
         walls.append(wall)
-    return walls
+        cpus.append(cpu)
+    return walls, cpus
 
 
-def run_packetdrill(binary: str, repeat: int) -> list:
+def run_packetdrill(binary: str, repeat: int) -> tuple[list, list]:
     """The five scripts one after another, each packetdrill in its own network namespace
-    (`unshare --net`); the wall of the five together, `repeat` times."""
+    (`unshare --net`); the wall and CPU seconds of the five together, `repeat` times."""
+    import resource
     import subprocess
     folder = tempfile.mkdtemp(prefix="socklab-pd-")
     paths = []
@@ -349,43 +352,49 @@ def run_packetdrill(binary: str, repeat: int) -> list:
         paths.append(os.path.join(folder, f"close{i + 1}.pkt"))
         with open(paths[-1], "w") as fh:
             fh.write(text)
-    walls = []
+    walls, cpus = [], []
     for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
         for path in paths:
             proc = subprocess.run(["unshare", "--net", binary, path], capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeError(f"packetdrill {path} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
         walls.append(time.monotonic() - t0)
-    return walls
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return walls, cpus
 
 
-def run_close_cases(repeat: int) -> list:
-    """The five close/shutdown cases in one pytest process (fresh interpreter each time)."""
-    walls = []
+def run_close_cases(repeat: int) -> tuple[list, list]:
+    """The five close/shutdown cases in one pytest process (fresh interpreter each time): walls, CPU."""
+    walls, cpus = [], []
     for i in range(repeat):
-        wall, _, proc = _pytest([*CLOSE_CASES, "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-                                 "--socklab-run", f"bench-close-{os.getpid()}-{i}"])
+        wall, cpu, proc = _pytest([*CLOSE_CASES, "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                                   "--socklab-run", f"bench-close-{os.getpid()}-{i}"])
         if proc.returncode != 0:
             raise RuntimeError(f"the close cases failed:\n{proc.stdout[-3000:]}")
         walls.append(wall)
-    return walls
+        cpus.append(cpu)
+    return walls, cpus
 
 
-def _spread(samples) -> str:
-    return f"median {statistics.median(samples):.2f} s (min {min(samples):.2f}, max {max(samples):.2f})"
+def _spread(samples, cpus=None) -> str:
+    out = f"median {statistics.median(samples):.2f} s (min {min(samples):.2f}, max {max(samples):.2f})"
+    return out + (f", CPU median {statistics.median(cpus):.2f} s" if cpus else "")
 
 
 def run_figures(repeat: int, overhead_repeat: int, cases_folder: str, packetdrill: str | None) -> int:
     """The figures besides the catalogue: cold start, per-case overhead, five close cases vs packetdrill."""
     print(f"socklab bench: {_load()}")
-    cold = run_cold(repeat)
-    print(f"  one case from a cold start ({COLD_CASE}), {repeat} runs: {_spread(cold)}; goal <= 0.6 s")
-    close = run_close_cases(repeat)
-    print(f"  five close/shutdown cases in one pytest process, {repeat} runs: {_spread(close)}")
+    cold, cold_cpu = run_cold(repeat)
+    print(f"  one case from a cold start ({COLD_CASE}), {repeat} runs: {_spread(cold, cold_cpu)}; "
+          f"goal <= 0.6 s wall")
+    close, close_cpu = run_close_cases(repeat)
+    print(f"  five close/shutdown cases in one pytest process, {repeat} runs: {_spread(close, close_cpu)}")
     if packetdrill:
-        pd = run_packetdrill(packetdrill, repeat)
-        print(f"  packetdrill's five equivalent scripts one after another, {repeat} runs: {_spread(pd)}")
+        pd, pd_cpu = run_packetdrill(packetdrill, repeat)
+        print(f"  packetdrill's five equivalent scripts one after another, {repeat} runs: {_spread(pd, pd_cpu)}")
         print(f"  ratio of the medians: {statistics.median(close) / statistics.median(pd):.2f}x; goal <= 1.0x")
     else:
         print(f"  packetdrill: not measured; {PACKETDRILL_BUILD}")
