@@ -29,6 +29,6 @@ fi
 
 case "${1:-}" in
     run)  shift; exec .venv/bin/socklab run "$@" ;;
-    test) shift; exec .venv/bin/python -m pytest -n 6 "$@" ;;
+    test) shift; exec .venv/bin/python -m pytest -n "$(.venv/bin/python -c 'from harness.cli import default_workers; print(default_workers())')" "$@" ;;
     *)    echo "usage: $0 run|test [extra arguments]" >&2; exit 2 ;;
 esac

@@ -9,10 +9,15 @@ import time
 
 from .names import default_run_name
 
-# Cases spend most of their time waiting on the kernel's protocol timers, not on a core, so a run
-# keeps more cases going than there are cores: on 2 cores 6 workers overlap the waits (the catalogue
-# wall comes down to about its longest case plus the CPU work divided by the cores; see README).
-DEFAULT_WORKERS = "6"
+
+
+def default_workers() -> str:
+    """pytest-xdist workers for a run: 3 per core, since cases spend most of their time waiting on the
+    kernel's protocol timers, not on a core (on 2 cores, 6 overlap the waits; see README, Benchmark).
+    One per core when the cores are busy already (1-minute load average at or above their number):
+    then every extra worker adds its own start-up CPU and stretches the timing of every case."""
+    cores = os.cpu_count() or 1
+    return str(cores if os.getloadavg()[0] >= cores else 3 * cores)
 
 
 def main(argv=None) -> int:
@@ -26,8 +31,8 @@ def main(argv=None) -> int:
     run.add_argument("--sysctl", action="append", default=[], metavar="KEY=VALUE",
                      help="sysctl applied inside every test namespace (repeatable)")
     run.add_argument("--profile", default=None, help="named settings profile (see harness/profiles.py)")
-    run.add_argument("-n", "--workers", default=DEFAULT_WORKERS,
-                     help=f"pytest-xdist workers (default: {DEFAULT_WORKERS}: cases mostly wait, so more than the cores)")
+    run.add_argument("-n", "--workers", default=None,
+                     help="pytest-xdist workers (default: 3 per core, as cases mostly wait; 1 per core on a busy machine)")
     run.add_argument("--experiment", action="append", default=[], metavar="ID",
                      help="only the cases of experiment ID, e.g. CONN-DATA (repeatable)")
     run.add_argument("--article", action="append", default=[], metavar="ID",
@@ -46,7 +51,7 @@ def main(argv=None) -> int:
     bench.add_argument("--cases", default="cases")
     bench.add_argument("--catalogue", action="store_true",
                        help="instead: time the whole catalogue next to its limit and count ss/nft processes")
-    bench.add_argument("-n", "--workers", default=DEFAULT_WORKERS, help="workers for --catalogue")
+    bench.add_argument("-n", "--workers", default=None, help="workers for --catalogue (default as for run)")
 
     rep = sub.add_parser("report", help="write results.json and index.html of a run folder")
     rep.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. reports/run-20250101-120000")
@@ -64,14 +69,16 @@ def main(argv=None) -> int:
     base = sub.add_parser("baseline", help="run the catalogue and keep its results as this kernel's baseline")
     base.add_argument("--folder", default="baselines", help="where baselines live (default: baselines)")
     base.add_argument("--from-run", default=None, metavar="RUN_DIR", help="keep an existing run instead")
-    base.add_argument("-n", "--workers", default=DEFAULT_WORKERS)
+    base.add_argument("-n", "--workers", default=None, help="as for run")
 
     soak = sub.add_parser("soak", help="run the catalogue N times in a row; count failures and wall times")
     soak.add_argument("--runs", type=int, default=20)
-    soak.add_argument("-n", "--workers", default=DEFAULT_WORKERS)
+    soak.add_argument("-n", "--workers", default=None, help="as for run")
     soak.add_argument("--cases", default="cases")
 
     args = parser.parse_args(argv)
+    if getattr(args, "workers", "") is None:
+        args.workers = default_workers()
     if args.cmd == "run":
         return _run(args)
     if args.cmd == "cleanup":
