@@ -188,17 +188,22 @@ RUN = "itest"      # the run folder's name in every pytest run these tests start
 
 @pytest.fixture
 def run_pytest(pytester):
-    """Name: run_pytest. Scope: function. Depends: pytester. pytest inside this process on a case
-    file's text, in pytester's folder with its own reports folder:
+    """Name: run_pytest. Scope: function. Depends: pytester. pytest inside this process (or, with
+    subprocess=True, in a fresh interpreter) on a case file's text, in pytester's folder with its
+    own reports folder:
 
         result = run_pytest("def test_x(lab): ...", "-k", "x")
         assert result.returncode == 0, result.output
     """
-    def run(source: str, *args) -> PytestRun:
+    runs = []
+
+    def run(source: str, *args, subprocess: bool = False) -> PytestRun:
         pytester.makepyfile(test_case=source)
-        reports = pytester.path / "reports"
-        result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q", "-rs", "--assert=plain",
-                                              "--socklab-reports", str(reports), "--socklab-run", RUN, *args)
+        runs.append(source)
+        reports = pytester.path / f"reports{len(runs)}"      # each run of a test writes its own folder
+        runner = pytester.runpytest_subprocess if subprocess else pytester.runpytest_inprocess
+        result = runner("-p", "no:cacheprovider", "-q", "-rs", "--assert=plain",
+                        "--socklab-reports", str(reports), "--socklab-run", RUN, *args)
         return PytestRun(int(result.ret), "\n".join(result.outlines + result.errlines), str(reports / RUN))
     return run
 

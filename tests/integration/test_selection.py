@@ -1,6 +1,6 @@
 """Choosing cases by experiment and article (-k, --experiment, --article, `socklab run`), a selection
 that matches nothing, and pytest's own outcome words (xfailed, xpassed) in the record, the results
-and the summary line. pytest runs in a subprocess on a small case file; no lab, so no root needed."""
+and the summary line. pytest (pytester) runs on a small case file; no lab, so no root needed."""
 
 from __future__ import annotations
 
@@ -51,24 +51,24 @@ def ran(run) -> list[str]:
 
 
 def test_experiment_and_article_ids_are_keywords(run_pytest):
-    run = run_pytest.run(CASES, "-k", "CONN-DATA")
+    run = run_pytest(CASES, "-k", "CONN-DATA")
     assert run.returncode == 0, run.output
     assert ran(run) == ["test_data", "test_expected_failure"]
-    run = run_pytest.run(CASES, "-k", "001 or SIM-OPEN")
+    run = run_pytest(CASES, "-k", "001 or SIM-OPEN")
     assert ran(run) == ["test_listen_only", "test_unexpected_pass"], run.output
 
 
 def test_experiment_and_article_options_select_by_id(run_pytest):
-    run = run_pytest.run(CASES, "--experiment", "TIMEWAIT-LEN", "--experiment", "SIM-OPEN")
+    run = run_pytest(CASES, "--experiment", "TIMEWAIT-LEN", "--experiment", "SIM-OPEN")
     assert run.returncode == 0 and ran(run) == ["test_listen_only", "test_unexpected_pass"], run.output
-    run = run_pytest.run(CASES, "--article", "004")
+    run = run_pytest(CASES, "--article", "004")
     assert ran(run) == ["test_data", "test_expected_failure"], run.output
-    run = run_pytest.run(CASES, "--article", "004", "--experiment", "TIMEWAIT-LEN")
+    run = run_pytest(CASES, "--article", "004", "--experiment", "TIMEWAIT-LEN")
     assert run.returncode == 5 and "matched no case" in run.output, run.output
 
 
 def test_a_selection_matching_nothing_says_so_and_lists_the_ids(run_pytest):
-    run = run_pytest.run(CASES, "-k", "CONN-SYNSENT-DROP")
+    run = run_pytest(CASES, "-k", "CONN-SYNSENT-DROP")
     assert run.returncode == 5, run.output
     line = next(l for l in run.output.splitlines() if "matched no case" in l)
     assert line == "socklab: the selection -k 'CONN-SYNSENT-DROP' matched no case."
@@ -78,7 +78,7 @@ def test_a_selection_matching_nothing_says_so_and_lists_the_ids(run_pytest):
 
 
 def test_a_mistyped_id_is_a_usage_error_naming_the_closest(run_pytest):
-    run = run_pytest.run(CASES, "--experiment", "CONN-DATX")
+    run = run_pytest(CASES, "--experiment", "CONN-DATX")
     assert run.returncode == 4, run.output
     assert "--experiment CONN-DATX: no such id in harness/articles.json; closest: CONN-DATA" in run.output
 
@@ -104,7 +104,7 @@ def test_socklab_run_passes_the_selection_on(tmp_path):
 
 
 def test_xfail_and_xpass_are_named_as_pytest_names_them(run_pytest):
-    run = run_pytest.run(CASES, "-k", "expected_failure or unexpected_pass")
+    run = run_pytest(CASES, "-k", "expected_failure or unexpected_pass")
     assert run.returncode == 0, run.output
     xfail = run.json("test_case.py::test_expected_failure", "outcome.json")
     xpass = run.json("test_case.py::test_unexpected_pass", "outcome.json")
@@ -122,7 +122,7 @@ def test_xfail_and_xpass_are_named_as_pytest_names_them(run_pytest):
 
 def test_an_interrupted_case_is_recorded_as_interrupted(run_pytest):
     """Ctrl-C (SIGINT) in the middle of a case: pytest stops, and the case's outcome says interrupted."""
-    run = run_pytest.run('''
+    run = run_pytest('''
 import os, signal
 import pytest
 
@@ -130,7 +130,7 @@ import pytest
 @pytest.mark.experiment("CONN-DATA")
 def test_stopped():
     os.kill(os.getpid(), signal.SIGINT)
-''')
+''', subprocess=True)          # the SIGINT must stop that pytest, not this one
     assert run.returncode == 2, run.output
     assert run.json("test_case.py::test_stopped", "outcome.json")["outcome"] == "interrupted"
     with open(os.path.join(run.run_dir, "results.json")) as fh:
