@@ -205,6 +205,7 @@ class Lab(contextlib.AbstractContextManager):
         to = self.topology.peer_of(self.topology.hosts[role])
         if accept_first:
             accepting = listener.accept(wait=False)
+            accepting.wait_blocked("inet_csk_accept", timeout=10)   # asleep in accept() before the SYN leaves
             cli = self.programs[role].socket()
             cli.connect(to, port)
             conn = accepting.wait()

@@ -108,12 +108,35 @@ def _case_link(case: dict, cls: str = "case") -> str:
     return f'<a class="{cls}" href="{e(case_href(case))}" title="{e(case["id"])}">{e(short_name(case))}</a>'
 
 
+CASES_SHOWN = 6       # case links per row of the states and edges tables; the rest counted
+
+
+def _case_links(ids: list, results: dict, *, title=None) -> str:
+    by_id = {c["id"]: c for c in results.get("cases", [])}
+    links = [_case_link(by_id[i]) if i in by_id else e(i) for i in ids[:CASES_SHOWN]]
+    more = len(ids) - CASES_SHOWN
+    return " ".join(links) + (f" <span class=small>and {more} more</span>" if more > 0 else "")
+
+
 def _states(results: dict) -> list[str]:
     out = ['<h2 id="states">The eleven states</h2>']
     recorded = results.get("states")
     if recorded:
-        return out + ["<p class=small>As recorded in results.json (harness/diagram.py).</p>",
-                      _generic_table(recorded, results, "state")]
+        out.append("<p class=small>A state counts as reached when a socket entered it (CLOSED: a transition "
+                   "into CLOSE, not a history that starts there). Sources: <b>ss</b> snapshots, the "
+                   "<b>trace</b> (sock:inet_sock_set_state), the <b>timewait</b> probes (the kernel's timewait "
+                   "socket, where the kernel has kprobe events).</p>"
+                   "<table class=wide><colgroup><col style=\"width:14%\"><col style=\"width:7%\">"
+                   "<col style=\"width:22%\"><col></colgroup>"
+                   "<tr><th>state</th><th>cases</th><th>seen by</th><th>cases that reached it</th></tr>")
+        for row in recorded:
+            counts = row.get("counts") or {}
+            seen = ", ".join(f"{src} {counts[src]}" for src in ("ss", "trace", "timewait") if counts.get(src))
+            ids = [c["id"] for c in row.get("cases", [])]
+            out.append(f"<tr><th>{e(row['state'])}</th><td>{len(ids)}</td><td>{e(seen or 'not reached')}</td>"
+                       f"<td>{_case_links(ids, results)}</td></tr>")
+        out.append("</table>")
+        return out
     out.append("<p class=small>Which cases reached each state, and where it was seen: "
                '<span class="both">both</span> (ss and trace), <span class="ss">ss</span> only, '
                '<span class="trace">trace</span> only. CLOSED is ss&rsquo;s UNCONN and the trace&rsquo;s CLOSE; '
@@ -135,36 +158,32 @@ def _edges(results: dict) -> list[str]:
     if not recorded:
         return out + ["<p class=small>not recorded: this results file carries no \"edges\" "
                       "(they come from harness/diagram.py).</p>"]
-    return out + ["<p class=small>Each edge of the TCP state diagram and the cases that took it.</p>",
-                  _generic_table(recorded, results, "edge")]
-
-
-def _generic_table(data, results: dict, key: str) -> str:
-    """A table of what results.json carries (a list of objects, or an object of objects); case ids in it
-    become links to the case pages."""
-    by_id = {c["id"]: c for c in results.get("cases", [])}
-    if isinstance(data, dict):
-        rows = [{key: k, **v} if isinstance(v, dict) else {key: k, "value": v} for k, v in data.items()]
-    else:
-        rows = [r if isinstance(r, dict) else {key: r} for r in data]
-    cols: list = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-
-    def cell(v):
-        if isinstance(v, bool):
-            return "yes" if v else "no"
-        if isinstance(v, str) and v in by_id:
-            return _case_link(by_id[v])
-        if isinstance(v, (list, tuple)):
-            return " ".join(cell(x) for x in v) if any(isinstance(x, str) and x in by_id for x in v) \
-                else e(", ".join(str(x) for x in v))
-        if isinstance(v, dict):
-            return e(", ".join(f"{k}: {x}" for k, x in v.items()))
-        return e(v)
-    return ("<table class=wide><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>"
-            + "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows)
-            + "</table>")
+    counts: dict = {}
+    for row in recorded:
+        counts[row.get("status")] = counts.get(row.get("status"), 0) + 1
+    out.append(f"<p class=small>Every edge of RFC 9293's figure 5 (with its notes) and the RST edges of sections "
+               f"3.10.7.3-4: {counts.get('taken', 0)} taken, {counts.get('shown not taken', 0)} shown not taken "
+               f"(a case made the event happen and Linux did something else), {counts.get('not taken', 0)} not "
+               f"taken by any case of this run.</p>"
+               "<table class=wide><colgroup><col style=\"width:21%\"><col style=\"width:17%\">"
+               "<col style=\"width:11%\"><col></colgroup>"
+               "<tr><th>edge</th><th>event</th><th>status</th><th>evidence</th></tr>")
+    for row in recorded:
+        status = row.get("status") or "?"
+        if status == "taken":
+            ev = (row.get("evidence") or [{}])[0]
+            how = (f"{e(ev.get('transition', ''))} of {e(ev.get('socket', ''))} ({e(ev.get('source', ''))}"
+                   + (f"; {e(ev['note'])}" if ev.get("note") else "") + ")") if ev else ""
+            cell = f"{how}<br>{_case_links(row.get('cases') or [], results)}"
+        elif status == "shown not taken":
+            shown = (row.get("shown") or [{}])[0]
+            cell = f"{e(shown.get('evidence', ''))}<br>{_case_links(row.get('shown_cases') or [], results)}"
+        else:
+            cell = "<span class=small>no case of this run took it</span>"
+        out.append(f"<tr><th>{e(row.get('id'))}</th><td class=small>{e(row.get('event', ''))} "
+                   f"<span class=small>({e(row.get('where', ''))})</span></td><td>{e(status)}</td><td>{cell}</td></tr>")
+    out.append("</table>")
+    return out
 
 
 def _experiments(results: dict) -> list[str]:
