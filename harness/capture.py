@@ -19,6 +19,7 @@ from . import background, nsutil
 from .errors import StepTimeout, SocklabError
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 from .segment import Segment, flags_text
+from .timefactor import scaled
 
 ETH_P_ALL = 0x0003
 MARKER_ETHERTYPE = 0x88B5          # IEEE 802 local experimental: never a real protocol on our link
@@ -116,6 +117,7 @@ class Capture:
         token = f"socklab-drain-{os.getpid()}-{self._markers}".encode()
         frame = self.tap.mac_bytes() + self.other.mac_bytes() + struct.pack("!H", MARKER_ETHERTYPE) + token
         self._send.send(frame.ljust(60, b"\0"))
+        timeout = scaled(timeout)
         if not self._read_available(token, time.monotonic() + timeout):
             raise StepTimeout(f"capture: drain marker not seen on {self.tap.ifname} within {timeout} s "
                               f"(last frame at {self.frames[-1].mono if self.frames else 'none'})")
@@ -130,6 +132,7 @@ class Capture:
 
     def wait_for(self, predicate, *, timeout: float, what: str):
         """Wait until a segment satisfying `predicate` is on the link; return it (StepTimeout names `what`)."""
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         while True:
             self._read_available()

@@ -9,6 +9,7 @@ import subprocess
 from .errors import StepError, StepTimeout
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 from .nsutil import preexec_enter
+from .timefactor import scaled
 
 
 class Command:
@@ -47,6 +48,7 @@ class Command:
 
     def wait(self, timeout: float = 10.0) -> int:
         try:
+            timeout = scaled(timeout)
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             raise StepTimeout(f"{self.host.role}: {' '.join(self.argv)} still running after {timeout} s") from None

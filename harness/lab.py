@@ -21,6 +21,7 @@ from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by 
 from .command import Command
 from .program import Call, Program
 from .segment import windows
+from .timefactor import scaled
 from .timeline import Timeline
 from .topology import Topology
 from .wait import POLL, wait_until

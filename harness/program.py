@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from .agent import decode_value, encode_value, resolve_option
 from .errors import ExpectationFailed, StepError, StepTimeout
+from .timefactor import scaled
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 from .wait import wait_until
 
@@ -121,7 +122,7 @@ class Pending:
 
     def wait(self, timeout: float | None = None):
         """Await the call's result; StepTimeout naming the call if it has not returned in time."""
-        timeout = self.program.call_timeout if timeout is None else timeout
+        timeout = scaled(self.program.call_timeout if timeout is None else timeout)
         try:
             msg = self._future.result(timeout)
         except FutureTimeout:
@@ -215,6 +216,7 @@ class Program:
 
     def wait_ready(self, timeout: float = 5.0):
         try:
+            timeout = scaled(timeout)
             self._ready.result(timeout)
         except FutureTimeout:
             raise StepTimeout(f"{self.name}: socket program did not report ready within {timeout} s (at {self.clock()}) "
@@ -296,7 +298,7 @@ class Program:
         # Return once the program has taken the call up (its thread is about to enter the kernel);
         # pending.wait_blocked() says when it actually sleeps there.
         try:
-            took = started.result(self.call_timeout)
+            took = started.result(scaled(self.call_timeout))
             if took is not None:
                 pending.started, pending.tid = took["started"], took.get("tid")
         except FutureTimeout:
@@ -349,6 +351,7 @@ class Program:
         return call
 
     def _reap(self, timeout: float = 5.0):
+        timeout = scaled(timeout)
         if self.proc is not None:
             try:
                 self.proc.wait(timeout)

@@ -18,6 +18,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 from . import background, names
 from .errors import SetupError
+from .timefactor import scaled
 from .wait import wait_until
 
 TRACEFS = "/sys/kernel/tracing"
@@ -132,7 +133,7 @@ class InstancePool:
         """A ready instance (prepared while the previous case ran), and start preparing the next."""
         fut, self._next = self._next, background.submit(self._make)
         try:
-            return fut.result(timeout)
+            return fut.result(scaled(timeout))
         except FutureTimeout:
             raise SetupError(f"tracefs: no instance prepared within {timeout} s") from None
         except OSError as exc:

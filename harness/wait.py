@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from .errors import StepTimeout
+from .timefactor import scaled
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 
 POLL = 0.005        # seconds between two looks at a condition (ss state, a counter, /proc)
@@ -23,6 +24,7 @@ def wait_until(condition, timeout: float, what: str, *, interval: float = POLL, 
     `explain()`, if given, is the whole message instead. The condition runs at least once, and once
     more at the deadline, so a slow machine that sleeps past the deadline still gets a last look.
     """
+    timeout = scaled(timeout)      # stretched under emulation (harness/timefactor.py)
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
