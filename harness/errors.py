@@ -15,6 +15,10 @@ class SetupError(SocklabError):
     """The machine lacks a privilege, a kernel feature or a tool the harness needs."""
 
 
+class SysctlAbsent(SetupError):
+    """The running kernel has no such sysctl (e.g. net.ipv4.tcp_rto_min_us before 6.11)."""
+
+
 class TraceUnavailable(SetupError):
     """The kernel's state-transition trace cannot be read here (no tracefs, no tracepoint)."""
 

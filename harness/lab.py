@@ -23,7 +23,7 @@ from .program import Call, Program
 from .segment import windows
 from .timefactor import scaled
 from .timeline import Timeline
-from .topology import Topology
+from .topology import ABSENT, Topology
 from .wait import POLL, wait_until
 
 _open_labs: set = set()   # labs still open when the interpreter exits are torn down then
@@ -101,6 +101,10 @@ class Lab(contextlib.AbstractContextManager):
         self.timeline = Timeline(self.start)
         self.topology = self._stack.enter_context(Topology(mtu=self.mtu, sysctls=self.sysctls, roles=self.roles,
                                                                     routed=self.routed))
+        for role, host in self.topology.hosts.items():
+            for key in (k for k, v in host.sysctls.items() if v == ABSENT):
+                self.note(f"sysctl {key}={self.sysctls[key]} not set: this kernel has no {key} (recorded as absent)",
+                          side=role)
         self.trace = None
         self.trace_unavailable = tracefs.ensure_mounted() if self.trace_states else "trace_states=False"
         if not self.trace_unavailable:
@@ -239,8 +243,10 @@ class Lab(contextlib.AbstractContextManager):
 
     def set_sysctl(self, role: str, key: str, value) -> None:
         """Set a sysctl inside one host's namespace for the rest of the case."""
-        self.topology.hosts[role].set_sysctl(key, value)
-        self.note(f"sysctl {key}={value}", side=role)
+        if self.topology.hosts[role].set_sysctl(key, value):
+            self.note(f"sysctl {key}={value}", side=role)
+        else:
+            self.note(f"sysctl {key}={value} not set: this kernel has no {key} (recorded as absent)", side=role)
 
     def hold(self, seconds: float, why: str) -> None:
         """A pause that is part of the experiment (keep a state for a moment), named in the timeline."""

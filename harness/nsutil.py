@@ -12,7 +12,7 @@ import errno
 import os
 import threading
 
-from .errors import SetupError
+from .errors import SysctlAbsent
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/run/netns"
@@ -78,12 +78,18 @@ def write_sysctl(key: str, value) -> None:
         with open(path, "w") as fh:
             fh.write(f"{value}\n")
     except FileNotFoundError:
-        raise SetupError(f"sysctl {key!r} does not exist in this kernel's network namespaces ({path})") from None
+        raise SysctlAbsent(f"sysctl {key!r} does not exist in this kernel's network namespaces ({path}; "
+                           f"kernel {os.uname().release})") from None
 
 
 def read_sysctl(key: str) -> str:
-    with open("/proc/sys/" + key.replace(".", "/")) as fh:
-        return fh.read().strip()
+    path = "/proc/sys/" + key.replace(".", "/")
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except FileNotFoundError:
+        raise SysctlAbsent(f"sysctl {key!r} does not exist in this kernel's network namespaces ({path}; "
+                           f"kernel {os.uname().release})") from None
 
 
 def preexec_enter(netns: str):

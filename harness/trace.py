@@ -164,14 +164,23 @@ def group_by_socket(transitions, addresses: set[str], connects=()) -> list[Socke
     otherwise the earliest later history with the same local address and peer that starts in
     SYN_SENT. After a transition to CLOSE, the next event with the same 4-tuple starts a new
     history (the port was reused).
+
+    On older kernels (seen on 6.1 and 6.12, not on 6.18 or 7.3) a new connection's
+    `LISTEN -> SYN_RECV` event is emitted while the child socket still carries the listener's
+    addresses (dport=0, daddr=0, saddr the listener's, 0.0.0.0 for a wildcard one): it joins the
+    earliest later history on that local port whose first event leaves SYN_RECV, never the listener's.
     """
     wanted = {_ip(a) for a in addresses}
-    mine = sorted((t for t in transitions if _ip(t.local) in wanted or _ip(t.peer) in wanted),
-                  key=lambda t: t.time)
+    mine = sorted((t for t in transitions if _ip(t.local) in wanted or _ip(t.peer) in wanted
+                   or (_is_child_first(t) and _ip(t.local).is_unspecified)), key=lambda t: t.time)
     histories: list[SocketHistory] = []
     unbound: list[SocketHistory] = []       # client first events (port 0)
+    children: list[Transition] = []         # new connections' first events on 6.1 and 6.12
     current: dict[tuple, SocketHistory] = {}
     for t in mine:
+        if _is_child_first(t):
+            children.append(t)
+            continue
         if t.local_port == 0 and t.new == "SYN_SENT":
             hist = SocketHistory((t.local, 0, t.peer, t.peer_port), [t])
             histories.append(hist)
@@ -195,8 +204,24 @@ def group_by_socket(transitions, addresses: set[str], connects=()) -> list[Socke
                 hist.transitions.insert(0, t0)
                 histories.remove(first)
                 break
+    claimed: set[int] = set()
+    for t0 in children:
+        hist = next((h for h in histories
+                     if id(h) not in claimed and h.key[1] == t0.local_port and h.key[3] != 0
+                     and h.transitions[0].old == "SYN_RECV" and h.transitions[0].time >= t0.time
+                     and (_ip(t0.local).is_unspecified or _ip(t0.local) == _ip(h.key[0]))), None)
+        if hist is not None:
+            hist.transitions.insert(0, t0)
+            claimed.add(id(hist))
+        elif _ip(t0.local) in wanted:       # its connection's later events are not in the trace
+            histories.append(SocketHistory((t0.local, t0.local_port, t0.peer, 0), [t0]))
     histories.sort(key=lambda h: h.transitions[0].time)
     return histories
+
+
+def _is_child_first(t: Transition) -> bool:
+    """A new connection's first event as 6.1 and 6.12 emit it: with the listener's addresses."""
+    return t.old == "LISTEN" and t.new == "SYN_RECV" and t.peer_port == 0 and _ip(t.peer).is_unspecified
 
 
 def _ip(text: str):

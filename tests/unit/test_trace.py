@@ -185,3 +185,53 @@ def test_history_text_and_empty_history():
 
 def test_timewait_note_states_the_measurement():
     assert "never appears" in trace.TIMEWAIT_NOTE and "-> CLOSE" in trace.TIMEWAIT_NOTE
+
+
+def _line(time, sport, dport, saddr, daddr, old, new, v6=None):
+    """A trace line in the shape Linux 6.1 and 6.12 print (v6: (saddrv6, daddrv6) for AF_INET6)."""
+    fam = "AF_INET6" if v6 else "AF_INET"
+    s6, d6 = v6 or (f"::ffff:{saddr}", f"::ffff:{daddr}")
+    return (f"          <idle>-0       [001] ..s2.  {time:.6f}: inet_sock_set_state: family={fam} "
+            f"protocol=IPPROTO_TCP sport={sport} dport={dport} saddr={saddr} daddr={daddr} "
+            f"saddrv6={s6} daddrv6={d6} oldstate=TCP_{old} newstate=TCP_{new}")
+
+
+def test_old_kernels_listen_to_syn_recv_event_joins_its_connection_not_the_listener():
+    # 6.1/6.12: the child socket's first event still carries the listener's addresses (dport=0, daddr=0)
+    lines = [
+        _line(10.000100, 50000, 0, "198.18.0.2", "0.0.0.0", "CLOSE", "LISTEN"),
+        _line(10.000200, 0, 50000, "198.18.0.1", "198.18.0.2", "CLOSE", "SYN_SENT"),
+        _line(10.000300, 40000, 50000, "198.18.0.1", "198.18.0.2", "SYN_SENT", "ESTABLISHED"),
+        _line(10.000400, 50000, 0, "198.18.0.2", "0.0.0.0", "LISTEN", "SYN_RECV"),
+        _line(10.000410, 50000, 40000, "198.18.0.2", "198.18.0.1", "SYN_RECV", "ESTABLISHED"),
+        # a second connection to the same listener, its events interleaved with the first one's close
+        _line(10.001000, 0, 50000, "198.18.0.1", "198.18.0.2", "CLOSE", "SYN_SENT"),
+        _line(10.001100, 40002, 50000, "198.18.0.1", "198.18.0.2", "SYN_SENT", "ESTABLISHED"),
+        _line(10.001200, 50000, 0, "198.18.0.2", "0.0.0.0", "LISTEN", "SYN_RECV"),
+        _line(10.001250, 50000, 40000, "198.18.0.2", "198.18.0.1", "ESTABLISHED", "CLOSE"),
+        _line(10.001300, 50000, 40002, "198.18.0.2", "198.18.0.1", "SYN_RECV", "ESTABLISHED"),
+        _line(10.002000, 50000, 0, "198.18.0.2", "0.0.0.0", "LISTEN", "CLOSE"),
+    ]
+    hists = trace.group_by_socket(trace.parse("\n".join(lines)), VETH)
+    assert [str(h) for h in hists] == [
+        "198.18.0.2:50000 > 0.0.0.0:0  CLOSE -> LISTEN -> CLOSE",
+        "198.18.0.1:40000 > 198.18.0.2:50000  CLOSE -> SYN_SENT -> ESTABLISHED",
+        "198.18.0.2:50000 > 198.18.0.1:40000  LISTEN -> SYN_RECV -> ESTABLISHED -> CLOSE",
+        "198.18.0.1:40002 > 198.18.0.2:50000  CLOSE -> SYN_SENT -> ESTABLISHED",
+        "198.18.0.2:50000 > 198.18.0.1:40002  LISTEN -> SYN_RECV -> ESTABLISHED",
+    ]
+    assert hists[2].transitions[0].peer_port == 0      # the event itself is kept as the kernel printed it
+
+
+def test_old_kernels_child_event_of_a_wildcard_listener_and_ipv6():
+    v6 = ("2001:db8::2", "2001:db8::1")
+    lines = [
+        _line(5.0001, 50001, 0, "0.0.0.0", "0.0.0.0", "CLOSE", "LISTEN", v6=("::", "::")),
+        _line(5.0002, 50001, 0, "127.0.0.6", "127.0.0.6", "LISTEN", "SYN_RECV", v6=("::", "::")),
+        _line(5.0003, 50001, 41000, "127.0.0.6", "127.0.0.6", "SYN_RECV", "ESTABLISHED", v6=v6),
+    ]
+    hists = trace.group_by_socket(trace.parse("\n".join(lines)), {"2001:db8::1", "2001:db8::2"})
+    assert [str(h) for h in hists] == ["[2001:db8::2]:50001 > [2001:db8::1]:41000  LISTEN -> SYN_RECV -> ESTABLISHED"]
+    # a foreign child event (another lab's wildcard listener) with no connection of ours is dropped
+    alone = trace.group_by_socket(trace.parse(lines[1]), {"2001:db8::1", "2001:db8::2"})
+    assert alone == []
