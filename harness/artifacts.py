@@ -11,6 +11,7 @@ import json
 import os
 
 from . import timewait, trace
+from .kernels import version as kernel_version
 from .record import (CallRecord, CaseRecord, Counters, Event, HistoryRecord, SegmentRecord, SnapshotRecord, SsRow,
                      Timer)
 from .segment import windows
@@ -29,6 +30,7 @@ def record(lab, segs) -> CaseRecord:
     rel = lambda t: round(t - t0, 6)  # noqa: E731
     return CaseRecord(
         name=lab.name, family=lab.family, mtu=lab.mtu, kernel=os.uname().release,
+        kernel_version=kernel_version.running(), emulator=os.environ.get("SOCKLAB_EMULATOR") or None,
         experiment=lab.experiment, articles=list(lab.articles), judges=[j.id for j in lab.judges],
         sysctls={k: str(v) for k, v in lab.sysctls.items()},
         host_sysctls={r: dict(h.sysctls) for r, h in lab.topology.hosts.items()},

@@ -71,14 +71,29 @@ def main(argv=None) -> int:
     base.add_argument("--from-run", default=None, metavar="RUN_DIR", help="keep an existing run instead")
     base.add_argument("-n", "--workers", default=None, help="as for run")
 
+    mat = sub.add_parser("matrix", help="run the catalogue on several kernels (virtme-ng guests) and compare them")
+    mat.add_argument("kernels", nargs="+", metavar="KERNEL",
+                     help="debian:<series> (e.g. debian:6.1, newest in Debian's archive), a vmlinuz path, or host")
+    mat.add_argument("--reports", default="reports", help="reports folder (default: reports)")
+    mat.add_argument("--name", default=None, help="matrix folder name (default: matrix-<date>-<time>)")
+    mat.add_argument("-n", "--workers", default="2", help="pytest-xdist workers per kernel (default: 2)")
+
     soak = sub.add_parser("soak", help="run the catalogue N times in a row; count failures and wall times")
     soak.add_argument("--runs", type=int, default=20)
     soak.add_argument("-n", "--workers", default=None, help="as for run")
     soak.add_argument("--cases", default="cases")
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["matrix"] and "--" in argv:        # KERNEL... -- PYTEST ARGS
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
+    else:
+        extra = []
     args = parser.parse_args(argv)
     if getattr(args, "workers", "") is None:
         args.workers = default_workers()
+    if args.cmd == "matrix":
+        return _matrix(args, extra)
     if args.cmd == "run":
         return _run(args)
     if args.cmd == "cleanup":
@@ -228,6 +243,21 @@ def _baseline(args) -> int:
         run_dir = os.path.join("reports", name)
     print(f"socklab baseline: recorded {record(run_dir, args.folder)}")
     return 0
+
+
+def _matrix(args, pytest_args) -> int:
+    from .errors import SocklabError
+    from .kernels.matrix import run_matrix
+    from .privileges import missing
+    if missing():
+        print(f"socklab matrix: {missing()}", file=sys.stderr)
+        return 4
+    try:
+        return run_matrix(args.kernels, pytest_args, reports=args.reports, name=args.name, workers=args.workers,
+                          log=lambda line: print(line, flush=True))
+    except SocklabError as exc:
+        print(f"socklab matrix: {exc}", file=sys.stderr)
+        return 2
 
 
 def _soak(args) -> int:

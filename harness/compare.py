@@ -60,7 +60,8 @@ class Comparison:
     def header(self, i: int) -> str:
         """A run's column header: its kernel release and settings."""
         r = self.runs[i]
-        return f"{r['kernel']} {settings_text(r)}"
+        emulator = f" [{r['emulator']}]" if r.get("emulator") else ""
+        return f"{r['kernel']}{emulator} {settings_text(r)}"
 
     def case_ids(self) -> list:
         ids: dict = {}

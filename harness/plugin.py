@@ -116,6 +116,9 @@ def pytest_collection_modifyitems(config, items):
     skip_slow = pytest.mark.skip(reason="slow case: run with --socklab-slow")
     for item in items:
         _mark_from_judges(item)
+        exp = item.get_closest_marker("experiment")
+        if exp and exp.args:
+            item.extra_keyword_matches.add(exp.args[0])     # -k "CONN-NOLISTEN or CONN-DATA"
         if item.get_closest_marker("slow") and not config.getoption("--socklab-slow"):
             item.add_marker(skip_slow)
     # Runs before pytest's own -k/-m deselection (a plugin's hooks are called before the builtins'), and

@@ -200,6 +200,8 @@ class CaseRecord:
     family: str = "ipv4"
     mtu: int = 1500
     kernel: str = ""
+    kernel_version: str = ""            # upstream version (6.1.192), what baselines are keyed on
+    emulator: str | None = None         # "TCG" / "KVM" in a socklab matrix guest, None on the machine itself
     experiment: str | None = None
     articles: list[str] = field(default_factory=list)
     judges: list[str] = field(default_factory=list)

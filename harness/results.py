@@ -29,6 +29,7 @@ import re
 import time
 
 from .errors import SocklabError
+from .kernels import version as kernel_version
 
 SCHEMA = 2
 READABLE = (1, 2)        # schema 1: verdicts say "observed" for "evidence"
@@ -264,7 +265,8 @@ def case_result(run_dir: str, case_dir: str, judges: dict | None = None) -> dict
         "claim": rec_or.get("claim") or next((v["claim"] for v in verdicts if v.get("claim")), None),
         "verdict": summary_verdict(verdicts), "verdicts": verdicts,
         "outcome": out.get("outcome", "unknown"), "when": out.get("when"), "longrepr": out.get("longrepr"),
-        "mtu": rec_or.get("mtu"), "kernel": rec_or.get("kernel"),
+        "mtu": rec_or.get("mtu"), "kernel": rec_or.get("kernel"), "kernel_version": rec_or.get("kernel_version"),
+        "emulator": rec_or.get("emulator"),
         "sysctls": _case_sysctls(rec_or),
         "timewait_source": rec_or.get("timewait_source"),
         "behaviour": behaviour(rec) if rec is not None else None,
@@ -321,8 +323,11 @@ def build_results(run_dir: str, profile: str | None = None, judges: dict | None 
                    key=lambda c: c["id"])
     # The kernel the cases ran on (case.json records it), not the one writing the report.
     kernel = next((c["kernel"] for c in cases if c.get("kernel")), None) or os.uname().release
+    version = next((c["kernel_version"] for c in cases if c.get("kernel_version")), None) or \
+        (kernel_version.running() if kernel == os.uname().release else kernel_version.version_of(kernel))
+    emulator = next((c["emulator"] for c in cases if c.get("emulator")), None)
     return {"schema": SCHEMA, "kind": KIND, "run": os.path.basename(run_dir.rstrip(os.sep)),
-            "kernel": kernel, "harness": harness_version(),
+            "kernel": kernel, "kernel_version": version, "emulator": emulator, "harness": harness_version(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "settings": settings_of(cases, profile), "claims": articles.claims(),
             "articles": articles.titles(), "cases": cases, **_diagram_tables(run_dir, cases)}

@@ -1,0 +1,103 @@
+"""Which differences between kernels are the kernel's behaviour and which are the emulator's timing.
+
+Under QEMU's TCG the guest kernel's timers run in real time while the steps run 10-14x slower, so a
+case that races a retransmission timer may see extra retransmissions, and a harness deadline may
+expire. Those differences say nothing about the kernel. A difference is put down to the emulator
+only on evidence, one of:
+
+- the segments differ only by repeats of a segment already sent (retransmissions), and the run that
+  has more of them ran under emulation;
+- the case failed under emulation with a harness timeout (a call, a wait, a program's start-up) and
+  passed on the reference run.
+
+Everything else is the kernel's (tracepoint addresses, missing sysctls, changed defaults, options).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+TIMEOUT_WORDS = re.compile(r"StepTimeout|did not report ready|not seen in ss within|no segment .* within|"
+                           r"still running after|did not return within|not blocked in .* within|within [\d.]+ s")
+
+
+@dataclass
+class Attribution:
+    case: str
+    run: int            # index of the run compared with the reference (run 0)
+    cause: str          # "kernel" or "emulator"
+    why: str
+
+
+def emulator_of(results: dict) -> str | None:
+    """'TCG' or 'KVM' for a run inside a VM, None for a run on the machine itself."""
+    return results.get("emulator")
+
+
+def _dedupe(segments: list) -> list:
+    """Segments with repeats of an earlier identical segment (retransmissions) removed."""
+    seen, out = set(), []
+    for s in segments or []:
+        s = re.sub(r"\s*\(dropped\)", "", s)
+        if s in seen:
+            continue
+        seen.add(s)
+        out.append(s)
+    return out
+
+
+def _retransmissions(segments: list) -> int:
+    return len(segments or []) - len(_dedupe(segments))
+
+
+def _absent(case: dict) -> list[str]:
+    return sorted({k.split(":", 1)[-1] for k, v in (case.get("sysctls") or {}).items() if v == "absent"})
+
+
+def attribute(cmp) -> list[Attribution]:
+    """One Attribution per differing case and run of a harness.compare.Comparison."""
+    out = []
+    ref_emu = emulator_of(cmp.runs[0])
+    seen = set()
+    for d in cmp.diffs:
+        emu = emulator_of(cmp.runs[d.run])
+        before, after = d.before.get("segments"), d.after.get("segments")
+        extra = _retransmissions(after) - _retransmissions(before)
+        only_timing = set(d.aspects) <= {"segments", "ss", "transitions", "steps"} and "segments" in d.aspects \
+            and _dedupe(before) == _dedupe(after) and extra != 0
+        absent = _absent(cmp.case(d.run, d.id) or {})
+        if only_timing and ((extra > 0 and emu) or (extra < 0 and ref_emu)):
+            why = (f"{abs(extra)} {'extra' if extra > 0 else 'fewer'} retransmission(s) under "
+                   f"{emu if extra > 0 else ref_emu}, the segments otherwise equal")
+            out.append(Attribution(d.id, d.run, "emulator", why))
+        else:
+            why = f"differs in {', '.join(d.aspects)}"
+            if absent:
+                why += f"; this kernel lacks {', '.join(absent)}"
+            out.append(Attribution(d.id, d.run, "kernel", why))
+        seen.add((d.id, d.run))
+    for f in cmp.flips:
+        if f.what != "outcome" or (f.id, f.run) in seen:
+            continue
+        case = cmp.case(f.run, f.id) or {}
+        emu = emulator_of(cmp.runs[f.run])
+        text = case.get("longrepr") or ""
+        if f.after in ("failed", "error") and emu and TIMEOUT_WORDS.search(text):
+            line = next((l.strip() for l in text.splitlines() if TIMEOUT_WORDS.search(l)), "")[:200]
+            out.append(Attribution(f.id, f.run, "emulator", f"a harness deadline expired under {emu}: {line}"))
+        else:
+            out.append(Attribution(f.id, f.run, "kernel", f"outcome {f.before} -> {f.after}"))
+        seen.add((f.id, f.run))
+    return out
+
+
+def summary(cmp, attributions: list[Attribution]) -> list[str]:
+    """Per run: how many differences are the kernel's and how many the emulator's."""
+    lines = []
+    for i in range(1, len(cmp.runs)):
+        mine = [a for a in attributions if a.run == i]
+        k = sum(a.cause == "kernel" for a in mine)
+        e = sum(a.cause == "emulator" for a in mine)
+        lines.append(f"{cmp.letter(i)} {cmp.header(i)}: {k} difference(s) from the kernel, {e} from the emulator's timing")
+    return lines

@@ -1,0 +1,181 @@
+"""`socklab matrix KERNEL...`: the catalogue on several kernels, compared in one report.
+
+Each kernel (see harness/kernels/spec.py) runs the catalogue with `socklab run`: the running kernel
+directly, any other in a virtme-ng guest (harness/kernels/vm.py) whose run folder is written into the
+matrix folder through a writable share. The host's own run is always part of it and is the
+reference. At the end: matrix.json (per kernel: emulator, boot, wall, outcome counts), the
+comparison (harness/compare.py) as matrix.txt and matrix.html, and for every difference whether it
+is the kernel's behaviour or the emulator's timing (harness/kernels/attribution.py).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+from . import attribution, spec, vm
+from .version import running
+
+
+@dataclass
+class KernelRun:
+    spec: str
+    label: str
+    run_dir: str
+    emulator: str | None = None     # None: on the machine itself
+    boot: float | None = None
+    wall: float = 0.0
+    exit_code: int | None = None
+    outcomes: dict = field(default_factory=dict)
+    kernel: str | None = None
+
+
+def checkout() -> str:
+    """The source tree the harness is imported from (its cases/ are run in the guest too)."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def count_cases(cases: str, pytest_args: list) -> int | None:
+    """How many cases the run will report (pytest --collect-only on this machine)."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", cases, "--collect-only", "-q", "-p", "no:cacheprovider",
+                           *pytest_args], capture_output=True, text=True, cwd=checkout())
+    n = sum(1 for line in proc.stdout.splitlines() if "::" in line)
+    return n or None
+
+
+def _done(run_dir: str) -> int:
+    return len(glob.glob(os.path.join(run_dir, "cases", "*", "outcome.json")))
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
+
+
+class Progress:
+    """Progress lines: kernel, boot, cases done of total, elapsed; at most one line per `every` s."""
+
+    def __init__(self, prefix: str, run_dir: str, total: int | None, log, every: float = 20.0):
+        self.prefix, self.run_dir, self.total, self.log, self.every = prefix, run_dir, total, log, every
+        self.last_line, self.last_done, self.booted_said = -1e9, -1, False
+
+    def __call__(self, elapsed: float, boot: float | None, emulator: str | None):
+        done = _done(self.run_dir)
+        if boot is not None and not self.booted_said:
+            self.booted_said = True
+            self.log(f"{self.prefix}: booted under {emulator} in {boot:.0f} s")
+        if elapsed - self.last_line >= self.every or (done != self.last_done and elapsed - self.last_line >= 5):
+            state = (f"{done}/{self.total or '?'} cases" if boot is not None or emulator is None
+                     else f"booting under {emulator}")
+            self.log(f"{self.prefix}: {state}, {_clock(elapsed)} elapsed")
+            self.last_line, self.last_done = elapsed, done
+
+
+def run_matrix(specs: list[str], pytest_args: list, *, reports: str = "reports", name: str | None = None,
+               workers: str = "2", log=print) -> int:
+    """Run the catalogue on every kernel in `specs` (plus the host), then compare; exit status 0 when
+    every run completed (differences are the report's content, not failures)."""
+    t_all = time.monotonic()
+    specs = list(dict.fromkeys(["host"] + [s for s in specs if s != "host"]))
+    if any(s != "host" for s in specs) and vm.missing():
+        log("socklab matrix: cannot boot other kernels here:\n  " + "\n  ".join(vm.missing()) +
+            "\n  (./bootstrap.sh matrix ... installs them)")
+        return 4
+    kernels = [spec.parse(s, log=log) for s in specs]
+    name = name or time.strftime("matrix-%Y%m%d-%H%M%S")
+    folder = os.path.join(os.path.abspath(reports), name)
+    os.makedirs(folder, exist_ok=True)
+    cases = os.path.join(checkout(), "cases")
+    total = count_cases(cases, pytest_args)
+    log(f"socklab matrix: {len(kernels)} kernels, {total or '?'} cases each, into {folder}")
+    runs = []
+    for n, k in enumerate(kernels, 1):
+        label = f"host-{running()}" if k.is_host else f"{k.spec.replace(':', '-')}-{k.label}"
+        run_dir = os.path.join(folder, label)
+        inner = [sys.executable, "-m", "harness.cli", "run", "--cases", cases, "--reports", folder, "--name", label,
+                 "-n", str(workers), "--", *pytest_args]
+        prefix = f"socklab matrix: [{n}/{len(kernels)}] {k.spec} ({'running kernel' if k.is_host else k.label})"
+        progress = Progress(prefix, run_dir, total, log)
+        log(f"{prefix}: starting")
+        kr = KernelRun(k.spec, label, run_dir)
+        if k.is_host:
+            kr.exit_code, kr.wall = _run_here(inner, os.path.join(folder, f"{label}.log"), progress)
+        else:
+            g = vm.boot(k.image, folder, label, inner, cwd=checkout(), on_tick=progress)
+            kr.emulator, kr.exit_code, kr.boot, kr.wall = g.emulator, g.exit_code, g.boot, g.wall
+        kr.outcomes, kr.kernel = _outcomes(run_dir)
+        log(f"{prefix}: done in {_clock(kr.wall)}" + (f" (boot {kr.boot:.0f} s, {kr.emulator})" if kr.boot else "")
+            + f"; exit {kr.exit_code}; " + (", ".join(f"{v} {k}" for k, v in sorted(kr.outcomes.items())) or "no results")
+            + ("" if kr.outcomes else f"; see {os.path.join(folder, label + '.log')}"))
+        runs.append(kr)
+    with open(os.path.join(folder, "matrix.json"), "w") as fh:
+        json.dump({"kernels": [asdict(r) for r in runs], "pytest_args": pytest_args,
+                   "wall": round(time.monotonic() - t_all, 1)}, fh, indent=1)
+    code = write_report(folder, [r.run_dir for r in runs if r.outcomes], log)
+    log(f"socklab matrix: {len(runs)} kernels in {_clock(time.monotonic() - t_all)}")
+    incomplete = [r.spec for r in runs if not r.outcomes]
+    if incomplete:
+        log(f"socklab matrix: no results from {', '.join(incomplete)}")
+    return 1 if incomplete else code
+
+
+def _run_here(argv, log_path, progress) -> tuple[int, float]:
+    t0 = time.monotonic()
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=checkout())
+        while True:
+            try:
+                proc.wait(timeout=2)
+                break
+            except subprocess.TimeoutExpired:
+                progress(time.monotonic() - t0, None, None)
+    return proc.returncode, time.monotonic() - t0
+
+
+def _outcomes(run_dir: str) -> tuple[dict, str | None]:
+    from ..results import ResultsError, load_results
+    try:
+        r = load_results(run_dir)
+    except ResultsError:
+        return {}, None
+    out: dict = {}
+    for c in r["cases"]:
+        out[c["outcome"]] = out.get(c["outcome"], 0) + 1
+    return out, r["kernel"]
+
+
+def write_report(folder: str, run_dirs: list[str], log=print) -> int:
+    """matrix.txt and matrix.html of a matrix folder: the comparison plus each difference's cause."""
+    from ..compare import compare, render_compare_html
+    if len(run_dirs) < 2:
+        log("socklab matrix: fewer than two runs have results; nothing to compare")
+        return 1
+    cmp = compare(run_dirs)
+    attrs = attribution.attribute(cmp)
+    lines = ["", "Causes of the differences (kernel behaviour or the emulator's timing):"]
+    lines += ["  " + s for s in attribution.summary(cmp, attrs)]
+    lines += [f"  {cmp.letter(a.run)} {a.case}: {a.cause}: {a.why}" for a in attrs]
+    text = cmp.text() + "\n".join(lines) + "\n"
+    with open(os.path.join(folder, "matrix.txt"), "w") as fh:
+        fh.write(text)
+    html = render_compare_html(cmp).replace("<h1>socklab compare</h1>", "<h1>socklab matrix</h1>" + _causes_html(cmp, attrs), 1)
+    with open(os.path.join(folder, "matrix.html"), "w") as fh:
+        fh.write(html)
+    log(text[-6000:] if len(text) > 6000 else text)
+    log(f"socklab matrix: report {os.path.join(folder, 'matrix.html')}")
+    return 0
+
+
+def _causes_html(cmp, attrs) -> str:
+    from html import escape
+    rows = "".join(f"<tr><td>{escape(cmp.letter(a.run))}</td><td>{escape(a.case)}</td><td>{escape(a.cause)}</td>"
+                   f"<td>{escape(a.why)}</td></tr>" for a in attrs)
+    head = "".join(f"<li>{escape(s)}</li>" for s in attribution.summary(cmp, attrs))
+    return (f"<p>Run A is this machine's own kernel; the others ran in virtme-ng guests, the emulator (KVM or "
+            f"TCG) shown next to each kernel.</p><ul>{head}</ul>"
+            f"<details><summary>Cause of each difference</summary><table><tr><th>run</th><th>case</th><th>cause</th>"
+            f"<th>evidence</th></tr>{rows}</table></details>")

@@ -1,0 +1,150 @@
+"""Booting a kernel with virtme-ng on the host's own root filesystem and running a command inside.
+
+`vng -r VMLINUZ --cpus 2 --memory 2G --rwdir DIR -- COMMAND` boots the image with the host's `/` as
+the guest's root (9p, read-only) and DIR writable; the command's exit status comes back. KVM is tried
+first; where it cannot run the kernel (on this kind of machine /dev/kvm is a nested software backend
+that aborts on stock kernels) the boot is repeated under TCG (`--disable-kvm`), and which one ran is
+returned. The root share is 9p without caching, which makes importing the harness take 25-120 s, so
+a second read-only share of `/` mounted with cache=loose carries the interpreter, venv and code:
+the guest script chroots into it with /proc, /sys, /dev, /run and the writable folder bound in.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from ..errors import SetupError
+
+RO_TAG = "socklabro"           # the cached read-only share of /
+RO_MOUNT = "/tmp/socklab-ro"   # where the guest mounts it (/tmp is the guest's own tmpfs)
+TIME_FACTOR = {"KVM": 3, "TCG": 10}
+
+
+@dataclass
+class GuestRun:
+    emulator: str       # "KVM" or "TCG"
+    exit_code: int      # the command's exit status
+    boot: float | None  # seconds from start to the guest's first command
+    wall: float         # seconds from start to the guest's exit
+    console: str        # path of the console log
+
+
+def missing() -> list[str]:
+    """What this machine lacks to boot another kernel (empty when nothing)."""
+    out = []
+    if not shutil.which("qemu-system-x86_64"):
+        out.append("qemu-system-x86_64 not found (Debian: apt-get install qemu-system-x86)")
+    if not _vng():
+        out.append("vng not found (pip install 'socklab[matrix]', i.e. virtme-ng)")
+    if not shutil.which("depmod") and not os.path.exists("/sbin/depmod"):
+        out.append("depmod not found (Debian: apt-get install kmod)")
+    if not shutil.which("busybox"):
+        out.append("busybox not found (Debian: apt-get install busybox-static)")
+    return out
+
+
+def _vng() -> str | None:
+    here = os.path.join(os.path.dirname(sys.executable), "vng")
+    return here if os.path.exists(here) else shutil.which("vng")
+
+
+def kvm_usable() -> bool:
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def boot(image: str, rwdir: str, name: str, inner: list[str], *, cwd: str, env: dict | None = None,
+         cpus: int = 2, memory: str = "2G", on_tick=None, tick: float = 2.0) -> GuestRun:
+    """Boot `image`, run argv `inner` in the guest (inside the cached chroot, cwd `cwd`), wait for it.
+
+    `on_tick(elapsed, booted)` is called every `tick` seconds while the guest runs (progress lines).
+    """
+    vng = _vng()
+    if not vng:
+        raise SetupError("; ".join(missing()))
+    os.makedirs(rwdir, exist_ok=True)
+    attempts = ["KVM", "TCG"] if kvm_usable() else ["TCG"]
+    for emulator in attempts:
+        run = _boot_once(vng, image, rwdir, name, inner, cwd, dict(env or {}), emulator, cpus, memory, on_tick, tick)
+        if run.boot is not None or emulator == "TCG":
+            return run
+        # KVM did not get as far as the guest's first command: fall back to TCG
+    raise AssertionError("unreachable")
+
+
+def _boot_once(vng, image, rwdir, name, inner, cwd, env, emulator, cpus, memory, on_tick, tick) -> GuestRun:
+    env = {**env, "SOCKLAB_EMULATOR": emulator, "SOCKLAB_TIME_FACTOR": TIME_FACTOR[emulator]}
+    booted = os.path.join(rwdir, f"{name}.booted")
+    exit_file = os.path.join(rwdir, f"{name}.exit")
+    for path in (booted, exit_file):
+        if os.path.exists(path):
+            os.remove(path)
+    script = os.path.join(rwdir, f"{name}.guest.sh")
+    with open(script, "w") as fh:
+        fh.write(_script(rwdir, name, inner, env, cwd))
+    console = os.path.join(rwdir, f"{name}.console.{emulator.lower()}.txt")
+    argv = [vng, "-r", image, "--cpus", str(cpus), "--memory", memory, "--rwdir", rwdir,
+            f"--qemu-opts=-virtfs local,path=/,mount_tag={RO_TAG},security_model=none,readonly=on,multidevs=remap"]
+    if emulator == "TCG":
+        argv.append("--disable-kvm")
+    argv += ["--", f"sh {shlex.quote(script)}"]
+    path_env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    t0 = time.monotonic()
+    boot_s = None
+    with open(console, "w") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=path_env,
+                                cwd=rwdir)
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=tick)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if boot_s is None and os.path.exists(booted):
+                    boot_s = time.monotonic() - t0
+                if on_tick:
+                    on_tick(time.monotonic() - t0, boot_s, emulator)
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    if boot_s is None and os.path.exists(booted):
+        boot_s = time.monotonic() - t0        # booted and finished within one tick
+    code = proc.returncode
+    try:
+        code = int(open(exit_file).read().strip())
+    except (OSError, ValueError):
+        pass
+    return GuestRun(emulator, code, boot_s, time.monotonic() - t0, console)
+
+
+def _script(rwdir: str, name: str, inner: list[str], env: dict, cwd: str) -> str:
+    """The guest's shell script (POSIX sh; runs as root in the guest)."""
+    q = shlex.quote
+    envs = " ".join(f"{k}={q(str(v))}" for k, v in env.items())
+    cmd = f"cd {q(cwd)} && exec /usr/bin/env HOME=/tmp {envs} " + " ".join(q(a) for a in inner)
+    return f"""#!/bin/sh
+# written by socklab matrix; runs inside the guest as root
+RW={q(rwdir)}
+ro={q(RO_MOUNT)}
+date +%s > "$RW/{name}.booted"
+if mkdir -p "$ro" && mount -t 9p -o trans=virtio,version=9p2000.L,cache=loose,ro,msize=512000 {RO_TAG} "$ro"; then
+    for d in proc sys dev run; do mount --rbind "/$d" "$ro/$d"; done
+    mount -t tmpfs tmpfs "$ro/tmp"
+    mount --bind "$RW" "$ro$RW"
+    chroot "$ro" /bin/sh -c {q(cmd)} > "$RW/{name}.log" 2>&1
+else
+    echo "socklab: the cached share did not mount; running from the uncached root (slow)" > "$RW/{name}.log"
+    /bin/sh -c {q(cmd)} >> "$RW/{name}.log" 2>&1
+fi
+echo $? > "$RW/{name}.exit"
+"""
