@@ -1,42 +1,84 @@
-"""Baselines: the results of a default run on one kernel, kept in the repo, that later runs on the
-same kernel must reproduce. `baselines/<kernel release>.json`; `socklab baseline` records one."""
+"""Baselines: the results of a default run on one kernel version, kept in the repo, that later runs on
+the same version must reproduce. `baselines/<version>.json` (e.g. 6.18.44.json, whatever the build
+string: 6.18.44-fc-v445 and 6.18.44-fc-v782 share it); `socklab baseline` records one.
+
+A run on a version without a baseline is compared with the nearest older version's, and what
+changed is reported as "changed since <version>": information, not a failure.
+"""
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 
 from .compare import compare_runs
-from .results import load_results
+from .kernels.version import key as version_key
+from .kernels.version import running, version_of
+from .results import ResultsError, load_results
 
 
-def path_for(folder: str, release: str | None = None) -> str:
-    """The baseline file of kernel `release` (default: this machine's) in `folder`."""
-    return os.path.join(folder, f"{release or os.uname().release}.json")
+def version_of_results(results: dict) -> str:
+    """The kernel version a results file was recorded on (older files: from the release string)."""
+    return results.get("kernel_version") or version_of(results.get("kernel") or "")
+
+
+def path_for(folder: str, version: str | None = None) -> str:
+    """The baseline file of kernel version `version` (default: this machine's) in `folder`."""
+    return os.path.join(folder, f"{version or running()}.json")
+
+
+def available(folder: str) -> dict:
+    """{version: path} of the baselines in `folder` (file names of older releases are read too)."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+        try:
+            out.setdefault(version_of_results(load_results(path)), path)
+        except ResultsError:
+            continue
+    return out
 
 
 def record(run_dir: str, folder: str) -> str:
-    """Keep the run's results.json as the baseline of the kernel it ran on."""
+    """Keep the run's results.json as the baseline of the kernel version it ran on."""
     results = load_results(run_dir)
     os.makedirs(folder, exist_ok=True)
-    dest = path_for(folder, results["kernel"])
+    version = version_of_results(results)
+    old = available(folder).get(version)
+    if old and os.path.basename(old) != f"{version}.json":
+        os.remove(old)                  # the same version recorded under a build string before
+    dest = path_for(folder, version)
     shutil.copyfile(os.path.join(run_dir, "results.json"), dest)
     return dest
 
 
-def check(run_dir: str, folder: str) -> tuple[bool | None, str]:
-    """Compare a run with its kernel's baseline, over the cases the run executed.
+def find(folder: str, version: str) -> tuple[str | None, bool]:
+    """(path, exact): the baseline of `version`, else of the nearest older version, else (None, False)."""
+    have = available(folder)
+    if version in have:
+        return have[version], True
+    older = [v for v in have if version_key(v) < version_key(version)]
+    if older:
+        return have[max(older, key=version_key)], False
+    return None, False
 
-    Returns (None, why) when there is nothing to compare (no baseline for this kernel, or the run used
-    other settings), (True, summary) when the run reproduces the baseline, (False, comparison text)
-    when behaviour, verdicts or outcomes changed.
+
+def check(run_dir: str, folder: str) -> tuple[bool | None, str]:
+    """Compare a run with its kernel version's baseline, over the cases the run executed.
+
+    Returns (True, summary) when the run reproduces the baseline, (False, comparison text) when
+    behaviour, verdicts or outcomes changed, and (None, why) when nothing was checked: no baseline
+    for this version (then what changed since the nearest older version's baseline is in the text),
+    or the run used other settings.
     """
     run = load_results(run_dir)
-    base_path = path_for(folder, run["kernel"])
-    if not os.path.exists(base_path):
-        return None, (f"no baseline for kernel {run['kernel']} in {folder}; record one with "
+    version = version_of_results(run)
+    base_path, exact = find(folder, version)
+    if base_path is None:
+        return None, (f"no baseline for kernel {version} ({run['kernel']}) in {folder}; record one with "
                       f"`socklab baseline` (runs the catalogue and keeps its results)")
     base = load_results(base_path)
+    base_version = version_of_results(base)
     base_cases = {c["id"]: c for c in base["cases"]}
     ran = [c for c in run["cases"] if c.get("behaviour") is not None]
     # Only cases that ran with the baseline's own settings (per-case sysctls, MTU) are comparable.
@@ -48,9 +90,14 @@ def check(run_dir: str, folder: str) -> tuple[bool | None, str]:
                       f"use `socklab compare` to see what they change")
     cmp = compare_runs([dict(base, cases=[base_cases[i] for i in sorted(same)]),
                         dict(run, cases=[c for c in ran if c["id"] in same])])
-    if cmp.changed:
-        return False, f"differs from the baseline {base_path}:\n" + cmp.text()
     other = len(ran) - len(same) - len(new)
     note = "".join([f"; {len(new)} new cases not in it" if new else "",
                     f"; {other} ran with other settings" if other else ""])
+    if not exact:
+        n = len({d.id for d in cmp.diffs} | {f.id for f in cmp.flips})
+        head = (f"no baseline for kernel {version}; changed since {base_version} ({base_path}): "
+                f"{n} of {len(same)} cases{note} (not failures)")
+        return None, head + (":\n" + cmp.text() if cmp.changed else "")
+    if cmp.changed:
+        return False, f"differs from the baseline {base_path}:\n" + cmp.text()
     return True, f"{len(same)} cases reproduce the baseline {base_path}{note}"

@@ -159,6 +159,7 @@ def pytest_runtest_setup(item):
             raise pytest.skip.Exception(reason)
 
 
+@pytest.hookimpl(tryfirst=True)     # before junitxml writes its file: the baseline check is in it
 def pytest_sessionfinish(session):
     try:
         background.flush()      # every case's artifacts are on disk before the results are built
@@ -199,8 +200,23 @@ def _write_run_report(session):
         from .baseline import check
         ok, text = check(run_dir, folder)
         config.socklab_baseline = (ok, text)
+        _report_baseline_check(config, ok, text)
         if ok is False and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _report_baseline_check(config, ok, text):
+    """The baseline check as a test report of its own ("socklab::baseline"): passed, failed with the
+    comparison, or skipped with the reason (no baseline for this kernel version, changed since an
+    older one, other settings), so it shows in pytest's summary line, `-rs` and JUnit, never silently."""
+    from _pytest.reports import TestReport
+    outcome = {True: "passed", False: "failed", None: "skipped"}[ok]
+    first = text.splitlines()[0] if text else ""
+    longrepr = {"passed": None, "failed": text, "skipped": ("socklab", 0, f"Skipped: {first}")}[outcome]
+    rep = TestReport(nodeid="socklab::baseline", location=("socklab", None, "baseline check"), keywords={"socklab": 1},
+                     outcome=outcome, longrepr=longrepr, when="call", sections=[], duration=0.0,
+                     user_properties=[("baseline", first)])
+    config.hook.pytest_runtest_logreport(report=rep)
 
 
 def pytest_terminal_summary(terminalreporter, config, exitstatus):

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 from harness import baseline
+from harness.kernels.version import version_of
 from harness.results import write_results
 
 DATA = Path(__file__).parent / "data" / "results"
@@ -21,7 +22,7 @@ def test_a_run_reproduces_the_baseline_of_its_kernel(tmp_path):
     folder = tmp_path / "baselines"
     path = baseline.record(str(run_copy(tmp_path, "base")), str(folder))
     kernel = json.loads(Path(path).read_text())["kernel"]
-    assert Path(path).name == f"{kernel}.json"
+    assert Path(path).name == f"{version_of(kernel)}.json"            # the version, not the build string
     ok, text = baseline.check(str(run_copy(tmp_path, "again")), str(folder))
     assert ok is True and "reproduce the baseline" in text, text
 
@@ -48,3 +49,52 @@ def test_other_settings_are_not_compared(tmp_path):
 def test_no_baseline_for_this_kernel_says_how_to_record_one(tmp_path):
     ok, text = baseline.check(str(run_copy(tmp_path, "again")), str(tmp_path / "empty"))
     assert ok is None and "socklab baseline" in text
+
+
+def _set_kernel(run_dir, release, version=None):
+    """Rewrite a run's results.json as if it ran on `release` (and `version`)."""
+    path = Path(run_dir) / "results.json"
+    data = json.loads(path.read_text())
+    data["kernel"], data["kernel_version"] = release, version or version_of(release)
+    path.write_text(json.dumps(data))
+
+
+def test_another_build_of_the_same_version_uses_its_baseline(tmp_path):
+    folder = tmp_path / "baselines"
+    base = run_copy(tmp_path, "base")
+    _set_kernel(base, "6.18.44-fc-v445")
+    assert Path(baseline.record(str(base), str(folder))).name == "6.18.44.json"
+    again = run_copy(tmp_path, "again")
+    _set_kernel(again, "6.18.44-fc-v782")
+    ok, text = baseline.check(str(again), str(folder))
+    assert ok is True and "6.18.44.json" in text, text
+
+
+def test_debian_kernels_are_keyed_by_their_upstream_version():
+    assert version_of("6.1.0-57-amd64", "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3 (2026-11-01)") == "6.1.192"
+    assert version_of("7.3.4+deb13-amd64", "#1 SMP PREEMPT_DYNAMIC Debian 7.3.4-1~bpo13+1") == "7.3.4"
+    assert version_of("6.18.44-fc-v782") == "6.18.44"
+
+
+def test_without_a_baseline_of_its_version_the_nearest_older_one_reports_changes_not_failures(tmp_path):
+    folder = tmp_path / "baselines"
+    for name, release in (("base", "6.12.118-x"), ("again", "6.1.192-x")):
+        run = run_copy(tmp_path, name)
+        _set_kernel(run, release)
+        baseline.record(str(run), str(folder))
+    path = folder / "6.12.118.json"
+    data = json.loads(path.read_text())
+    case = next(c for c in data["cases"] if c["behaviour"] and c["behaviour"]["segments"])
+    case["behaviour"]["segments"][0] += " <changed in 6.12>"
+    path.write_text(json.dumps(data))
+    newer = run_copy(tmp_path / "newer", "again")
+    _set_kernel(newer, "6.18.44-fc-v782")
+    ok, text = baseline.check(str(newer), str(folder))
+    assert ok is None                                       # information, not a failure
+    assert text.startswith("no baseline for kernel 6.18.44; changed since 6.12.118") and "(not failures)" in text
+    assert case["id"] in text and "<changed in 6.12>" in text
+    # an older kernel than every baseline: nothing to compare with
+    oldest = run_copy(tmp_path / "oldest", "base")
+    _set_kernel(oldest, "5.15.1-x")
+    ok, text = baseline.check(str(oldest), str(folder))
+    assert ok is None and text.startswith("no baseline for kernel 5.15.1")
