@@ -2,6 +2,7 @@
 # Set up socklab on a Debian 12 machine (as root) and run it:
 #   ./bootstrap.sh run    the experiments: HTML report and results under reports/
 #   ./bootstrap.sh test   the test suite (harness tests and every case), in parallel
+#   ./bootstrap.sh matrix debian:6.1 debian:6.12 ...   the catalogue on other kernels (QEMU, virtme-ng)
 # Set-up is idempotent: system tools from Debian's packages when missing, a virtualenv in .venv.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -12,6 +13,12 @@ command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 # the test suite renders the HTML report in a real browser
 [ "${1:-}" = test ] && ! command -v chromium >/dev/null 2>&1 && need_pkgs+=(chromium)
+# the kernel matrix boots other kernels in QEMU with virtme-ng (depmod from kmod, busybox for its init)
+if [ "${1:-}" = matrix ]; then
+    command -v qemu-system-x86_64 >/dev/null 2>&1 || need_pkgs+=(qemu-system-x86)
+    command -v depmod >/dev/null 2>&1 || [ -x /sbin/depmod ] || need_pkgs+=(kmod)
+    command -v busybox >/dev/null 2>&1 || need_pkgs+=(busybox-static)
+fi
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "bootstrap: missing ${need_pkgs[*]}; as root run: apt-get install -y ${need_pkgs[*]}" >&2
@@ -25,10 +32,13 @@ fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+extras=test
+[ "${1:-}" = matrix ] && extras=test,matrix
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"
 
 case "${1:-}" in
     run)  shift; exec .venv/bin/socklab run "$@" ;;
     test) shift; exec .venv/bin/python -m pytest -n "$(.venv/bin/python -c 'from harness.cli import default_workers; print(default_workers())')" "$@" ;;
-    *)    echo "usage: $0 run|test [extra arguments]" >&2; exit 2 ;;
+    matrix) shift; exec .venv/bin/socklab matrix "$@" ;;
+    *)    echo "usage: $0 run|test|matrix [extra arguments]" >&2; exit 2 ;;
 esac

@@ -52,6 +52,8 @@ def main(argv=None) -> int:
     bench.add_argument("--catalogue", action="store_true",
                        help="instead: time the whole catalogue next to its limit and count ss/nft processes")
     bench.add_argument("-n", "--workers", default=None, help="workers for --catalogue (default as for run)")
+    bench.add_argument("--kernels", nargs="+", default=None, metavar="KERNEL",
+                       help="instead: boot time and catalogue wall per kernel in virtme-ng guests (socklab matrix)")
 
     rep = sub.add_parser("report", help="write results.json and index.html of a run folder")
     rep.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. reports/run-20250101-120000")
@@ -84,7 +86,7 @@ def main(argv=None) -> int:
     soak.add_argument("--cases", default="cases")
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["matrix"] and "--" in argv:        # KERNEL... -- PYTEST ARGS
+    if argv[:1] in (["matrix"], ["bench"]) and "--" in argv:        # KERNEL... -- PYTEST ARGS
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
     else:
@@ -110,6 +112,9 @@ def main(argv=None) -> int:
         return _soak(args)
     if args.cmd == "bench":
         from .bench import run_catalogue, run_figures
+        if args.kernels:
+            from .kernels.matrix import bench_kernels
+            return bench_kernels(args.kernels, extra)
         if args.catalogue:
             return run_catalogue(args.cases, args.workers)
         return run_figures(args.runs, args.repeat, args.cases, args.packetdrill)

@@ -179,3 +179,23 @@ def _causes_html(cmp, attrs) -> str:
             f"TCG) shown next to each kernel.</p><ul>{head}</ul>"
             f"<details><summary>Cause of each difference</summary><table><tr><th>run</th><th>case</th><th>cause</th>"
             f"<th>evidence</th></tr>{rows}</table></details>")
+
+
+def bench_kernels(specs: list[str], pytest_args: list, reports: str = "reports") -> int:
+    """`socklab bench --kernels K...`: a matrix run, then per kernel its boot time and catalogue wall."""
+    name = f"bench-kernels-{os.getpid()}"
+    code = run_matrix(specs, pytest_args, reports=reports, name=name, log=lambda line: print(line, flush=True))
+    path = os.path.join(os.path.abspath(reports), name, "matrix.json")
+    if not os.path.exists(path):
+        return code or 1
+    with open(path) as fh:
+        m = json.load(fh)
+    print(f"socklab bench: kernels on {os.cpu_count()} cores, seconds" + (f" (pytest {' '.join(pytest_args)})" if pytest_args else ""))
+    print(f"  {'kernel':<28} {'emulator':<9} {'boot':>6} {'catalogue':>10} {'guest wall':>11}  outcomes")
+    for r in m["kernels"]:
+        boot = r["boot"] or 0.0
+        cat = r["wall"] - boot
+        print(f"  {r['spec'] + ' ' + (r['kernel'] or ''):<28} {r['emulator'] or 'none':<9} {boot:6.1f} {cat:10.1f} "
+              f"{r['wall']:11.1f}  " + ", ".join(f"{v} {k}" for k, v in sorted(r["outcomes"].items())))
+    print(f"  matrix wall (fetch, every kernel, comparison): {m['wall']:.1f} s")
+    return code
