@@ -1,0 +1,52 @@
+"""harness.kernels.attribution: a difference is the emulator's only on evidence, else the kernel's."""
+
+from harness.compare import compare_runs
+from harness.kernels.attribution import attribute, summary
+
+SYN = "client > server  S   0:0(0) <mss 1460,sackOK,TS,nop,wscale 7>"
+SYNACK = "server > client  S.  0:0(0) ack 1 <mss 1460,sackOK,TS,nop,wscale 7>"
+FIN = "client > server  F.  1:1(0) ack 1 <nop,nop,TS>"
+ACK = "server > client  .   1:1(0) ack 2 <nop,nop,TS>"
+
+
+def run(kernel, emulator, cases):
+    return {"run": kernel, "kernel": kernel, "kernel_version": kernel, "emulator": emulator, "settings": {},
+            "cases": [dict({"outcome": "passed", "verdict": None, "sysctls": {}}, **c) for c in cases]}
+
+
+def case(cid, segments, **kw):
+    return dict({"id": cid, "behaviour": {"segments": segments, "ss": {}, "transitions": [], "steps": {}}}, **kw)
+
+
+def test_extra_retransmissions_under_tcg_are_the_emulators():
+    host = run("6.18.44", None, [case("a", [SYN, SYNACK, FIN, ACK])])
+    guest = run("6.1.192", "TCG", [case("a", [SYN, SYNACK, FIN, FIN, ACK])])
+    cmp = compare_runs([host, guest])
+    [a] = attribute(cmp)
+    assert (a.case, a.cause) == ("a", "emulator") and "1 extra retransmission(s) under TCG" in a.why
+    assert summary(cmp, [a]) == ["B 6.1.192 [TCG] defaults: 0 difference(s) from the kernel, 1 from the emulator's timing"]
+
+
+def test_the_same_extra_retransmission_without_emulation_is_the_kernels():
+    a = run("6.18.44", None, [case("a", [SYN, SYNACK, FIN, ACK])])
+    b = run("6.19.1", None, [case("a", [SYN, SYNACK, FIN, FIN, ACK])])
+    assert [x.cause for x in attribute(compare_runs([a, b]))] == ["kernel"]
+
+
+def test_changed_options_and_a_missing_sysctl_are_the_kernels():
+    host = run("6.18.44", None, [case("a", [SYN, SYNACK])])
+    other = SYN.replace("wscale 7", "wscale 8")
+    guest = run("6.1.192", "TCG", [case("a", [other, SYNACK], sysctls={"client:net.ipv4.tcp_rto_min_us": "absent"})])
+    [a] = attribute(compare_runs([host, guest]))
+    assert a.cause == "kernel" and "lacks net.ipv4.tcp_rto_min_us" in a.why
+
+
+def test_a_harness_deadline_under_tcg_is_the_emulators_and_a_plain_failure_the_kernels():
+    host = run("6.18.44", None, [case("t", [SYN]), case("f", [SYN])])
+    guest = run("6.1.192", "TCG", [
+        dict(case("t", [SYN]), outcome="failed", behaviour=None,
+             longrepr="StepTimeout: client: socket program did not report ready within 50.0 s"),
+        dict(case("f", [SYN]), outcome="failed", behaviour=None, longrepr="AssertionError: expected RST")])
+    causes = {a.case: (a.cause, a.why) for a in attribute(compare_runs([host, guest]))}
+    assert causes["t"][0] == "emulator" and "did not report ready" in causes["t"][1]
+    assert causes["f"] == ("kernel", "outcome passed -> failed")
