@@ -24,6 +24,11 @@ from ..errors import SetupError
 RO_TAG = "socklabro"           # the cached read-only share of /
 RO_MOUNT = "/tmp/socklab-ro"   # where the guest mounts it (/tmp is the guest's own tmpfs)
 TIME_FACTOR = {"KVM": 3, "TCG": 10}
+# Modules the harness needs (veth link, nftables faults, sock_diag for ss, AF_PACKET capture), loaded
+# before the chroot, where module auto-loading finds no modules of the guest kernel.
+MODULES = ("veth", "nfnetlink", "nf_tables", "nft_counter", "nft_limit", "nft_reject", "nft_reject_inet",
+           "nft_reject_netdev", "nft_fwd_netdev", "nft_dup_netdev", "inet_diag", "tcp_diag", "af_packet",
+           "nf_reject_ipv4", "nf_reject_ipv6")
 
 
 @dataclass
@@ -137,11 +142,14 @@ def _script(rwdir: str, name: str, inner: list[str], env: dict, cwd: str) -> str
 RW={q(rwdir)}
 ro={q(RO_MOUNT)}
 date +%s > "$RW/{name}.booted"
+# The chroot below has the host's /lib/modules (none for this kernel): load what the harness uses now.
+for m in {" ".join(MODULES)}; do modprobe -q "$m" 2>/dev/null; done
 if mkdir -p "$ro" && mount -t 9p -o trans=virtio,version=9p2000.L,cache=loose,ro,msize=512000 {RO_TAG} "$ro"; then
     for d in proc sys dev run; do mount --rbind "/$d" "$ro/$d"; done
     mount -t tmpfs tmpfs "$ro/tmp"
     mount --bind "$RW" "$ro$RW"
-    chroot "$ro" /bin/sh -c {q(cmd)} > "$RW/{name}.log" 2>&1
+    echo "socklab guest: kernel $(uname -r); modules loaded: $(cut -d' ' -f1 /proc/modules | tr '\\n' ' ')" > "$RW/{name}.log"
+    chroot "$ro" /bin/sh -c {q(cmd)} >> "$RW/{name}.log" 2>&1
 else
     echo "socklab: the cached share did not mount; running from the uncached root (slow)" > "$RW/{name}.log"
     /bin/sh -c {q(cmd)} >> "$RW/{name}.log" 2>&1
