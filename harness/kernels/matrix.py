@@ -92,7 +92,7 @@ def run_matrix(specs: list[str], pytest_args: list, *, reports: str = "reports",
     cases = os.path.join(checkout(), "cases")
     total = count_cases(cases, pytest_args)
     log(f"socklab matrix: {len(kernels)} kernels, {total or '?'} cases each, into {folder}")
-    runs = []
+    runs, try_kvm = [], True
     for n, k in enumerate(kernels, 1):
         label = f"host-{running()}" if k.is_host else f"{k.spec.replace(':', '-')}-{k.label}"
         run_dir = os.path.join(folder, label)
@@ -105,7 +105,8 @@ def run_matrix(specs: list[str], pytest_args: list, *, reports: str = "reports",
         if k.is_host:
             kr.exit_code, kr.wall = _run_here(inner, os.path.join(folder, f"{label}.log"), progress)
         else:
-            g = vm.boot(k.image, folder, label, inner, cwd=checkout(), on_tick=progress)
+            g = vm.boot(k.image, folder, label, inner, cwd=checkout(), on_tick=progress, try_kvm=try_kvm)
+            try_kvm = g.emulator == "KVM"       # KVM that could not boot one kernel is not tried again
             kr.emulator, kr.exit_code, kr.boot, kr.wall = g.emulator, g.exit_code, g.boot, g.wall
         kr.outcomes, kr.kernel = _outcomes(run_dir)
         log(f"{prefix}: done in {_clock(kr.wall)}" + (f" (boot {kr.boot:.0f} s, {kr.emulator})" if kr.boot else "")

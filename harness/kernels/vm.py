@@ -59,12 +59,23 @@ def _vng() -> str | None:
     return here if os.path.exists(here) else shutil.which("vng")
 
 
+def module_root(image: str) -> str | None:
+    """The folder to give `modprobe -d`: the one holding lib/modules/<release> of the kernel `image`."""
+    d = os.path.dirname(os.path.abspath(image))
+    for _ in range(5):
+        for root in (d, os.path.join(d, "usr")):
+            if os.path.isdir(os.path.join(root, "lib", "modules")):
+                return root
+        d = os.path.dirname(d)
+    return None
+
+
 def kvm_usable() -> bool:
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
 def boot(image: str, rwdir: str, name: str, inner: list[str], *, cwd: str, env: dict | None = None,
-         cpus: int = 2, memory: str = "2G", on_tick=None, tick: float = 2.0) -> GuestRun:
+         cpus: int = 2, memory: str = "2G", on_tick=None, tick: float = 2.0, try_kvm: bool = True) -> GuestRun:
     """Boot `image`, run argv `inner` in the guest (inside the cached chroot, cwd `cwd`), wait for it.
 
     `on_tick(elapsed, booted)` is called every `tick` seconds while the guest runs (progress lines).
@@ -73,7 +84,7 @@ def boot(image: str, rwdir: str, name: str, inner: list[str], *, cwd: str, env: 
     if not vng:
         raise SetupError("; ".join(missing()))
     os.makedirs(rwdir, exist_ok=True)
-    attempts = ["KVM", "TCG"] if kvm_usable() else ["TCG"]
+    attempts = ["KVM", "TCG"] if try_kvm and kvm_usable() else ["TCG"]
     for emulator in attempts:
         run = _boot_once(vng, image, rwdir, name, inner, cwd, dict(env or {}), emulator, cpus, memory, on_tick, tick)
         if run.boot is not None or emulator == "TCG":
@@ -91,7 +102,7 @@ def _boot_once(vng, image, rwdir, name, inner, cwd, env, emulator, cpus, memory,
             os.remove(path)
     script = os.path.join(rwdir, f"{name}.guest.sh")
     with open(script, "w") as fh:
-        fh.write(_script(rwdir, name, inner, env, cwd))
+        fh.write(_script(rwdir, name, inner, env, cwd, module_root(image)))
     console = os.path.join(rwdir, f"{name}.console.{emulator.lower()}.txt")
     argv = [vng, "-r", image, "--cpus", str(cpus), "--memory", memory, "--rwdir", rwdir,
             f"--qemu-opts=-virtfs local,path=/,mount_tag={RO_TAG},security_model=none,readonly=on,multidevs=remap"]
@@ -132,7 +143,7 @@ def _boot_once(vng, image, rwdir, name, inner, cwd, env, emulator, cpus, memory,
     return GuestRun(emulator, code, boot_s, time.monotonic() - t0, console)
 
 
-def _script(rwdir: str, name: str, inner: list[str], env: dict, cwd: str) -> str:
+def _script(rwdir: str, name: str, inner: list[str], env: dict, cwd: str, modroot: str | None = None) -> str:
     """The guest's shell script (POSIX sh; runs as root in the guest)."""
     q = shlex.quote
     envs = " ".join(f"{k}={q(str(v))}" for k, v in env.items())
@@ -142,8 +153,12 @@ def _script(rwdir: str, name: str, inner: list[str], env: dict, cwd: str) -> str
 RW={q(rwdir)}
 ro={q(RO_MOUNT)}
 date +%s > "$RW/{name}.booted"
-# The chroot below has the host's /lib/modules (none for this kernel): load what the harness uses now.
-for m in {" ".join(MODULES)}; do modprobe -q "$m" 2>/dev/null; done
+# The guest kernel's modules are not under /lib/modules (the host's root has none to link them to):
+# the kernel's module loader and the harness's preloads use modprobe -d on the unpacked package.
+mp="$RW/{name}.modprobe"
+printf '#!/bin/sh\nexec /sbin/modprobe -d %s "$@"\n' {q(modroot or "/")} > "$mp" && chmod +x "$mp"
+echo "$mp" > /proc/sys/kernel/modprobe
+for m in {" ".join(MODULES)}; do "$mp" -q "$m" 2>/dev/null; done
 if mkdir -p "$ro" && mount -t 9p -o trans=virtio,version=9p2000.L,cache=loose,ro,msize=512000 {RO_TAG} "$ro"; then
     for d in proc sys dev run; do mount --rbind "/$d" "$ro/$d"; done
     mount -t tmpfs tmpfs "$ro/tmp"
