@@ -153,21 +153,24 @@ def _script(rwdir: str, name: str, inner: list[str], env: dict, cwd: str, modroo
 RW={q(rwdir)}
 ro={q(RO_MOUNT)}
 date +%s > "$RW/{name}.booted"
-# The guest kernel's modules are not under /lib/modules (the host's root has none to link them to):
-# the kernel's module loader and the harness's preloads use modprobe -d on the unpacked package.
-mp="$RW/{name}.modprobe"
-printf '#!/bin/sh\nexec /sbin/modprobe -d %s "$@"\n' {q(modroot or "/")} > "$mp" && chmod +x "$mp"
-echo "$mp" > /proc/sys/kernel/modprobe
-for m in {" ".join(MODULES)}; do "$mp" -q "$m" 2>/dev/null; done
+log="$RW/{name}.log"
+echo "socklab guest: kernel $(uname -r)" > "$log"
 if mkdir -p "$ro" && mount -t 9p -o trans=virtio,version=9p2000.L,cache=loose,ro,msize=512000 {RO_TAG} "$ro"; then
+    # The guest kernel's modules are on the host (the guest sees /var/cache as its own tmpfs, and the
+    # host has no /lib/modules for virtme to link them under): modprobe -d on the cached share, also
+    # as the kernel's own module loader.
+    mp="$RW/{name}.modprobe"
+    printf '#!/bin/sh\\nexec /sbin/modprobe -d %s "$@"\\n' "$ro"{q(modroot or "")} > "$mp" && chmod +x "$mp"
+    echo "$mp" > /proc/sys/kernel/modprobe
+    for m in {" ".join(MODULES)}; do "$mp" -q "$m" || echo "socklab guest: module $m not loaded" >> "$log"; done
+    echo "socklab guest: modules: $(cut -d' ' -f1 /proc/modules | tr '\\n' ' ')" >> "$log"
     for d in proc sys dev run; do mount --rbind "/$d" "$ro/$d"; done
     mount -t tmpfs tmpfs "$ro/tmp"
     mount --bind "$RW" "$ro$RW"
-    echo "socklab guest: kernel $(uname -r); modules loaded: $(cut -d' ' -f1 /proc/modules | tr '\\n' ' ')" > "$RW/{name}.log"
-    chroot "$ro" /bin/sh -c {q(cmd)} >> "$RW/{name}.log" 2>&1
+    chroot "$ro" /bin/sh -c {q(cmd)} >> "$log" 2>&1
 else
-    echo "socklab: the cached share did not mount; running from the uncached root (slow)" > "$RW/{name}.log"
-    /bin/sh -c {q(cmd)} >> "$RW/{name}.log" 2>&1
+    echo "socklab: the cached share did not mount; running from the uncached root (slow)" >> "$log"
+    /bin/sh -c {q(cmd)} >> "$log" 2>&1
 fi
 echo $? > "$RW/{name}.exit"
 """
