@@ -26,8 +26,8 @@ RO_MOUNT = "/tmp/socklab-ro"   # where the guest mounts it (/tmp is the guest's 
 TIME_FACTOR = {"KVM": 3, "TCG": 10}
 # Modules the harness needs (veth link, nftables faults, sock_diag for ss, AF_PACKET capture), loaded
 # before the chroot, where module auto-loading finds no modules of the guest kernel.
-MODULES = ("veth", "nfnetlink", "nf_tables", "nft_counter", "nft_limit", "nft_reject", "nft_reject_inet",
-           "nft_reject_netdev", "nft_fwd_netdev", "nft_dup_netdev", "inet_diag", "tcp_diag", "af_packet",
+MODULES = ("veth", "nfnetlink", "nf_tables", "nft_limit", "nft_reject", "nft_reject_inet",
+           "nft_fwd_netdev", "nft_dup_netdev", "inet_diag", "tcp_diag", "af_packet",
            "nf_reject_ipv4", "nf_reject_ipv6")
 
 
