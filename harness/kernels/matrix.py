@@ -189,6 +189,12 @@ def bench_kernels(specs: list[str], pytest_args: list, reports: str = "reports")
     path = os.path.join(os.path.abspath(reports), name, "matrix.json")
     if not os.path.exists(path):
         return code or 1
+    print_bench(path, pytest_args)
+    return code
+
+
+def print_bench(path: str, pytest_args=()) -> None:
+    """The per-kernel figures of a matrix.json: emulator, boot, catalogue wall, outcomes."""
     with open(path) as fh:
         m = json.load(fh)
     print(f"socklab bench: kernels on {os.cpu_count()} cores, seconds" + (f" (pytest {' '.join(pytest_args)})" if pytest_args else ""))
@@ -199,4 +205,3 @@ def bench_kernels(specs: list[str], pytest_args: list, reports: str = "reports")
         print(f"  {r['spec'] + ' ' + (r['kernel'] or ''):<28} {r['emulator'] or 'none':<9} {boot:6.1f} {cat:10.1f} "
               f"{r['wall']:11.1f}  " + ", ".join(f"{v} {k}" for k, v in sorted(r["outcomes"].items())))
     print(f"  matrix wall (fetch, every kernel, comparison): {m['wall']:.1f} s")
-    return code

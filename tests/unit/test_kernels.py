@@ -1,0 +1,108 @@
+"""harness.kernels without booting anything: Debian's archive listings, KERNEL arguments, the guest script,
+and the time factor."""
+
+import pytest
+
+from harness import timefactor
+from harness.kernels import debian, spec, vm
+
+DUMPAVAIL = """\
+Package: linux-image-6.1.0-41-amd64-unsigned
+Version: 6.1.158-1
+
+Package: linux-image-6.1.0-57-amd64-unsigned
+Version: 6.1.192-3
+
+Package: linux-image-6.1.0-57-rt-amd64-unsigned
+Version: 6.1.192-3
+
+Package: linux-image-6.12.118+deb13-amd64-unsigned
+Version: 6.12.118-1
+
+Package: linux-image-6.12.9+bpo-amd64-unsigned
+Version: 6.12.9-1~bpo12+1
+
+Package: linux-binary-7.3.4+deb13-amd64
+Version: 7.3.4-1~bpo13+1
+
+Package: linux-modules-7.3.4+deb13-amd64
+Version: 7.3.4-1~bpo13+1
+
+Package: linux-image-amd64
+Version: 6.1.192-3
+"""
+
+
+@pytest.fixture
+def archive(monkeypatch):
+    monkeypatch.setattr(debian, "_apt", lambda argv, env, cwd=None, what="": DUMPAVAIL)
+    return {}
+
+
+def test_newest_kernel_of_a_series(archive):
+    k = debian.resolve("6.1", archive)
+    assert (k.release, k.version, k.packages) == ("6.1.0-57-amd64", "6.1.192-3", ("linux-image-6.1.0-57-amd64-unsigned",))
+    assert debian.resolve("6.12", archive).version == "6.12.118-1"          # not the older backport
+
+
+def test_from_6_19_on_the_image_and_modules_are_two_packages(archive):
+    k = debian.resolve("7.3", archive)
+    assert k.packages == ("linux-binary-7.3.4+deb13-amd64", "linux-modules-7.3.4+deb13-amd64")
+
+
+def test_an_unknown_series_names_the_known_ones(archive):
+    with pytest.raises(debian.KernelFetchError, match=r"debian:5.10: no such kernel.*known: 6.1, 6.12, 7.3"):
+        debian.resolve("5.10", archive)
+
+
+def test_the_hosts_mirror_is_used_and_snapshots_skipped(tmp_path):
+    a = tmp_path / "debian.sources"
+    a.write_text("Types: deb\n# http://snapshot.debian.org/archive/debian/20250520T000000Z\n"
+                 "URIs: http://mirror.example/debian\nSuites: bookworm\n")
+    b = tmp_path / "sources.list"
+    b.write_text("deb [signed-by=/x.gpg] http://security.example/debian-security bookworm-security main\n"
+                 "deb http://snapshot.debian.org/archive/debian/20250520T000000Z bookworm main\n")
+    assert debian.host_mirrors([str(a), str(b)]) == {"debian": "http://mirror.example/debian",
+                                                     "debian-security": "http://security.example/debian-security"}
+
+
+def test_kernel_arguments_that_name_no_kernel():
+    with pytest.raises(spec.KernelSpecError, match="expected debian:<major>.<minor>"):
+        spec.parse("debian:six")
+    with pytest.raises(spec.KernelSpecError, match="not a kernel"):
+        spec.parse("/no/such/vmlinuz")
+    assert spec.parse("host").is_host
+
+
+def test_a_vmlinuz_path_needs_its_modules(tmp_path):
+    image = tmp_path / "boot" / "vmlinuz-6.6.1"
+    image.parent.mkdir()
+    image.write_bytes(b"")
+    with pytest.raises(spec.KernelSpecError, match="no modules next to this image"):
+        spec.parse(str(image))
+    (tmp_path / "lib" / "modules" / "6.6.1").mkdir(parents=True)
+    k = spec.parse(str(image))
+    assert (k.image, k.modules, k.label) == (str(image), str(tmp_path), "6.6.1")
+    assert vm.module_root(str(image)) == str(tmp_path)
+
+
+def test_the_guest_script_runs_the_command_in_the_cached_share():
+    text = vm._script("/r/m", "k1", ["/v/bin/python", "-m", "harness.cli", "run"], {"SOCKLAB_TIME_FACTOR": 10},
+                      "/src", "/cache/k1/usr")
+    assert 'mount -t 9p -o trans=virtio,version=9p2000.L,cache=loose,ro,msize=512000 socklabro "$ro"' in text
+    assert "exec /sbin/modprobe -d %s" in text and '"$ro"/cache/k1/usr' in text
+    assert "echo \"$mp\" > /proc/sys/kernel/modprobe" in text
+    assert "cd /src && exec /usr/bin/env HOME=/tmp SOCKLAB_TIME_FACTOR=10 /v/bin/python -m harness.cli run" in text
+    assert text.index("booted") < text.index("mount -t 9p") < text.index("chroot")
+
+
+def test_time_factor_scales_harness_deadlines(monkeypatch):
+    monkeypatch.delenv(timefactor.ENV, raising=False)
+    assert timefactor.scaled(5.0) == 5.0 and timefactor.scaled(None) is None
+    monkeypatch.setenv(timefactor.ENV, "10")
+    assert timefactor.scaled(5.0) == 50.0
+    monkeypatch.setenv(timefactor.ENV, "0.5")
+    assert timefactor.scaled(5.0) == 5.0                 # never shorter than on a real machine
+    monkeypatch.setenv(timefactor.ENV, "fast")
+    with pytest.raises(ValueError, match="SOCKLAB_TIME_FACTOR='fast': not a number"):
+        timefactor.scaled(1.0)
