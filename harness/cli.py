@@ -54,6 +54,8 @@ def main(argv=None) -> int:
     bench.add_argument("-n", "--workers", default=None, help="workers for --catalogue (default as for run)")
     bench.add_argument("--kernels", nargs="+", default=None, metavar="KERNEL",
                        help="instead: boot time and catalogue wall per kernel in virtme-ng guests (socklab matrix)")
+    bench.add_argument("--matrix", default=None, metavar="DIR",
+                       help="instead: the same figures from a finished matrix folder (reports/<matrix>)")
 
     rep = sub.add_parser("report", help="write results.json and index.html of a run folder")
     rep.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. reports/run-20250101-120000")
@@ -112,6 +114,13 @@ def main(argv=None) -> int:
         return _soak(args)
     if args.cmd == "bench":
         from .bench import run_catalogue, run_figures
+        if args.matrix:
+            from .kernels.matrix import print_bench
+            if not os.path.exists(os.path.join(args.matrix, "matrix.json")):
+                print(f"socklab bench: {args.matrix}: no matrix.json (not a finished socklab matrix folder)", file=sys.stderr)
+                return 2
+            print_bench(os.path.join(args.matrix, "matrix.json"))
+            return 0
         if args.kernels:
             from .kernels.matrix import bench_kernels
             return bench_kernels(args.kernels, extra)

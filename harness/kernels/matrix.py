@@ -194,14 +194,34 @@ def bench_kernels(specs: list[str], pytest_args: list, reports: str = "reports")
 
 
 def print_bench(path: str, pytest_args=()) -> None:
-    """The per-kernel figures of a matrix.json: emulator, boot, catalogue wall, outcomes."""
+    """The per-kernel figures of a matrix.json: emulator, boot, start-up in the guest (interpreter,
+    pytest and its workers, until the first case is done), the cases themselves, outcomes. The phases
+    come from the files' times: <kernel>.booted, and the first and last outcome.json of the run."""
     with open(path) as fh:
         m = json.load(fh)
     print(f"socklab bench: kernels on {os.cpu_count()} cores, seconds" + (f" (pytest {' '.join(pytest_args)})" if pytest_args else ""))
-    print(f"  {'kernel':<28} {'emulator':<9} {'boot':>6} {'catalogue':>10} {'guest wall':>11}  outcomes")
+    print(f"  {'kernel':<28} {'emulator':<8} {'boot':>6} {'start-up':>9} {'cases':>7} {'guest wall':>11}  outcomes")
     for r in m["kernels"]:
-        boot = r["boot"] or 0.0
-        cat = r["wall"] - boot
-        print(f"  {r['spec'] + ' ' + (r['kernel'] or ''):<28} {r['emulator'] or 'none':<9} {boot:6.1f} {cat:10.1f} "
-              f"{r['wall']:11.1f}  " + ", ".join(f"{v} {k}" for k, v in sorted(r["outcomes"].items())))
+        boot, startup, cases = _phases(r)
+        print(f"  {r['spec'] + ' ' + (r['kernel'] or ''):<28} {r['emulator'] or 'none':<8} {_num(boot):>6} "
+              f"{_num(startup):>9} {_num(cases):>7} {r['wall']:11.1f}  "
+              + ", ".join(f"{v} {k}" for k, v in sorted(r["outcomes"].items())))
     print(f"  matrix wall (fetch, every kernel, comparison): {m['wall']:.1f} s")
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def _phases(r: dict) -> tuple:
+    """(boot, start-up, cases) seconds of one kernel's run, from file times; None where unknown."""
+    times = sorted(os.path.getmtime(p) for p in glob.glob(os.path.join(r["run_dir"], "cases", "*", "outcome.json")))
+    if not times:
+        return r.get("boot"), None, None
+    first, last = times[0], times[-1]
+    booted = os.path.join(os.path.dirname(r["run_dir"]), f"{r['label']}.booted")
+    if r.get("boot") is not None and os.path.exists(booted):
+        t_boot = os.path.getmtime(booted)
+        return r["boot"], first - t_boot, last - first
+    start = last - r["wall"]        # on the machine itself: the run's start
+    return None, first - start, last - first
