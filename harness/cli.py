@@ -266,6 +266,11 @@ def _matrix(args, pytest_args) -> int:
     if missing():
         print(f"socklab matrix: {missing()}", file=sys.stderr)
         return 4
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+    signal.signal(signal.SIGTERM, stop)      # unwinds like Ctrl-C: the running guest is stopped too
     try:
         return run_matrix(args.kernels, pytest_args, reports=args.reports, name=args.name, workers=args.workers,
                           log=lambda line: print(line, flush=True))

@@ -113,8 +113,9 @@ def _boot_once(vng, image, rwdir, name, inner, cwd, env, emulator, cpus, memory,
     t0 = time.monotonic()
     boot_s = None
     with open(console, "w") as out:
+        # A session of its own: vng, virtme-run and QEMU are stopped together (by this group's id).
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=path_env,
-                                cwd=rwdir)
+                                cwd=rwdir, start_new_session=True)
         try:
             while True:
                 try:
@@ -127,11 +128,7 @@ def _boot_once(vng, image, rwdir, name, inner, cwd, env, emulator, cpus, memory,
                 if on_tick:
                     on_tick(time.monotonic() - t0, boot_s, emulator)
         except BaseException:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            _stop_group(proc)
             raise
     if boot_s is None and os.path.exists(booted):
         boot_s = time.monotonic() - t0        # booted and finished within one tick
@@ -141,6 +138,21 @@ def _boot_once(vng, image, rwdir, name, inner, cwd, env, emulator, cpus, memory,
     except (OSError, ValueError):
         pass
     return GuestRun(emulator, code, boot_s, time.monotonic() - t0, console)
+
+
+def _stop_group(proc) -> None:
+    """SIGTERM to the guest's process group (vng, virtme-run, QEMU), SIGKILL if it lingers."""
+    import signal
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _script(rwdir: str, name: str, inner: list[str], env: dict, cwd: str, modroot: str | None = None) -> str:
