@@ -81,6 +81,8 @@ def main(argv=None) -> int:
     mat.add_argument("--reports", default="reports", help="reports folder (default: reports)")
     mat.add_argument("--name", default=None, help="matrix folder name (default: matrix-<date>-<time>)")
     mat.add_argument("-n", "--workers", default="2", help="pytest-xdist workers per kernel (default: 2)")
+    mat.add_argument("--record-baselines", default=None, metavar="FOLDER",
+                     help="keep each kernel's run as the baseline of its version in FOLDER (e.g. baselines)")
 
     soak = sub.add_parser("soak", help="run the catalogue N times in a row; count failures and wall times")
     soak.add_argument("--runs", type=int, default=20)
@@ -273,7 +275,7 @@ def _matrix(args, pytest_args) -> int:
     signal.signal(signal.SIGTERM, stop)      # unwinds like Ctrl-C: the running guest is stopped too
     try:
         return run_matrix(args.kernels, pytest_args, reports=args.reports, name=args.name, workers=args.workers,
-                          log=lambda line: print(line, flush=True))
+                          log=lambda line: print(line, flush=True), baselines=args.record_baselines)
     except SocklabError as exc:
         print(f"socklab matrix: {exc}", file=sys.stderr)
         return 2

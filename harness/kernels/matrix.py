@@ -76,7 +76,7 @@ class Progress:
 
 
 def run_matrix(specs: list[str], pytest_args: list, *, reports: str = "reports", name: str | None = None,
-               workers: str = "2", log=print) -> int:
+               workers: str = "2", log=print, baselines: str | None = None) -> int:
     """Run the catalogue on every kernel in `specs` (plus the host), then compare; exit status 0 when
     every run completed (differences are the report's content, not failures)."""
     t_all = time.monotonic()
@@ -117,6 +117,11 @@ def run_matrix(specs: list[str], pytest_args: list, *, reports: str = "reports",
         json.dump({"kernels": [asdict(r) for r in runs], "pytest_args": pytest_args,
                    "wall": round(time.monotonic() - t_all, 1)}, fh, indent=1)
     code = write_report(folder, [r.run_dir for r in runs if r.outcomes], log)
+    if baselines:
+        from ..baseline import record
+        for r in runs:
+            if r.outcomes:
+                log(f"socklab matrix: baseline {record(r.run_dir, baselines)} from {r.label}")
     log(f"socklab matrix: {len(runs)} kernels in {_clock(time.monotonic() - t_all)}")
     incomplete = [r.spec for r in runs if not r.outcomes]
     if incomplete:
