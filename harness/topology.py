@@ -42,6 +42,9 @@ NS_DEFAULT_SYSCTLS = {
     "net.ipv4.tcp_wmem": "4096 16384 4194304",
 }
 ABSENT = "absent"       # the recorded value of a sysctl the kernel does not have
+# Sysctls the cases use that older kernels lack (none of them is in 6.1): where missing, a case runs on
+# with the setting recorded as ABSENT. Any other missing sysctl is a typo or a broken kernel: an error.
+NEWER_SYSCTLS = frozenset({"net.ipv4.tcp_rto_min_us", "net.ipv4.tcp_rto_max_ms", "net.ipv4.tcp_syn_linear_timeouts"})
 FAMILIES = {"ipv4": 4, "ipv6": 6}
 ROUTER_SYSCTLS = {"net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 1}
 
@@ -90,12 +93,15 @@ class Host:
     def set_sysctl(self, key: str, value) -> bool:
         """Set a sysctl inside this host's namespace only (e.g. 'net.ipv4.tcp_fin_timeout').
 
-        A sysctl this kernel lacks (tcp_rto_min_us and tcp_syn_linear_timeouts on 6.1) is recorded as
-        ABSENT in the host's settings and False returned, so the case runs on and its record says so.
+        A newer sysctl this kernel lacks (NEWER_SYSCTLS: tcp_rto_min_us and tcp_syn_linear_timeouts on
+        6.1) is recorded as ABSENT in the host's settings and False returned, so the case runs on and
+        its record says so; any other missing sysctl raises SysctlAbsent naming it.
         """
         try:
             nsutil.run_in(nsutil.write_sysctl, key, value, netns=self.netns)
         except SysctlAbsent:
+            if key not in NEWER_SYSCTLS:
+                raise
             self.sysctls[key] = ABSENT
             return False
         self.sysctls[key] = str(value)
@@ -294,6 +300,8 @@ class Topology(contextlib.AbstractContextManager):
                     try:
                         nsutil.write_sysctl(key, value)
                     except SysctlAbsent:
+                        if key not in NEWER_SYSCTLS:
+                            raise
                         host.sysctls[key] = ABSENT
                 fds[host.role] = os.open(host.netns_path, os.O_RDONLY | os.O_CLOEXEC)
             nsutil.setns(fds[a.role])
