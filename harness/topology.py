@@ -21,6 +21,7 @@ from pyroute2 import netns as pr_netns
 
 from . import names, nsutil
 from .errors import CommandError, SetupError, SysctlAbsent
+from .timefactor import scaled
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 
 IFA_F_NODAD = 0x02
@@ -117,7 +118,7 @@ class Host:
     def run(self, argv, *, check=True, timeout=10.0, input=None) -> subprocess.CompletedProcess:
         """Run a command inside this host's namespace and wait for it; a failure raises CommandError."""
         try:
-            proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout,
+            proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=scaled(timeout),
                                   preexec_fn=nsutil.preexec_enter(self.netns))
         except FileNotFoundError:
             raise SetupError(f"command {argv[0]!r} not found; install it (see README set-up)") from None
