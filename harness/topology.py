@@ -20,7 +20,7 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
 from . import names, nsutil
-from .errors import CommandError, SetupError, SysctlAbsent
+from .errors import CommandError, SetupError, StepTimeout, SysctlAbsent
 from .timefactor import scaled
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 
@@ -122,6 +122,8 @@ class Host:
                                   preexec_fn=nsutil.preexec_enter(self.netns))
         except FileNotFoundError:
             raise SetupError(f"command {argv[0]!r} not found; install it (see README set-up)") from None
+        except subprocess.TimeoutExpired:
+            raise StepTimeout(f"{self.role}: {' '.join(map(str, argv))} still running after {scaled(timeout):g} s") from None
         if check and proc.returncode != 0:
             raise CommandError(argv, proc.returncode, proc.stdout, proc.stderr)
         return proc
