@@ -7,8 +7,10 @@ only on evidence, one of:
 
 - the segments differ only by repeats of a segment already sent (retransmissions), and the run that
   has more of them ran under emulation;
-- the case failed under emulation with a harness timeout (a call, a wait, a program's start-up) and
-  passed on the reference run.
+- the case failed under emulation with a harness wait that expired (a call, a wait for a segment or
+  an `ss` state, a program's start-up, a command) and passed on the reference run: the case stopped
+  short, most likely because a kernel timer ran out while the emulated steps ran (worth a check on
+  KVM or real hardware before calling it the kernel's).
 
 Everything else is the kernel's (tracepoint addresses, missing sysctls, changed defaults, options).
 """
@@ -60,7 +62,21 @@ def attribute(cmp) -> list[Attribution]:
     out = []
     ref_emu = emulator_of(cmp.runs[0])
     seen = set()
+    for f in cmp.flips:
+        # a wait that expired under emulation cut the case short: its behaviour is incomplete, and
+        # the likely cause is a kernel timer that ran out while the emulated steps ran
+        case = cmp.case(f.run, f.id) or {}
+        emu = emulator_of(cmp.runs[f.run])
+        text = case.get("longrepr") or ""
+        if f.what == "outcome" and f.after in ("failed", "error") and emu and TIMEOUT_WORDS.search(text):
+            lines = text.splitlines()
+            line = next((l[1:].strip() for l in lines if l.startswith("E ") and TIMEOUT_WORDS.search(l)),
+                        next((l.strip() for l in lines if TIMEOUT_WORDS.search(l)), ""))[:200]
+            out.append(Attribution(f.id, f.run, "emulator", f"a harness wait expired under {emu}: {line}"))
+            seen.add((f.id, f.run))
     for d in cmp.diffs:
+        if (d.id, d.run) in seen:
+            continue
         emu = emulator_of(cmp.runs[d.run])
         before, after = d.before.get("segments"), d.after.get("segments")
         extra = _retransmissions(after) - _retransmissions(before)
@@ -80,14 +96,7 @@ def attribute(cmp) -> list[Attribution]:
     for f in cmp.flips:
         if f.what != "outcome" or (f.id, f.run) in seen:
             continue
-        case = cmp.case(f.run, f.id) or {}
-        emu = emulator_of(cmp.runs[f.run])
-        text = case.get("longrepr") or ""
-        if f.after in ("failed", "error") and emu and TIMEOUT_WORDS.search(text):
-            line = next((l.strip() for l in text.splitlines() if TIMEOUT_WORDS.search(l)), "")[:200]
-            out.append(Attribution(f.id, f.run, "emulator", f"a harness deadline expired under {emu}: {line}"))
-        else:
-            out.append(Attribution(f.id, f.run, "kernel", f"outcome {f.before} -> {f.after}"))
+        out.append(Attribution(f.id, f.run, "kernel", f"outcome {f.before} -> {f.after}"))
         seen.add((f.id, f.run))
     return out
 
