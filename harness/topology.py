@@ -248,9 +248,8 @@ class Topology(contextlib.AbstractContextManager):
                 if host is not client:
                     nsutil.unshare_net()
                 pr_netns.attach(host.netns, "thread-self")
-                extra = {**NS_DEFAULT_SYSCTLS, **self.extra_sysctls, **(ROUTER_SYSCTLS if host is router else {})}
-                for key, value in extra.items():
-                    nsutil.write_sysctl(key, value)
+                _write_sysctls(host, {**NS_DEFAULT_SYSCTLS, **(ROUTER_SYSCTLS if host is router else {})},
+                               self.extra_sysctls)
                 if host is router:
                     router_b.sysctls.update({k: str(v) for k, v in ROUTER_SYSCTLS.items()})
                     router.sysctls.update({k: str(v) for k, v in ROUTER_SYSCTLS.items()})
@@ -297,15 +296,7 @@ class Topology(contextlib.AbstractContextManager):
                 if host is b:
                     nsutil.unshare_net()
                 pr_netns.attach(host.netns, "thread-self")
-                for key, value in NS_DEFAULT_SYSCTLS.items():
-                    nsutil.write_sysctl(key, value)
-                for key, value in self.extra_sysctls.items():
-                    try:
-                        nsutil.write_sysctl(key, value)
-                    except SysctlAbsent:
-                        if key not in NEWER_SYSCTLS:
-                            raise
-                        host.sysctls[key] = ABSENT
+                _write_sysctls(host, NS_DEFAULT_SYSCTLS, self.extra_sysctls)
                 fds[host.role] = os.open(host.netns_path, os.O_RDONLY | os.O_CLOEXEC)
             nsutil.setns(fds[a.role])
             with IPRoute() as ipr_a:
@@ -340,6 +331,18 @@ class Topology(contextlib.AbstractContextManager):
         idx = ipr.link_lookup(ifname=host.ifname)[0]
         for dst in (peer.ipv4, peer.ipv6):
             ipr.neigh("add", dst=dst, lladdr=peer.mac, ifindex=idx, state=NUD_PERMANENT)
+
+
+def _write_sysctls(host: Host, fixed: dict, extra: dict) -> None:
+    """Write sysctls in the calling thread's namespace (host's): `fixed` must exist; of `extra` (the
+    run's and the case's), a NEWER_SYSCTLS one this kernel lacks is recorded as ABSENT on `host`."""
+    for key, value in {**fixed, **extra}.items():
+        try:
+            nsutil.write_sysctl(key, value)
+        except SysctlAbsent:
+            if key in fixed or key not in NEWER_SYSCTLS:
+                raise
+            host.sysctls[key] = ABSENT
 
 
 BLOCKS_DIR = "/run/socklab/v4blocks"
