@@ -205,10 +205,10 @@ def print_bench(path: str, pytest_args=()) -> None:
     with open(path) as fh:
         m = json.load(fh)
     print(f"socklab bench: kernels on {os.cpu_count()} cores, seconds" + (f" (pytest {' '.join(pytest_args)})" if pytest_args else ""))
-    print(f"  {'kernel':<28} {'emulator':<8} {'boot':>6} {'start-up':>9} {'cases':>7} {'guest wall':>11}  outcomes")
+    print(f"  {'kernel':<34} {'emulator':<8} {'boot':>6} {'start-up':>9} {'cases':>7} {'guest wall':>11}  outcomes")
     for r in m["kernels"]:
         boot, startup, cases = _phases(r)
-        print(f"  {r['spec'] + ' ' + (r['kernel'] or ''):<28} {r['emulator'] or 'none':<8} {_num(boot):>6} "
+        print(f"  {r['spec'] + ' ' + (r['kernel'] or ''):<34} {r['emulator'] or 'none':<8} {_num(boot):>6} "
               f"{_num(startup):>9} {_num(cases):>7} {r['wall']:11.1f}  "
               + ", ".join(f"{v} {k}" for k, v in sorted(r["outcomes"].items())))
     print(f"  matrix wall (fetch, every kernel, comparison): {m['wall']:.1f} s")
