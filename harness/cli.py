@@ -252,7 +252,7 @@ def _baseline(args) -> int:
     if run_dir is None:
         name = default_run_name()
         code = _run(argparse.Namespace(cases="cases", reports="reports", name=name, sysctl=[], profile=None,
-                                       workers=args.workers, pytest_args=[], experiment=[], article=[]))
+                                       workers=args.workers, pytest_args=["--socklab-baseline", ""], experiment=[], article=[]))
         if code != 0:
             print("socklab baseline: the run failed; no baseline recorded", file=sys.stderr)
             return int(code)
