@@ -78,7 +78,10 @@ def test_one_thread_serves_two_connections(lab, family):
     a, b = lab.client.socket(), lab.client.socket()
     a.connect(lab.hosts.server, PORT)
     b.connect(lab.hosts.server, PORT)
-    lab.wait_ss("server", lambda s: len(s.find(state="ESTAB", local_port=PORT)) == 2, timeout=5, required=False,
+    # Both connections established and taken from the accept queue by the poll server (LISTEN Recv-Q 0),
+    # so the snapshot does not depend on how far its loop has got.
+    lab.wait_ss("server", lambda s: len(s.find(state="ESTAB", local_port=PORT)) == 2
+                and all(r.recv_q == 0 for r in s.find(state="LISTEN", local_port=PORT)), timeout=5, required=False,
                 what="both connections open")
     lab.observe("server process", _process(server.pid))
     for n in (1, 2):
