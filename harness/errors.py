@@ -23,6 +23,23 @@ class TraceUnavailable(SetupError):
     """The kernel's state-transition trace cannot be read here (no tracefs, no tracepoint)."""
 
 
+class UnknownRole(SocklabError, KeyError):
+    """A role name (host) the lab does not have, e.g. "router"."""
+
+    def __str__(self):            # KeyError would quote the message
+        return str(self.args[0])
+
+
+class BadArgument(SocklabError, ValueError):
+    """An argument a case passed is out of range or of the wrong kind; says which call and which argument."""
+
+
+def check_port(port, where: str) -> None:
+    """A TCP port is 1..65535 (None means any); anything else is one BadArgument line."""
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
+        raise BadArgument(f"{where}: port={port!r} is not a TCP port (1..65535)")
+
+
 class CommandError(SocklabError):
     """An external command failed; carries the command, exit code and both output streams."""
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pyroute2 import IPRoute
 
 from . import nsutil
-from .errors import CommandError, ExpectationSyntaxError, SetupError
+from .errors import BadArgument, CommandError, ExpectationSyntaxError, SetupError, UnknownRole
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 from .topology import NUD_PERMANENT
 
@@ -115,6 +115,9 @@ class Faults:
         `port`: only those of one connection, the segments from or to that TCP port."""
         src, dst = _parse_direction(direction, self.topology.hosts)
         _check_port(port)
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise BadArgument(f"faults.drop({direction!r}, {flags!r}): count={count!r}: give a positive number "
+                              f"of segments to drop, or leave count out to drop every match")
         return self._add(Rule(name or f"drop{next(self._ids)}", src, dst, _check_flags(flags), payload, count,
                               "prerouting", self.topology.hosts[dst], port))
 
@@ -122,7 +125,7 @@ class Faults:
 
     def delay(self, role: str) -> "Delay":
         """Hold every segment host `role` sends in its neighbour queue until the Delay's release()."""
-        host = self.topology.hosts[role]
+        host = _host(self.topology.hosts, role, "faults.delay")
         d = Delay(self, host, self.topology.next_hop(host))
         d.start()
         self.delays.append(d)
@@ -132,10 +135,11 @@ class Faults:
                      name: str | None = None) -> Rule:
         """Keep host `role`'s kernel from sending matching segments (they never reach the link); `port`:
         only one connection's (e.g. to end a retransmitting attempt at a defined point)."""
-        peer = self.topology.peer_of(self.topology.hosts[role]).role
+        host = _host(self.topology.hosts, role, "faults.block_output")
+        peer = self.topology.peer_of(host).role
         _check_port(port)
         return self._add(Rule(name or f"block{next(self._ids)}", role, peer, _check_flags(flags), None, None,
-                              "output", self.topology.hosts[role], port))
+                              "output", host, port))
 
     def _add(self, rule: Rule) -> Rule:
         rule.faults = self
@@ -262,8 +266,19 @@ class Delay:
         return False
 
 
+def _host(hosts, role, where):
+    if role not in hosts:
+        raise UnknownRole(f"{where}: unknown role {role!r}; this lab's hosts are {', '.join(sorted(hosts))}")
+    return hosts[role]
+
+
 def _parse_direction(text: str, hosts) -> tuple[str, str]:
-    parts = [p.strip() for p in text.split(">")]
+    parts = [p.strip() for p in str(text).split(">")]
+    if len(parts) == 2 and all(parts) and parts[0] != parts[1]:
+        for p in parts:
+            if p not in hosts:
+                raise UnknownRole(f"faults: unknown role {p!r} in direction {text!r}; this lab's hosts are "
+                                  f"{', '.join(sorted(hosts))}")
     if len(parts) != 2 or parts[0] not in hosts or parts[1] not in hosts or parts[0] == parts[1]:
         raise ExpectationSyntaxError(f"expected '<host> > <host>' with hosts {sorted(hosts)}, found {text!r}",
                                      text, 1, 1)

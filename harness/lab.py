@@ -16,7 +16,7 @@ from typing import NamedTuple
 from . import artifacts, background, expect, nsutil, ss, timewait, trace, tracefs
 from .sockdiag import SockDiag
 from .capture import Capture
-from .errors import StepTimeout, TraceUnavailable
+from .errors import StepTimeout, TraceUnavailable, UnknownRole, check_port
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 from .command import Command
 from .program import Call, Program
@@ -183,6 +183,14 @@ class Lab(contextlib.AbstractContextManager):
     def hosts(self) -> Topology:
         return self.topology
 
+    def host(self, role: str, where: str = "lab"):
+        """The host named `role`; an unknown role is one line naming the roles there are."""
+        try:
+            return self.topology.hosts[role]
+        except KeyError:
+            raise UnknownRole(f"{where}: unknown role {role!r}; this lab's hosts are "
+                              f"{', '.join(sorted(self.topology.hosts))}") from None
+
     def addr(self, role: str) -> str:
         """The address of host `role` in this case's family."""
         return self.topology.hosts[role].addr(self.family)
@@ -243,7 +251,7 @@ class Lab(contextlib.AbstractContextManager):
 
     def set_sysctl(self, role: str, key: str, value) -> None:
         """Set a sysctl inside one host's namespace for the rest of the case."""
-        if self.topology.hosts[role].set_sysctl(key, value):
+        if self.host(role, "lab.set_sysctl").set_sysctl(key, value):
             self.note(f"sysctl {key}={value}", side=role)
         else:
             self.note(f"sysctl {key}={value} not set: this kernel has no {key} (recorded as absent)", side=role)
@@ -293,6 +301,7 @@ class Lab(contextlib.AbstractContextManager):
         """Every TCP segment on the link so far (drained), optionally only those of one `port`, sent by
         `src` ('client'), carrying every flag letter in `flags` ('F', 'R', 'S.'), at or after
         monotonic time `since`, or (not) dropped by a fault rule."""
+        check_port(port, "lab.segments")
         self.capture.drain()
         return select_segments(self.capture.segments(), port=port, src=src, flags=flags, since=since,
                                dropped=dropped)
@@ -314,6 +323,7 @@ class Lab(contextlib.AbstractContextManager):
     def transitions(self, port: int | None = None, *, merge_timewait: bool = False) -> list:
         """State histories of the case's sockets from the kernel's tracepoint (optionally one port);
         with merge_timewait=True, the timewait sockets' lives from the probes are merged in."""
+        check_port(port, "lab.transitions")
         if self.trace is None:
             raise TraceUnavailable(f"kernel state transitions unavailable: {self.trace_unavailable}")
         self.capture.drain()
@@ -328,7 +338,7 @@ class Lab(contextlib.AbstractContextManager):
 
     def history(self, role: str, port: int | None = None, *, listener: bool = False):
         """The one socket history whose local address is host `role`'s (and port), or a clear error."""
-        local = self.addr(role)
+        local = self.host(role, "lab.history").addr(self.family)
         hists = [h for h in self.transitions(port) if h.key[0] == local]
         hists = [h for h in hists if (h.states()[1:2] == ["LISTEN"]) == listener]
         if len(hists) != 1:
@@ -471,6 +481,7 @@ class Lab(contextlib.AbstractContextManager):
     # -- expectations ----------------------------------------------------------------------------
     def expect_segments(self, text: str, *, port: int | None = None, title: str = "segments"):
         """Assert the segments on the link match the notation `text` (see harness/notation.py)."""
+        check_port(port, "lab.expect_segments")
         return expect.expect_segments(self.segments(port), text, title=title)
 
     def expect_ss(self, snapshots: dict, **expected):

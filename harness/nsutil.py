@@ -71,15 +71,12 @@ def run_in(fn, *args, netns: str | None = None, new: bool = False):
     return box.get("value")
 
 
-def write_sysctl(key: str, value) -> None:
-    """Write a sysctl through /proc/sys of the calling thread's namespace ('net.ipv4.x' form)."""
-    path = "/proc/sys/" + key.replace(".", "/")
-    try:
-        with open(path, "w") as fh:
-            fh.write(f"{value}\n")
-    except FileNotFoundError:
-        raise SysctlAbsent(f"sysctl {key!r} does not exist in this kernel's network namespaces ({path}; "
-                           f"kernel {os.uname().release})") from None
+def write_sysctl(key: str, value, where: str = "sysctl") -> None:
+    """Write a net.* sysctl through /proc/sys of the calling thread's namespace ('net.ipv4.x' form);
+    see harness/sysctls.py (a refused key, bad value or read-only key is one SysctlError line; a key
+    this kernel lacks raises SysctlAbsent)."""
+    from . import sysctls
+    sysctls.write(key, value, where)
 
 
 def read_sysctl(key: str) -> str:

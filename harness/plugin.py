@@ -18,10 +18,10 @@ import threading
 
 import pytest
 
-from . import background, privileges, selection, tracefs
+from . import background, privileges, selection, sysctls, tracefs
 from .errors import SocklabError, TraceUnavailable
 from .names import default_run_name
-from .profiles import sysctls_for
+from .profiles import sysctls_for, where_of
 
 FAMILY_IDS = ("ipv4", "ipv6")
 LAB_KEY = pytest.StashKey()         # the case's Lab, for the report hook
@@ -61,11 +61,21 @@ def pytest_configure(config):
     else:
         run = config.getoption("--socklab-run") or default_run_name()
     config.socklab_run = run
+    profile, extra = config.getoption("--socklab-profile"), config.getoption("--socklab-sysctl")
     try:
-        config.socklab_sysctls = sysctls_for(config.getoption("--socklab-profile"), config.getoption("--socklab-sysctl"))
+        config.socklab_sysctls = sysctls_for(profile, extra)
     except SocklabError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if not hasattr(config, "workerinput"):
+        # Once per run, before any case: a bad key or value is one line here, not a failure per case.
+        problems = sysctls.check(config.socklab_sysctls, lambda key: where_of(key, profile, extra))
+        if problems:
+            raise pytest.UsageError("\n".join(problems))
     config.socklab_dir = os.path.join(os.path.abspath(config.getoption("--socklab-reports")), run)
+    if not hasattr(config, "workerinput"):
+        problem = _unwritable(config.socklab_dir)
+        if problem:
+            raise pytest.UsageError(problem)
 
 
 _previous_sigterm: list = []
@@ -76,6 +86,31 @@ def _unwind_on_sigterm() -> None:
     Installed by the first lab or host pair of the session (main thread only), restored at its end."""
     if not _previous_sigterm and threading.current_thread() is threading.main_thread():
         _previous_sigterm.append(signal.signal(signal.SIGTERM, _sigterm))
+
+
+def _unwritable(run_dir: str) -> str | None:
+    """Why the run folder cannot be made or written (one line), or None. Leaves nothing behind."""
+    existing = run_dir
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        probe = os.path.join(run_dir, f".write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.unlink(probe)
+    except OSError as exc:
+        return (f"--socklab-reports: cannot write the run folder {run_dir}: "
+                f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}")
+    finally:
+        folder = run_dir
+        while folder != existing and os.path.isdir(folder):     # only the folders made here, if empty
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+            folder = os.path.dirname(folder)
+    return None
 
 
 def _sigterm(signum, frame):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .errors import SocklabError
+from .sysctls import check_key
 
 PROFILES = {
     "default": {},
@@ -25,4 +26,14 @@ def sysctls_for(profile: str | None, extra: list[str] = ()) -> dict:
         if not sep or not key.strip():
             raise SocklabError(f"sysctl {item!r}: expected KEY=VALUE, e.g. net.ipv4.tcp_timestamps=0")
         out[key.strip()] = value.strip()
+    for key in out:
+        check_key(key, where_of(key, profile, extra))
     return out
+
+
+def where_of(key: str, profile: str | None, extra=()) -> str:
+    """Where a run's sysctl came from, for error lines: the command-line item or the profile."""
+    for item in extra:
+        if item.partition("=")[0].strip() == key:
+            return f"--socklab-sysctl {item.strip()}"
+    return f"profile {profile}"

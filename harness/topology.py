@@ -21,6 +21,7 @@ from pyroute2 import netns as pr_netns
 
 from . import names, nsutil
 from .errors import CommandError, SetupError, StepTimeout, SysctlAbsent
+from .sysctls import check_key as check_sysctl_key
 from .timefactor import scaled
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 
@@ -92,14 +93,17 @@ class Host:
         return bytes.fromhex(self.mac.replace(":", ""))
 
     def set_sysctl(self, key: str, value) -> bool:
-        """Set a sysctl inside this host's namespace only (e.g. 'net.ipv4.tcp_fin_timeout').
+        """Set a sysctl inside this host's namespace only (e.g. 'net.ipv4.tcp_fin_timeout'); only net.*
+        keys (harness/sysctls.py).
 
         A newer sysctl this kernel lacks (NEWER_SYSCTLS: tcp_rto_min_us and tcp_syn_linear_timeouts on
         6.1) is recorded as ABSENT in the host's settings and False returned, so the case runs on and
         its record says so; any other missing sysctl raises SysctlAbsent naming it.
         """
+        where = f"set_sysctl on host {self.role}"
+        check_sysctl_key(key, where)       # before entering anything: a refused key touches nothing
         try:
-            nsutil.run_in(nsutil.write_sysctl, key, value, netns=self.netns)
+            nsutil.run_in(nsutil.write_sysctl, key, value, where, netns=self.netns)
         except SysctlAbsent:
             if key not in NEWER_SYSCTLS:
                 raise
@@ -139,6 +143,8 @@ class Topology(contextlib.AbstractContextManager):
         self.roles = ("client", "router", "server") if routed else tuple(roles)
         self.index = names.next_index() if index is None else index
         self.extra_sysctls = dict(sysctls or {})
+        for key in self.extra_sysctls:
+            check_sysctl_key(key, "lab_sysctls")
         self.hosts: dict[str, Host] = {}
         # name -> (end, end): the veth links; routed: "client" (client, router) and "server" (router, server)
         self.links: dict[str, tuple[Host, Host]] = {}
