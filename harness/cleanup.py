@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from . import names, nsutil, timewait, tracefs
-from .topology import kill_processes_in, remove_netns, stale_blocks
+from .topology import kill_processes_in, remove_netns, remove_stale_block, stale_blocks
 
 
 def leftover_namespaces() -> list[str]:
@@ -35,8 +35,8 @@ def cleanup(dry_run: bool = False) -> list[str]:
         if dry_run:
             done.append(f"would remove address claim {path}")
             continue
-        os.unlink(path)
-        done.append(f"removed address claim {path}")
+        if remove_stale_block(path):
+            done.append(f"removed address claim {path}")
     if tracefs.ensure_mounted() is None or os.path.isdir(os.path.join(tracefs.TRACEFS, "instances")):
         for path in tracefs.leftovers():
             if dry_run:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import ipaddress
 import os
 import socket
@@ -353,50 +354,60 @@ def _write_sysctls(host: Host, fixed: dict, extra: dict) -> None:
 
 BLOCKS_DIR = "/run/socklab/v4blocks"
 N_BLOCKS = 1 << 15                                   # /30 blocks in 198.18.0.0/15
+_held: dict = {}                                     # (blocks_dir, block) -> the open, locked claim file
 
 
-def claim_block(index: int) -> int:
-    """Claim a /30 block of 198.18.0.0/15 for this process, so no two running labs, of any process,
-    share an IPv4 address (the trace is filtered by address). A file per block holds the owner pid,
-    created with O_EXCL; a block whose owner is dead is taken over."""
-    os.makedirs(BLOCKS_DIR, exist_ok=True)
-    pid = os.getpid()
-    start = (pid * 64 + index) % N_BLOCKS
-    for k in range(N_BLOCKS):
-        block = (start + k) % N_BLOCKS
-        path = os.path.join(BLOCKS_DIR, str(block))
-        for _attempt in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if _block_owner_alive(path):
-                    break
-                _unlink_quietly(path)        # a killed run's claim: take it over
-                continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(f"{pid}\n")
-            return block
-    raise SetupError(f"all {N_BLOCKS} IPv4 address blocks under {BLOCKS_DIR} are claimed by running processes")
+def claim_block(index: int, *, blocks_dir: str = BLOCKS_DIR, n_blocks: int = N_BLOCKS) -> int:
+    """Claim a /30 block of 198.18.0.0/15, so no two running labs, of any process, share an IPv4
+    address (the trace is filtered by address).
+
+    A claim is an exclusive flock on the block's file, held while the lab lives: the kernel drops it
+    when the owner dies, so there is no moment when a live claim looks dead, and nobody reads the
+    file's content to decide (the pid written in it is for people). A block whose file is not locked
+    is free, whoever created the file."""
+    os.makedirs(blocks_dir, exist_ok=True)
+    start = (os.getpid() * 64 + index) % n_blocks
+    for k in range(n_blocks):
+        block = (start + k) % n_blocks
+        fd = _lock_block_file(os.path.join(blocks_dir, str(block)))
+        if fd is None:
+            continue
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        _held[(blocks_dir, block)] = fd
+        return block
+    raise SetupError(f"all {n_blocks} IPv4 address blocks under {blocks_dir} are claimed by running processes")
 
 
-def release_block(block: int) -> None:
-    """Give a claimed block back (only our own claim)."""
-    path = os.path.join(BLOCKS_DIR, str(block))
-    if _block_owner(path) == os.getpid():
-        _unlink_quietly(path)
+def _lock_block_file(path: str) -> int | None:
+    """Open and exclusively lock the claim file at `path`; None when a live process holds it."""
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        # Between our open and our lock the previous holder may have released (and unlinked) the
+        # file: then we hold a lock on a file nobody else will look at. Try again on the new one.
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
 
 
-def _block_owner(path: str) -> int | None:
+def release_block(block: int, *, blocks_dir: str = BLOCKS_DIR) -> None:
+    """Give a claimed block back: remove its file while still holding the lock, then drop the lock."""
+    fd = _held.pop((blocks_dir, block), None)
+    if fd is None:
+        return
     try:
-        with open(path) as fh:
-            return int(fh.read().strip() or 0) or None
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def _block_owner_alive(path: str) -> bool:
-    owner = _block_owner(path)
-    return owner is not None and names.pid_alive(owner)
+        _unlink_quietly(os.path.join(blocks_dir, str(block)))
+    finally:
+        os.close(fd)
 
 
 def _unlink_quietly(path: str) -> None:
@@ -406,13 +417,41 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
-def stale_blocks() -> list[str]:
-    """Claim files whose owner process is gone (for `socklab cleanup`)."""
+def block_is_free(path: str) -> bool:
+    """True when no live process holds the claim at `path` (the lock is tested, not the content)."""
     try:
-        entries = os.listdir(BLOCKS_DIR)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def stale_blocks(blocks_dir: str = BLOCKS_DIR) -> list[str]:
+    """Claim files no live process holds (for `socklab cleanup`)."""
+    try:
+        entries = os.listdir(blocks_dir)
     except FileNotFoundError:
         return []
-    return [os.path.join(BLOCKS_DIR, e) for e in entries if not _block_owner_alive(os.path.join(BLOCKS_DIR, e))]
+    return [os.path.join(blocks_dir, e) for e in sorted(entries) if block_is_free(os.path.join(blocks_dir, e))]
+
+
+def remove_stale_block(path: str) -> bool:
+    """Remove an unheld claim file, under the lock so a process claiming it meanwhile keeps its claim;
+    False when a live process holds it (it was claimed again since it was listed)."""
+    fd = _lock_block_file(path) if os.path.exists(path) else None
+    if fd is None:
+        return False
+    try:
+        _unlink_quietly(path)
+    finally:
+        os.close(fd)
+    return True
 
 
 def addresses(index: int, block: int | None = None):

@@ -119,16 +119,18 @@ def test_addresses_of_concurrent_processes_never_repeat(monkeypatch):
         assert not any(os.path.exists(os.path.join(topology.BLOCKS_DIR, str(b))) for b in blocks)
 
 
-def test_a_dead_owners_block_is_taken_over(monkeypatch):
-    """A claim left by a killed run (owner pid dead) does not keep its block from being used."""
-    pretend_pid(monkeypatch, topology, 4194000)
-    monkeypatch.setattr(topology.names, "pid_alive", lambda pid: pid != 4194000)
+def test_a_live_claim_is_the_lock_not_the_file_content():
+    """A held block stays held when its file is emptied (what another process used to read as a dead
+    owner); the lock goes with the claim (tests/unit/test_claims.py: killed owners, a stress test)."""
     block = topology.claim_block(7)
-    monkeypatch.setattr(topology, "os", os)
+    path = os.path.join(topology.BLOCKS_DIR, str(block))
     try:
-        assert topology.claim_block((4194000 * 64 + 7 - os.getpid() * 64) % topology.N_BLOCKS) == block
+        open(path, "w").close()
+        assert path not in topology.stale_blocks()
+        assert topology.remove_stale_block(path) is False and os.path.exists(path)
     finally:
         topology.release_block(block)
+    assert not os.path.exists(path)
 
 
 def test_addresses_are_in_the_test_ranges_and_on_the_link():
