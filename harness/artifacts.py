@@ -22,10 +22,7 @@ def record(lab, segs) -> CaseRecord:
     t0 = lab.start
     hists = []
     if lab.trace is not None:
-        try:
-            hists = trace.group_by_socket(lab.own_transitions(), lab.addresses(), lab.connect_calls())
-        except trace.TraceEventsLost as exc:
-            hists = trace.group_by_socket(exc.transitions, lab.addresses(), lab.connect_calls())
+        hists = trace.group_by_socket(lab.own_transitions(), lab.addresses(), lab.connect_calls())
         hists = timewait.merge(hists, lab.timewait_events())
     rel = lambda t: round(t - t0, 6)  # noqa: E731
     return CaseRecord(
@@ -63,6 +60,8 @@ def record(lab, segs) -> CaseRecord:
         counters=[Counters(rel(t), role, label, values) for t, role, label, values in lab.counters],
         facts=dict(lab.facts),
         trace_unavailable=lab.trace_unavailable,
+        trace_lost=lab.trace_lost,
+        drops=lab.drops or {},
         verdicts=list(lab.verdicts),
         artifacts={"pcap": "packets.pcap", "ss": "ss.txt", "timeline": "timeline.txt", "segments": "segments.txt",
                    "transitions": "transitions.txt"},
@@ -102,8 +101,11 @@ def write(lab, segs) -> None:
             fh.write(snap.text if snap.text.endswith("\n") else snap.text + "\n")
             fh.write("\n")
     with open(os.path.join(d, "transitions.txt"), "w") as fh:
-        fh.write("".join(t.raw.rstrip("\n") + "\n" for t in lab.own_transitions()))
-        fh.write("".join(e.raw.rstrip("\n") + "\n" for e in lab.timewait_events()))
+        if lab.trace is not None:
+            fh.write("".join(t.raw.rstrip("\n") + "\n" for t in lab.own_transitions()))
+            fh.write("".join(e.raw.rstrip("\n") + "\n" for e in lab.timewait_events()))
+        else:
+            fh.write(f"# no trace: {lab.trace_unavailable}\n")
     with open(os.path.join(d, "timeline.txt"), "w") as fh:
         fh.write(lab.timeline.text())
     with open(os.path.join(d, "timeline.json"), "w") as fh:

@@ -48,10 +48,15 @@ def _steps(rec: dict) -> str:
 def _transitions(rec: dict) -> str:
     if rec.get("trace_unavailable"):
         return f"<p class=small>state trace unavailable: {e(rec['trace_unavailable'])}</p>"
+    lost = ""
+    if rec.get("trace_lost"):
+        n = rec["trace_lost"].get("count")
+        lost = (f"<p class=failed>the trace lost {e(n if n is not None else 'some')} events: these histories may "
+                f"be incomplete ({e('; '.join(rec['trace_lost'].get('lines') or []))})</p>")
     hists = rec.get("transitions", [])
     if not hists:
-        return "<p class=small>(no transitions traced)</p>"
-    rows = ["<table class=wide><colgroup><col style=\"width:28%\"><col><col style=\"width:28%\"></colgroup>"
+        return lost + "<p class=small>(no transitions traced)</p>"
+    rows = [lost + "<table class=wide><colgroup><col style=\"width:28%\"><col><col style=\"width:28%\"></colgroup>"
             "<tr><th>socket</th><th>kernel states</th><th>at ms</th></tr>"]
     fixed = fixed_ports(rec)
     for h in hists:

@@ -183,7 +183,11 @@ def _report(args) -> int:
             profile = (load_results(run_dir).get("settings") or {}).get("profile")
         except ResultsError:
             profile = None
-    results = build_results(run_dir, profile=profile)
+    try:
+        results = build_results(run_dir, profile=profile)
+    except ResultsError as exc:
+        print(f"socklab report: {exc}", file=sys.stderr)
+        return 2
     write_results(run_dir, results=results)
     print(summary_line(results, write_report(run_dir, results)))
     return 0
@@ -228,14 +232,11 @@ def _judge(args) -> int:
 
 def _compare(args) -> int:
     from .compare import compare, write_compare_html
-    from .results import ResultsError, write_results
+    from .results import ResultsError
     if len(args.results) < 2:
         print("socklab compare: give at least two results files or run folders", file=sys.stderr)
         return 2
-    for path in args.results:          # a run folder without results.json (e.g. an interrupted run)
-        if os.path.isdir(os.path.join(path, "cases")) and not os.path.exists(os.path.join(path, "results.json")):
-            write_results(path)
-    try:
+    try:                               # a run folder without results.json is read, never written
         comparison = compare(args.results)
     except ResultsError as exc:
         print(f"socklab compare: {exc}", file=sys.stderr)

@@ -16,7 +16,7 @@ from html import escape
 
 from . import casepage, claimtable, ladder
 from .page import CSS
-from .results import ASPECTS, load_case, load_results, settings_text
+from .results import ASPECTS, FILENAME, ResultsError, build_results, load_case, load_results, settings_text
 
 
 @dataclass
@@ -196,7 +196,21 @@ def compare(paths: list[str]) -> Comparison:
     """Compare the results files (or run folders) in `paths`, each later one with the first."""
     if len(paths) < 2:
         raise ValueError("compare needs at least two results files")
-    return compare_runs([load_results(p) for p in paths])
+    runs = [_load(p) for p in paths]
+    for run in runs:
+        if not run["cases"]:
+            raise ResultsError(f"{run['path']}: no cases in this results file: nothing to compare")
+    return compare_runs(runs)
+
+
+def _load(path: str) -> dict:
+    """A results file, or a run folder's results; a folder without results.json (an interrupted run)
+    is read from its case folders in memory: comparing never writes into a run it reads."""
+    if os.path.isdir(os.path.join(path, "cases")) and not os.path.exists(os.path.join(path, FILENAME)):
+        data = build_results(path)
+        data["path"] = os.path.abspath(path)
+        return data
+    return load_results(path)
 
 
 def compare_runs(runs: list[dict]) -> Comparison:

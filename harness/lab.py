@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import re
 import time
 from typing import NamedTuple
 
@@ -85,6 +86,8 @@ class Lab(contextlib.AbstractContextManager):
         self.facts: dict = {}                     # lab.observe(name, value)
         self.counters: list[tuple] = []           # (t, role, label, values) of lab.netstat(role, label=)
         self.verdicts: list = []                  # VerdictRecord, judged after the steps
+        self.trace_lost: dict | None = None        # {"count": n or None, "lines": [...]} when the trace lost events
+        self.drops: dict | None = None             # drop counters per host at the end of the case
 
     # -- set-up and tear-down ---------------------------------------------------------------
     def __enter__(self):
@@ -311,10 +314,19 @@ class Lab(contextlib.AbstractContextManager):
             self.trace_lines.extend(l for l in self.trace.read().splitlines() if l.strip())
 
     def own_transitions(self) -> list:
-        """The raw transitions of this case's sockets (the trace instance may hold other tests' events)."""
+        """The raw transitions of this case's sockets (the trace instance may hold other tests' events).
+
+        Lost events (`[LOST n EVENTS]`) do not stop the record: what was read is returned and the
+        loss is kept in `trace_lost` (case.json, report); expectations on transitions still fail."""
+        if self.trace is None:
+            raise TraceUnavailable(f"kernel state transitions unavailable: {self.trace_unavailable}")
         addrs = self.addresses()
-        return [t for t in trace.parse("\n".join(self.trace_lines))
-                if t.time >= self.start and (t.local in addrs or t.peer in addrs)]
+        try:
+            events = trace.parse("\n".join(self.trace_lines))
+        except trace.TraceEventsLost as exc:
+            self.trace_lost = {"count": exc.count, "lines": list(exc.lines)}
+            events = exc.transitions
+        return [t for t in events if t.time >= self.start and (t.local in addrs or t.peer in addrs)]
 
     def timewait_events(self) -> list:
         """The timewait probes' events of this case's namespaces (harness/timewait.py); [] without probes."""
@@ -367,6 +379,31 @@ class Lab(contextlib.AbstractContextManager):
             out[group] = dict(zip(names.split()[1:], (int(v) for v in values.split()[1:])))
         if label:
             self.counters.append((time.monotonic(), role, label, out))
+        return out
+
+    def drop_counters(self) -> dict:
+        """Where segments can be lost, per host, read at the end of the case (its namespaces are its
+        own, so the counts are the case's): the veth's and lo's rx/tx drops and errors
+        (/proc/net/dev) and every nonzero drop, overflow, discard or error counter of the
+        namespace's IP and TCP statistics (e.g. TcpExt ListenDrops, ListenOverflows, TCPBacklogDrop)."""
+        out = {}
+        for role, host in self.topology.hosts.items():
+            dev, stats = nsutil.run_in(_read_drop_files, netns=host.netns)
+            links = {}
+            for line in dev.splitlines()[2:]:
+                name, _, fields = line.partition(":")
+                f = fields.split()
+                if name.strip() in (host.ifname, "lo") and len(f) >= 12:
+                    links[name.strip()] = {"rx_packets": int(f[1]), "rx_errors": int(f[2]), "rx_dropped": int(f[3]),
+                                           "tx_packets": int(f[9]), "tx_errors": int(f[10]), "tx_dropped": int(f[11])}
+            counters = {}
+            lines = stats.splitlines()
+            for names, values in zip(lines[::2], lines[1::2]):
+                group = names.split(":", 1)[0]
+                for k, v in zip(names.split()[1:], values.split()[1:]):
+                    if _DROPPY.search(k) and v.lstrip("-").isdigit() and int(v):
+                        counters[f"{group}.{k}"] = int(v)
+            out[role] = {"links": links, "counters": counters}
         return out
 
     def wait_counter(self, role: str, counter: str, at_least: int, *, group: str = "TcpExt",
@@ -526,6 +563,10 @@ class Lab(contextlib.AbstractContextManager):
         except StepTimeout as exc:
             self.note(f"capture drain failed: {exc}")
         self._read_trace()
+        try:
+            self.drops = self.drop_counters()
+        except OSError as exc:      # a namespace already gone (an interrupted case): say so, keep the rest
+            self.drops = {"error": str(exc)}
         segs = self.capture.segments()
         for s, win in zip(segs, windows(segs)):
             self.timeline.add(s.time, "segment", "wire", s.text() + (f" {win}" if win else "")
@@ -537,6 +578,9 @@ class Lab(contextlib.AbstractContextManager):
             for e in self.timewait_events():
                 self.timeline.add(e.time, "state", self.role_of(e.local),
                                   f"{e.local_port}>{e.peer_port} timewait socket {e.kind} in {e.substate}")
+            if self.trace_lost:
+                self.note(f"the trace lost {self.trace_lost['count'] or 'some'} events: "
+                          f"{'; '.join(self.trace_lost['lines'])}")
         if self.faults:
             for t, role, text in self.faults.events:
                 self.timeline.add(t, "fault", role, text)
@@ -568,3 +612,11 @@ class Lab(contextlib.AbstractContextManager):
                 return h.role
         return "wire"
 
+_DROPPY = re.compile(r"Drop|Overflow|Discard|Err|Prune|Collapse|Fail|Retrans|Timeout|Lost|Loss")
+
+
+def _read_drop_files():
+    def read(path):
+        with open(path) as fh:
+            return fh.read()
+    return read("/proc/thread-self/net/dev"), read("/proc/thread-self/net/snmp") + read("/proc/thread-self/net/netstat")

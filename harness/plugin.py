@@ -222,12 +222,13 @@ def _write_run_report(session):
     if not os.path.isdir(os.path.join(run_dir, "cases")):
         return
     try:
-        results = build_results(run_dir, profile=config.getoption("--socklab-profile"))
+        results = build_results(run_dir, profile=config.getoption("--socklab-profile"),
+                                interrupted=session.exitstatus == pytest.ExitCode.INTERRUPTED)
         if not results["cases"]:
             return              # a session of plain tests (unit tests): nothing to report
         write_results(run_dir, results=results)
         config.socklab_summary = summary_line(results, write_report(run_dir, results))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SocklabError) as exc:
         config.socklab_summary = f"socklab: could not write the report of {run_dir}: {exc}"
         return
     folder = config.getoption("--socklab-baseline")
@@ -419,8 +420,8 @@ def pytest_runtest_makereport(item, call):
         # The kernel cannot show transitions here: the case is skipped, at the case's own location.
         path, lineno, _ = item.reportinfo()
         rep.outcome, rep.longrepr = "skipped", (str(path), (lineno or 0) + 1, f"Skipped: {call.excinfo.value}")
-    if rep.when == "call" and rep.failed:
-        item.stash[FAILED_KEY] = True
+    if rep.when == "call" and (rep.failed or rep.skipped):
+        item.stash[FAILED_KEY] = True       # a failed or skipped case (no trace) owes no verdict
     the_lab = item.stash.get(LAB_KEY, None)
     if the_lab is not None and rep.when == "call" and rep.failed and the_lab.artifacts_dir:
         rep.sections.append(("socklab", f"artifacts: {the_lab.artifacts_dir}"))
@@ -432,6 +433,10 @@ def _record_outcome(item, rep):
     if not _is_case(item):
         return              # not a case (a unit test, a harness test): nothing to report
     if rep.when == "setup" and rep.passed:
+        # Until the call's report replaces it: a run stopped during this case (Ctrl-C, SIGTERM, kill)
+        # records it as the case in flight, not as a case that never was.
+        _write_outcome(item, {**_ids(item), "when": "call", "outcome": "interrupted",
+                              "longrepr": "the run stopped during this case (it made no report)"})
         return
     if rep.when == "teardown" and rep.passed and os.path.exists(_outcome_path(item)):
         return
@@ -464,8 +469,9 @@ def _ids(item) -> dict:
 def _write_outcome(item, data: dict) -> None:
     path = _outcome_path(item)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as fh:
+    with open(path + ".tmp", "w") as fh:      # atomic: a killed run leaves the old file or the new one
         json.dump(data, fh, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 def outcome_word(rep) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 
 from .errors import SocklabError
@@ -219,6 +220,8 @@ class CaseRecord:
     facts: dict = field(default_factory=dict)
     trace_unavailable: str | None = None
     timewait_source: str | None = None   # "kprobe", or "ss (why the timewait probes could not be made)"
+    trace_lost: dict | None = None        # {"count": n or None, "lines": [...]}: the trace buffer overflowed
+    drops: dict = field(default_factory=dict)   # per host: {"links": {if: rx/tx drops}, "counters": {nonzero}}
     verdicts: list[VerdictRecord] = field(default_factory=list)
     artifacts: dict = field(default_factory=dict)
     schema: int = SCHEMA
@@ -258,8 +261,10 @@ class CaseRecord:
             raise RecordError(f"{path}: not a case record ({exc})") from None
 
     def save(self, path: str) -> None:
-        with open(path, "w", encoding="utf-8") as fh:
+        """Write case.json atomically: a killed writer leaves the old file or the new one, never half."""
+        with open(path + ".tmp", "w", encoding="utf-8") as fh:
             json.dump(self.to_json(), fh, indent=1)
+        os.replace(path + ".tmp", path)
 
     def copy(self) -> "CaseRecord":
         """A deep copy, to edit into another outcome (counterfactual tests)."""

@@ -68,6 +68,8 @@ def summary_line(results: dict, report_path: str | None = None) -> str:
     outcomes = ", ".join(f"{v} {k}" for k, v in sorted(n["outcomes"].items()))
     verdicts = ", ".join(f"{v} {k}" for k, v in n["verdicts"].items())
     out = f"socklab: {len(results['cases'])} cases ({outcomes or 'none'}); verdicts: {verdicts}"
+    if results.get("interrupted"):
+        out = "socklab: INTERRUPTED run: " + out.removeprefix("socklab: ")
     return out + (f"; report: {report_path}" if report_path else "")
 
 
@@ -82,6 +84,8 @@ def _header(results: dict) -> list[str]:
     out = [f"<h1>socklab run {e(results['run'])}</h1>",
            f'<p>kernel <b>{e(results.get("kernel"))}</b> &middot; socklab {e(results.get("harness"))} &middot; '
            f'written {e(results.get("created"))} &middot; settings: {e(settings_text(results) or "defaults")}</p>',
+           ('<p class=failed><b>INTERRUPTED</b>: this run was stopped before its end; the cases below are those '
+            'it reached (a case in flight has outcome "interrupted").</p>' if results.get("interrupted") else ""),
            '<nav class=toc><a href="#claims">claims by article</a><a href="#states">the eleven states</a>'
            '<a href="#edges">state-diagram edges</a><a href="#experiments">cases by experiment</a>'
            '<a href="#settings">settings</a></nav>',

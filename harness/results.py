@@ -63,14 +63,18 @@ def case_dirs(run_dir: str) -> list[str]:
 
 
 def load_case(case_dir: str) -> tuple[dict | None, dict | None]:
-    """(case.json, outcome.json) of one case folder; None for a file that is absent or unreadable
-    (a case killed while writing it)."""
+    """(case.json, outcome.json) of one case folder; None for a file that is absent. A file that is
+    there but not JSON is a ResultsError naming it: a report or comparison never drops a case
+    silently (both files are written atomically, so a killed writer leaves none half-written)."""
     out = []
     for name in ("case.json", "outcome.json"):
+        path = os.path.join(case_dir, name)
         try:
-            out.append(_read_json(os.path.join(case_dir, name)))
-        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            out.append(_read_json(path))
+        except FileNotFoundError:
             out.append(None)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ResultsError(f"{path}: corrupt case record (not JSON: {exc}); fix or remove the file") from None
     return out[0], out[1]
 
 
@@ -269,6 +273,7 @@ def case_result(run_dir: str, case_dir: str, judges: dict | None = None) -> dict
         "emulator": rec_or.get("emulator"),
         "sysctls": _case_sysctls(rec_or),
         "timewait_source": rec_or.get("timewait_source"),
+        "trace_lost": rec_or.get("trace_lost"),
         "behaviour": behaviour(rec) if rec is not None else None,
         "artifacts": _artifacts(run_dir, case_dir, rec),
     }
@@ -314,9 +319,11 @@ def harness_version() -> str:
         return "unknown"
 
 
-def build_results(run_dir: str, profile: str | None = None, judges: dict | None = None) -> dict:
+def build_results(run_dir: str, profile: str | None = None, judges: dict | None = None,
+                  interrupted: bool = False) -> dict:
     """The results of the run folder `run_dir` as a dict (see the module docstring); with `judges`
-    (harness.judge.load_judges()), every claim judged again from the recorded case.json files."""
+    (harness.judge.load_judges()), every claim judged again from the recorded case.json files.
+    `interrupted`: the run was stopped (Ctrl-C, SIGTERM); a case in flight has outcome "interrupted"."""
     from . import articles
     run_dir = os.path.abspath(run_dir)
     cases = sorted((c for c in (case_result(run_dir, d, judges) for d in case_dirs(run_dir)) if is_case(c)),
@@ -329,6 +336,7 @@ def build_results(run_dir: str, profile: str | None = None, judges: dict | None 
     return {"schema": SCHEMA, "kind": KIND, "run": os.path.basename(run_dir.rstrip(os.sep)),
             "kernel": kernel, "kernel_version": version, "emulator": emulator, "harness": harness_version(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "interrupted": bool(interrupted or any(c["outcome"] == "interrupted" for c in cases)),
             "settings": settings_of(cases, profile), "claims": articles.claims(),
             "articles": articles.titles(), "cases": cases, **_diagram_tables(run_dir, cases)}
 
@@ -365,6 +373,8 @@ def load_results(path: str) -> dict:
         raise ResultsError(f"{path}: not a socklab results file (not JSON: {exc})") from None
     if not isinstance(data, dict) or data.get("kind") != KIND or "schema" not in data:
         raise ResultsError(f"{path}: not a socklab results file (no \"kind\": \"{KIND}\" and \"schema\")")
+    if not isinstance(data.get("cases"), list):
+        raise ResultsError(f"{path}: not a socklab results file (no \"cases\" list)")
     if data["schema"] not in READABLE:
         raise ResultsError(f"{path}: results schema {data['schema']!r}, this socklab reads schema {SCHEMA}; "
                            f"rewrite it with `socklab report` from the run folder")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import errno
+import fcntl
 import os
 import threading
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -25,17 +26,105 @@ TRACEFS = "/sys/kernel/tracing"
 EVENT = "events/sock/inet_sock_set_state"
 
 
+LOCK_DIR = "/run/socklab"
+MNT_DETACH = 2
+_users_fd: int | None = None        # this process's shared lock: "a socklab process uses tracefs here"
+_users_lock = threading.Lock()
+
+
+def _is_mounted() -> bool:
+    return os.path.isdir(os.path.join(TRACEFS, "instances"))
+
+
+def _lock_path(what: str) -> str:
+    """A lock file per mount namespace (a private mount namespace has a tracefs mount of its own)."""
+    return os.path.join(LOCK_DIR, f"tracefs-{os.stat('/proc/self/ns/mnt').st_ino}.{what}")
+
+
+def _open_lock(what: str) -> int:
+    os.makedirs(LOCK_DIR, exist_ok=True)
+    return os.open(_lock_path(what), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
+
+
 def ensure_mounted() -> str | None:
-    """Mount tracefs if needed; return None when usable, else the reason it is not."""
-    if os.path.isdir(os.path.join(TRACEFS, "instances")):
+    """Mount tracefs if needed; return None when usable, else the reason it is not.
+
+    Race-free across processes: the check and the mount happen under an flock of a lock file in
+    /run/socklab, and an EBUSY from the mount (another program mounting it at the same moment) is
+    checked again rather than reported. When socklab mounted tracefs, the last socklab process to
+    use it unmounts it at exit (`release_mount`), so the host's mounts are left as found."""
+    if _is_mounted():
+        _register_user()
         return _event_missing()
     if not os.path.isdir(TRACEFS):
         return f"{TRACEFS} does not exist (kernel built without tracefs)"
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.mount(b"nodev", TRACEFS.encode(), b"tracefs", 0, None) != 0:
-        err = ctypes.get_errno()
-        return f"cannot mount tracefs at {TRACEFS}: {os.strerror(err)} (needs root / CAP_SYS_ADMIN)"
+    try:
+        lock = _open_lock("mount")
+    except OSError as exc:
+        return f"cannot mount tracefs at {TRACEFS}: cannot create the lock file in {LOCK_DIR}: {exc.strerror} " \
+               f"(needs root / CAP_SYS_ADMIN)"
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _is_mounted():
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.mount(b"nodev", TRACEFS.encode(), b"tracefs", 0, None) != 0:
+                err = ctypes.get_errno()
+                if not (err == errno.EBUSY and _is_mounted()):   # EBUSY: someone else (not socklab) mounted it
+                    hint = " (needs root / CAP_SYS_ADMIN)" if err in (errno.EPERM, errno.EACCES) else ""
+                    return f"cannot mount tracefs at {TRACEFS}: {os.strerror(err)}{hint}"
+            else:
+                with open(_lock_path("mounted-by-socklab"), "w") as fh:
+                    fh.write(f"{os.getpid()}\n")
+        _register_user()
+    finally:
+        os.close(lock)
     return _event_missing()
+
+
+def _register_user() -> None:
+    """Hold a shared lock for the rest of this process: another socklab process will not unmount."""
+    global _users_fd
+    with _users_lock:
+        if _users_fd is not None:
+            return
+        try:
+            fd = _open_lock("users")
+        except OSError:
+            return                  # no /run/socklab (no privileges): nothing of ours to unmount either
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        _users_fd = fd
+
+
+def release_mount() -> str | None:
+    """At the end of a process: unmount tracefs if socklab mounted it and no other socklab process
+    still uses it. Returns what was done (for tests and cleanup), or None."""
+    global _users_fd
+    with _users_lock:
+        fd, _users_fd = _users_fd, None
+    if fd is None:
+        return None
+    try:
+        lock = _open_lock("mount")
+    except OSError:
+        os.close(fd)
+        return None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)            # no process can register or mount meanwhile
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None                             # another socklab process still uses it
+        marker = _lock_path("mounted-by-socklab")
+        if not os.path.exists(marker) or not _is_mounted():
+            return None
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.umount2(TRACEFS.encode(), 0) != 0:
+            return f"left {TRACEFS} mounted: {os.strerror(ctypes.get_errno())}"   # someone else holds it open
+        os.unlink(marker)
+        return f"unmounted {TRACEFS}"
+    finally:
+        os.close(lock)
+        os.close(fd)
 
 
 def _event_missing():
@@ -176,11 +265,17 @@ def pool() -> InstancePool:
 
 
 def close_pool() -> None:
+    """Remove every instance of this process, then give tracefs back (unmounted if socklab mounted it
+    and this was its last user)."""
     global _pool
     with _pool_lock:
         if _pool is not None:
             _pool.close()
             _pool = None
+    release_mount()
+
+
+atexit.register(close_pool)     # registered at import: runs after the pool's own handler
 
 
 def leftovers() -> list[str]:

@@ -195,12 +195,13 @@ def test_lab_folders_without_outcome_are_left_out(tmp_path):
     assert len(build_results(run)["cases"]) == 7
 
 
-def test_a_truncated_case_json_leaves_the_outcome(tmp_path):
+def test_a_truncated_case_json_is_refused_naming_the_file(tmp_path):
+    """Never a silently shorter report (case.json is written atomically: a truncated one is damage)."""
     run = run_copy(tmp_path, "base")
     c = cases(build_results(run))[NOACCEPT]
     (run / c["dir"] / "case.json").write_text('{"segments": [')
-    c = cases(build_results(run))[NOACCEPT]
-    assert c["behaviour"] is None and c["outcome"] == "passed"
+    with pytest.raises(ResultsError, match=f"^{run / c['dir'] / 'case.json'}: corrupt case record"):
+        build_results(run)
 
 
 def test_states_and_edges_tables_of_a_real_run(base):
