@@ -2,7 +2,9 @@
 
 Run as ``python -S agent.py NETNS_PATH CONTROL_FD``; stdlib only, so it starts in a few
 milliseconds. Commands arrive as JSON lines on the control socket; every answer carries the call's
-return value or its errno by name and CLOCK_MONOTONIC start and end times. A call sent with
+return value or its errno by name and CLOCK_MONOTONIC start and end times. Every message the agent
+sends has a "type": "ready", "started" (a background call was taken up), "result" (a call's
+answer) or "error" (a command it could not parse; answered, and the agent keeps serving). A call sent with
 ``"bg": true`` runs in a thread, so the harness can await it later ("blocked in accept").
 ``fork`` makes a child agent that holds copies of every descriptor and gets its own control socket,
 passed back to the harness with SCM_RIGHTS.
@@ -90,7 +92,7 @@ class Agent:
                 self.control.sendall(data)
 
     def serve(self):
-        self.reply({"ready": os.getpid()})
+        self.reply({"type": "ready", "ready": os.getpid()})
         buf = b""
         while True:
             chunk = self.control.recv(65536)
@@ -99,24 +101,43 @@ class Agent:
             buf += chunk
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
-                cmd = json.loads(line)
+                cmd = self.parse(line)
+                if cmd is None:
+                    continue
                 if cmd.get("bg"):
                     threading.Thread(target=self.execute_bg, args=(cmd,), daemon=True).start()
                 else:
                     self.execute(cmd)
 
+    def parse(self, line):
+        """A command, or None after answering a malformed one with an "error" message."""
+        cmd = None
+        try:
+            cmd = json.loads(line)
+            if not isinstance(cmd, dict) or not isinstance(cmd.get("op"), str) or not isinstance(cmd.get("args", {}), dict):
+                raise ValueError("expected an object with \"op\" (text) and \"args\" (object)")
+            return cmd
+        except ValueError as exc:
+            ident = cmd.get("id") if isinstance(cmd, dict) else None
+            self.reply({"type": "error", "id": ident, "error": f"malformed command {line[:200]!r}: {exc}"})
+            return None
+
     def execute_bg(self, cmd):
         """A call the harness awaits later: say it has started, then make it."""
-        self.reply({"id": cmd["id"], "started": time.monotonic(), "tid": threading.get_native_id()})
+        self.reply({"type": "started", "id": cmd.get("id"), "started": time.monotonic(),
+                    "tid": threading.get_native_id()})
         self.execute(cmd)
 
     def execute(self, cmd):
         op = cmd["op"]
-        out = {"id": cmd["id"], "op": op}
+        out = {"type": "result", "id": cmd.get("id"), "op": op}
         t0 = time.monotonic()
         fds, passing = (), None
         try:
-            ret = getattr(self, "op_" + op)(**cmd.get("args", {}))
+            fn = getattr(self, "op_" + op, None)
+            if fn is None:
+                raise ValueError(f"unknown operation {op!r}")
+            ret = fn(**cmd.get("args", {}))
             if op == "fork" and ret.get("child"):
                 return self.become_child(ret["sock"])
             if isinstance(ret, dict) and "pass_sock" in ret:
@@ -133,7 +154,7 @@ class Agent:
             out["error"] = f"{type(exc).__name__}: {exc}"
         out["t0"], out["t1"] = t0, time.monotonic()
         if op == "connect":
-            out["local_port"] = self.local_port(cmd["args"]["fd"])
+            out["local_port"] = self.local_port(cmd.get("args", {}).get("fd"))
         self.reply(out, fds)
         if passing is not None:
             passing.close()                  # the harness holds its own copy now

@@ -81,6 +81,7 @@ class Pending:
         self._future, self._finish = future, finish
         self.started: float | None = None     # when the program took the call up (CLOCK_MONOTONIC)
         self.tid: int | None = None           # the program's thread that makes the call
+        self.timed_out_after: float | None = None
 
     def done(self) -> bool:
         return self._future.done()
@@ -184,6 +185,9 @@ class Program:
         self._lock = threading.Lock()
         self._fds: list[int] = []
         self._ready = Future()
+        self.protocol_errors: list[str] = []   # messages that could not be understood, reported at the next call
+        self._reported = 0
+        self.stuck: Pending | None = None      # a foreground call that timed out and has not returned yet
         self.proc = None
         self.pid = _pid
         self._stderr = None
@@ -253,20 +257,11 @@ class Program:
             buf += data
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
-                msg = json.loads(line)
-                if "ready" in msg:
-                    if self.pid is None:
-                        self.pid = msg["ready"]
-                    self._ready.set_result(msg)
-                    continue
-                if "started" in msg:
-                    started = self._started.pop(msg["id"], None)
-                    if started is not None:
-                        started.set_result(msg)
-                    continue
-                fut = self._futures.pop(msg["id"], None)
-                if fut is not None:
-                    fut.set_result(msg)
+                try:
+                    self._dispatch(line)
+                except Exception as exc:    # one bad message is reported; the loop goes on reading
+                    self.protocol_errors.append(f"{self.name}: malformed message {line[:200]!r}: "
+                                                f"{type(exc).__name__}: {exc}")
         gone = self.exited or "the socket program's process ended"
         self.exited = gone
         for fut in list(self._started.values()):
@@ -278,12 +273,49 @@ class Program:
         if not self._ready.done():
             self._ready.set_result({"gone": gone})
 
+    def _dispatch(self, line: bytes) -> None:
+        """Route one message by its type: ready, started, result, error (see harness/agent.py)."""
+        msg = json.loads(line)
+        kind = msg.get("type") if isinstance(msg, dict) else None
+        if kind == "ready":
+            if self.pid is None:
+                self.pid = msg["ready"]
+            self._ready.set_result(msg)
+        elif kind == "started":
+            started = self._started.pop(msg["id"], None)
+            if started is not None:
+                started.set_result(msg)
+        elif kind in ("result", "error"):
+            fut = self._futures.pop(msg.get("id"), None)
+            if fut is not None:
+                fut.set_result(msg if kind == "result" else {**msg, "t0": 0.0, "t1": 0.0})
+            elif kind == "error":
+                self.protocol_errors.append(f"{self.name}: the program rejected a message: {msg.get('error')}")
+            else:
+                raise ValueError(f"a result for call id {msg.get('id')!r}, which nobody awaits")
+        else:
+            raise ValueError(f"unknown message type {kind!r}")
+
     # -- calls ------------------------------------------------------------------------------
     def call(self, op, args=None, *, wait=True, timeout=None, expect=None, check=True, convert=None):
         """Send one step to the program; see the module docstring for wait/expect/check."""
         args = dict(args or {})
         if self.exited:
             raise StepError(f"{self.name}: {op}({_args_text(args)}) on a program that is gone ({self.exited})")
+        if self.stuck is not None:
+            # The program reads no step until the call that timed out returns: wait for that (as
+            # long as this step may take), and if it does not, say which call holds the program.
+            wait_for = self.call_timeout if timeout is None else timeout
+            try:
+                self.stuck._future.result(wait_for)
+            except FutureTimeout:
+                raise StepTimeout(f"{self.name}: {op}({_args_text(args)}) not sent: the program is still blocked in "
+                                  f"{self.stuck.op}({_args_text(self.stuck.args)}), which did not return within "
+                                  f"{self.stuck.timed_out_after:.1f} s (nor in the {wait_for:.1f} s since)") from None
+            self.stuck = None
+        if len(self.protocol_errors) > self._reported:
+            new, self._reported = self.protocol_errors[self._reported:], len(self.protocol_errors)
+            raise StepError(f"{op}({_args_text(args)}) not sent: " + "; ".join(new))
         self.wait_ready()
         fut, started = Future(), Future()
         with self._lock:
@@ -294,7 +326,14 @@ class Program:
             self.control.sendall((json.dumps({"id": ident, "op": op, "args": args, "bg": not wait}) + "\n").encode())
         pending = Pending(self, op, args, fut, lambda msg: self._finish(op, args, msg, not wait, expect, check, convert))
         if wait:
-            return pending.wait(timeout)
+            try:
+                return pending.wait(timeout)
+            except StepTimeout:
+                # The program's command loop is inside this call: the next step says so, by name,
+                # instead of timing out on a call the program never read.
+                pending.timed_out_after = self.call_timeout if timeout is None else timeout
+                self.stuck = pending
+                raise
         # Return once the program has taken the call up (its thread is about to enter the kernel);
         # pending.wait_blocked() says when it actually sleeps there.
         try:

@@ -1,0 +1,44 @@
+"""The socket program survives a malformed command and a timed-out call (root: a real program in a lab)."""
+
+from __future__ import annotations
+
+import select
+import time
+
+import pytest
+
+from harness.errors import StepError, StepTimeout
+from harness.lab import Lab
+
+
+def test_a_malformed_command_is_answered_and_the_program_keeps_serving():
+    with Lab(trace_states=False) as lab:
+        prog = lab.client
+        prog.wait_ready()
+        prog.control.sendall(b"{not json\n")
+        prog.control.sendall(b'{"id": 77, "op": 5}\n')
+        deadline = time.monotonic() + 5
+        while len(prog.protocol_errors) < 2:      # both answers read (no event to wait on from here)
+            assert time.monotonic() < deadline, prog.protocol_errors
+            select.select([], [], [], 0.005)
+        with pytest.raises(StepError) as exc:
+            prog.socket()
+        assert "malformed command b'{not json'" in str(exc.value)
+        assert "malformed command b'{\"id\": 77, \"op\": 5}'" in str(exc.value)
+        s = prog.socket()          # still serving
+        assert s.fd > 0
+
+
+def test_a_timed_out_call_is_named_by_the_next_step():
+    with Lab(trace_states=False) as lab:
+        srv = lab.server.socket()
+        srv.bind(50000)
+        srv.listen(1)
+        with pytest.raises(StepTimeout, match=r"accept\(fd=\d+\) did not return within 0.3 s"):
+            srv.accept(timeout=0.3)
+        with pytest.raises(StepTimeout, match=r"not sent: the program is still blocked in accept\(fd=\d+\), which did "
+                                              r"not return within 0.3 s \(nor in the 0.2 s since\)"):
+            lab.server.socket(timeout=0.2)
+        lab.client.socket().connect(lab.hosts.server, 50000)    # the accept returns now
+        lab.server.stuck._future.result(5)
+        assert lab.server.socket().fd > 0
