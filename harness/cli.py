@@ -88,6 +88,9 @@ def main(argv=None) -> int:
     soak.add_argument("--runs", type=int, default=20)
     soak.add_argument("-n", "--workers", default=None, help="as for run")
     soak.add_argument("--cases", default="cases")
+    soak.add_argument("--load", type=int, default=0, metavar="N",
+                      help="keep N CPU-bound processes busy for the soak's duration (started and stopped by soak)")
+    soak.add_argument("--reports", default="reports", help="reports folder (default: reports)")
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] in (["matrix"], ["bench"]) and "--" in argv:        # KERNEL... -- PYTEST ARGS
@@ -283,23 +286,86 @@ def _matrix(args, pytest_args) -> int:
 
 
 def _soak(args) -> int:
-    """Consecutive catalogue runs, each a fresh pytest process checked against the baseline."""
+    """Consecutive catalogue runs, each a fresh pytest process checked against the baseline, optionally
+    with the cores kept busy; per run: exit status, wall time and which cases failed."""
+    import collections
     import statistics
     import subprocess
-    walls, failed = [], []
-    for i in range(1, args.runs + 1):
-        t0 = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "pytest", args.cases, "-q", "-n", str(args.workers),
-                               "--socklab-run", f"soak-{os.getpid()}-{i}"], capture_output=True, text=True)
-        walls.append(time.monotonic() - t0)
-        last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
-        print(f"run {i:2d}: exit {proc.returncode}, {walls[-1]:.1f} s: {last}", flush=True)
-        if proc.returncode != 0:
-            failed.append(i)
-            print(proc.stdout[-4000:])
-    print(f"socklab soak: {args.runs - len(failed)} of {args.runs} runs passed; wall median "
-          f"{statistics.median(walls):.1f} s, max {max(walls):.1f} s" + (f"; failed runs: {failed}" if failed else ""))
-    return 1 if failed else 0
+    if args.runs < 1 or args.load < 0:
+        print("socklab soak: --runs must be at least 1 and --load at least 0", file=sys.stderr)
+        return 2
+    walls, failed_runs, by_case = [], [], collections.Counter()
+    load = _start_load(args.load)
+    try:
+        print(f"socklab soak: {args.runs} runs of {args.cases} with -n {args.workers}"
+              + (f", {args.load} CPU-bound processes running (pids {' '.join(str(p.pid) for p in load)})"
+                 if load else ""), flush=True)
+        for i in range(1, args.runs + 1):
+            name = f"soak-{os.getpid()}-{i}"
+            t0 = time.monotonic()
+            proc = subprocess.run([sys.executable, "-m", "pytest", args.cases, "-q", "-p", "no:cacheprovider",
+                                   "-n", str(args.workers), "--socklab-reports", args.reports, "--socklab-run", name],
+                                  capture_output=True, text=True, env={**os.environ, "COLUMNS": "400"})
+            walls.append(time.monotonic() - t0)
+            last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+            bad = _failed_cases(os.path.join(args.reports, name), proc.stdout)
+            by_case.update(case for case, _ in bad)
+            print(f"run {i:2d}: exit {proc.returncode}, {walls[-1]:.1f} s, {len(bad)} failed: {last}", flush=True)
+            for case, why in bad:
+                print(f"    {case}: {why}", flush=True)
+            if proc.returncode != 0:
+                failed_runs.append(i)
+                if not bad:                     # not a case: the session itself (usage error, baseline)
+                    print("    " + "\n    ".join((proc.stdout + proc.stderr).strip().splitlines()[-15:]))
+    except KeyboardInterrupt:
+        print(f"socklab soak: interrupted after {len(walls)} runs", file=sys.stderr)
+        return 130
+    finally:
+        _stop_load(load)
+    print(f"socklab soak: {args.runs - len(failed_runs)} of {args.runs} runs passed (-n {args.workers}, load "
+          f"{args.load}); wall median {statistics.median(walls):.1f} s, min {min(walls):.1f} s, max {max(walls):.1f} s"
+          + (f"; failed runs: {failed_runs}" if failed_runs else ""))
+    for case, n in by_case.most_common():
+        print(f"  failed in {n} of {args.runs} runs: {case}")
+    return 1 if failed_runs else 0
+
+
+_BUSY = "while True: pass"
+
+
+def _start_load(n: int) -> list:
+    """N CPU-bound processes that die with soak (PR_SET_PDEATHSIG) even if soak is killed."""
+    import ctypes
+    import subprocess
+
+    def die_with_parent():
+        ctypes.CDLL(None).prctl(1, 9)
+    return [subprocess.Popen([sys.executable, "-c", _BUSY], preexec_fn=die_with_parent,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL) for _ in range(n)]
+
+
+def _stop_load(procs: list) -> None:
+    for p in procs:
+        p.kill()
+    for p in procs:
+        p.wait()
+
+
+def _failed_cases(run_dir: str, stdout: str) -> list[tuple[str, str]]:
+    """(case id, first line of why) for each case of a run that failed or errored, from its results."""
+    from .results import ResultsError, load_results
+    try:
+        results = load_results(run_dir)
+    except ResultsError:
+        # no results (the session ended early): pytest's own summary lines
+        return [(l.split()[1], " ".join(l.split()[3:])[:160]) for l in stdout.splitlines()
+                if l.startswith(("FAILED ", "ERROR ")) and len(l.split()) > 1]
+    out = []
+    for c in results["cases"]:
+        if c.get("outcome") in ("failed", "error", "interrupted"):
+            lines = [l.strip() for l in (c.get("longrepr") or "").splitlines() if l.strip().startswith("E ")]
+            out.append((c["id"], (lines[0][1:].strip() if lines else c.get("outcome"))[:200]))
+    return out
 
 
 def _cleanup(args) -> int:
