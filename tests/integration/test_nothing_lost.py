@@ -30,7 +30,7 @@ def test_lost_trace_events_are_recorded_and_the_artifacts_written(run_pytest):
     run = run_pytest.run(LOST_CASE, "-k", "lost")
     assert run.returncode == 0, run.output
     folder = run.case_dir("test_case.py::test_lost")
-    for name in ("packets.pcap", "segments.txt", "ss.txt", "transitions.txt", "timeline.txt", "case.json", "steps.json"):
+    for name in ("packets.pcap", "segments.txt", "ss.txt", "transitions.txt", "timeline.txt", "case.json"):
         assert os.path.exists(os.path.join(folder, name)), name
     rec = run.json("test_case.py::test_lost", "case.json")
     assert rec["trace_lost"] == {"count": 42, "lines": ["CPU:1 [LOST 42 EVENTS]"]}
