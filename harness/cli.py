@@ -160,8 +160,12 @@ def _run(args) -> int:
     if not os.path.exists(index) and os.path.isdir(os.path.join(run_dir, "cases")):
         # the plugin writes both at session end; this covers a session that ended before it could
         from .report import summary_line, write_report
-        from .results import build_results, write_results
-        results = build_results(run_dir, profile=args.profile)
+        from .results import ResultsError, build_results, write_results
+        try:
+            results = build_results(run_dir, profile=args.profile)
+        except ResultsError as exc:
+            print(f"socklab run: no report: {exc}", file=sys.stderr)
+            return int(code) or 1
         write_results(run_dir, results=results)
         print(summary_line(results, write_report(run_dir, results)))
     if os.path.exists(index):
