@@ -212,7 +212,7 @@ class Topology(contextlib.AbstractContextManager):
     def _build(self):
         if self.routed:
             return self._build_routed()
-        block = claim_block(self.index)
+        self.block = block = claim_block(self.index)
         self._stack.callback(release_block, block)
         v4, v6 = addresses(self.index, block)
         for i, role in enumerate(self.roles):
@@ -227,6 +227,7 @@ class Topology(contextlib.AbstractContextManager):
     def _build_routed(self):
         index2 = names.next_index()          # the second link's prefixes (and its router interface name)
         blocks = [claim_block(self.index)]
+        self.block = blocks[0]
         self._stack.callback(release_block, blocks[0])
         blocks.append(claim_block(index2))
         self._stack.callback(release_block, blocks[1])

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from harness import tracefs
+from harness import topology, tracefs
 from harness.lab import Lab
 
 from .conftest import child_env, case_run_argv
@@ -34,7 +34,7 @@ except StepTimeout:
 sleeper = lab.command("client", ["sleep", "60"])
 print("READY " + json.dumps({"netns": [h.netns for h in lab.hosts.hosts.values()], "instance": lab.trace.name,
       "agents": [lab.client.pid, lab.server.pid, sleeper.pid], "child": child.pid,
-      "server_netns": lab.hosts.server.netns}), flush=True)
+      "server_netns": lab.hosts.server.netns, "block": lab.hosts.block}), flush=True)
 sys.stdin.read()
 """
 
@@ -80,6 +80,10 @@ def test_cleanup_removes_what_a_killed_run_left_and_nothing_of_a_live_one(killed
         for name in info["netns"]:
             assert f"would remove namespace {name}" in dry.stdout.splitlines(), dry.stdout
         assert f"would remove tracefs instance {tracefs.TRACEFS}/instances/{info['instance']}" in dry.stdout
+        claim = os.path.join(topology.BLOCKS_DIR, str(info["block"]))
+        live_claim = os.path.join(topology.BLOCKS_DIR, str(live.hosts.block))
+        assert f"would remove address claim {claim}" in dry.stdout.splitlines(), dry.stdout
+        assert live_claim not in dry.stdout
         assert resources.netns(pid) == sorted(info["netns"])
         assert info["instance"] in resources.instances(pid)
         assert resources.procs_in(info["server_netns"]) == [info["child"]]
@@ -91,6 +95,8 @@ def test_cleanup_removes_what_a_killed_run_left_and_nothing_of_a_live_one(killed
         for name in info["netns"]:
             assert any(line.startswith(f"removed namespace {name}") for line in lines), done.stdout
         assert f"removed tracefs instance {tracefs.TRACEFS}/instances/{info['instance']}" in lines, done.stdout
+        assert f"removed address claim {claim}" in lines and not os.path.exists(claim), done.stdout
+        assert os.path.exists(live_claim) and live_claim not in done.stdout
         assert resources.netns(pid) == [] and resources.instances(pid) == []
         assert resources.wait_gone([info["child"]], timeout=2) == []
         assert not any(f"slab-{os.getpid()}-" in line for line in lines), done.stdout
