@@ -133,16 +133,22 @@ class Capture:
     def wait_for(self, predicate, *, timeout: float, what: str):
         """Wait until a segment satisfying `predicate` is on the link; return it (StepTimeout names `what`)."""
         timeout = scaled(timeout)
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        deadline, polls = start + timeout, 0
         while True:
             self._read_available()
+            polls += 1
             for seg in self.segments():
                 if predicate(seg):
                     return seg
             left = deadline - time.monotonic()
             if left <= 0:
                 last = self.segments()[-1].text() if self.segments() else "no segment at all"
-                raise StepTimeout(f"capture: no segment {what} within {timeout} s; last seen: {last}")
+                # How the wait went, so a miss under load can be told from a segment that never came.
+                newest = f"{self.frames[-1].mono - start:+.3f} s" if self.frames else "none"
+                raise StepTimeout(f"capture: no segment {what} within {timeout} s; last seen: {last} "
+                                  f"({polls} reads of {self.tap.ifname}, {len(self.frames)} frames, the newest "
+                                  f"stamped {newest} from the wait's start)")
             select.select([self._sock], [], [], min(left, 0.05))
 
     # -- results ----------------------------------------------------------------------------
