@@ -55,7 +55,8 @@ def ensure_mounted() -> str | None:
     use it unmounts it at exit (`release_mount`), so the host's mounts are left as found."""
     if _is_mounted():
         _register_user()
-        return _event_missing()
+        if _is_mounted():       # still: the last user unmounts only while no other holds the users lock
+            return _event_missing()
     if not os.path.isdir(TRACEFS):
         return f"{TRACEFS} does not exist (kernel built without tracefs)"
     try:
