@@ -28,6 +28,10 @@ from .wait import wait_until
 
 AGENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "agent.py")
 DEFAULT_CALL_TIMEOUT = 10.0
+# The program's own start (an interpreter starting) is harness start-up, not an event a case times:
+# 0.05 s idle, over 5 s with 6 workers on 2 busy cores. The deadline only catches a program that
+# will never be ready, so it is generous.
+READY_TIMEOUT = 30.0
 
 
 @dataclass
@@ -218,7 +222,7 @@ class Program:
         self._reader = threading.Thread(target=self._read_loop, name=f"agent:{self.name}", daemon=True)
         self._reader.start()
 
-    def wait_ready(self, timeout: float = 5.0):
+    def wait_ready(self, timeout: float = READY_TIMEOUT):
         try:
             timeout = scaled(timeout)
             self._ready.result(timeout)
