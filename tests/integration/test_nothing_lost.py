@@ -38,7 +38,7 @@ def test_lost_trace_events_are_recorded_and_the_artifacts_written(run_pytest):
     assert rec["transitions"], "what was read before the loss is kept"
     with open(os.path.join(run.run_dir, "results.json")) as fh:
         assert json.load(fh)["cases"][0]["trace_lost"]["count"] == 42
-    with open(os.path.join(run.run_dir, "index.html")) as fh:
+    with open(os.path.join(folder, "index.html")) as fh:      # the case's own page
         assert "the trace lost 42 events" in fh.read()
 
 
