@@ -298,7 +298,11 @@ def _soak(args) -> int:
     if args.runs < 1 or args.load < 0:
         print("socklab soak: --runs must be at least 1 and --load at least 0", file=sys.stderr)
         return 2
+    import signal
     walls, failed_runs, by_case = [], [], collections.Counter()
+    # SIGTERM (and SIGINT, which a shell ignores for a job it started in the background) stop the soak.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _interrupt)
     load = _start_load(args.load)
     try:
         print(f"socklab soak: {args.runs} runs of {args.cases} with -n {args.workers}"
@@ -307,9 +311,19 @@ def _soak(args) -> int:
         for i in range(1, args.runs + 1):
             name = f"soak-{os.getpid()}-{i}"
             t0 = time.monotonic()
-            proc = subprocess.run([sys.executable, "-m", "pytest", args.cases, "-q", "-p", "no:cacheprovider",
-                                   "-n", str(args.workers), "--socklab-reports", args.reports, "--socklab-run", name],
-                                  capture_output=True, text=True, env={**os.environ, "COLUMNS": "400"})
+            child = subprocess.Popen([sys.executable, "-m", "pytest", args.cases, "-q", "-p", "no:cacheprovider",
+                                      "-n", str(args.workers), "--socklab-reports", args.reports, "--socklab-run", name],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, "COLUMNS": "400"})
+            try:
+                out, err = child.communicate()
+            except KeyboardInterrupt:
+                # The run in progress unwinds like any interrupted run (namespaces, instances, claims
+                # removed) before soak stops its load and ends.
+                child.send_signal(signal.SIGTERM)
+                child.communicate(timeout=120)
+                raise
+            proc = subprocess.CompletedProcess(child.args, child.returncode, out, err)
             walls.append(time.monotonic() - t0)
             last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
             bad = _failed_cases(os.path.join(args.reports, name), proc.stdout)
@@ -332,6 +346,15 @@ def _soak(args) -> int:
     for case, n in by_case.most_common():
         print(f"  failed in {n} of {args.runs} runs: {case}")
     return 1 if failed_runs else 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal_name(signum))
+
+
+def signal_name(signum) -> str:
+    import signal
+    return signal.Signals(signum).name
 
 
 _BUSY = "while True: pass"
