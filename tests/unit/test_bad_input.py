@@ -47,8 +47,8 @@ def test_profiles_and_command_line_name_the_source():
 
 def _faults():
     hosts = {"client": SimpleNamespace(role="client"), "server": SimpleNamespace(role="server")}
-    lab = SimpleNamespace(topology=SimpleNamespace(hosts=hosts, peer_of=lambda h: h))
-    return Faults(lab)
+    topology = SimpleNamespace(hosts=hosts, peer_of=lambda h: h, next_hop=lambda h: h)
+    return Faults(topology, capture=None)
 
 
 @pytest.mark.parametrize("count", [0, -2, 1.5, True])
