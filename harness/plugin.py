@@ -76,6 +76,10 @@ def pytest_configure(config):
         problem = _unwritable(config.socklab_dir)
         if problem:
             raise pytest.UsageError(problem)
+        if getattr(config.option, "numprocesses", None):
+            # The xdist controller builds no lab, yet a SIGTERM to it must unwind too, so the run
+            # is reported as interrupted (results.json, report, summary) instead of killed silently.
+            _unwind_on_sigterm()
 
 
 _previous_sigterm: list = []

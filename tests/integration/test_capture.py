@@ -81,7 +81,7 @@ def test_wait_segment_times_out_naming_what_it_awaited_and_the_last_segment(lab,
     last = lab.segments()[-1]
     msg = str(exc.value)
     assert msg.startswith(f"capture: no segment with RST within 0.2 s; last seen: {last.text()} ("), msg
-    assert re.search(r"\(\d+ reads of sl\w+, \d+ frames, the newest stamped -\d+\.\d{3} s from the wait's start\) "
+    assert re.search(r"\(\d+ reads of sl\w+, \d+ frames, the newest stamped [-+]\d+\.\d{3} s from the wait's start\) "
                      rf"\(last segment at {re.escape(lab.clock(last.time))}, given up at \+", msg), msg
 
 

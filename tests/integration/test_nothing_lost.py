@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from .conftest import RUN, case_run_argv, child_env
+
 LOST_CASE = '''
 def test_lost(lab):
     s = lab.server.socket(); s.bind(50000); s.listen(1)
@@ -27,7 +29,7 @@ def test_overflow(lab):
 
 
 def test_lost_trace_events_are_recorded_and_the_artifacts_written(run_pytest):
-    run = run_pytest.run(LOST_CASE, "-k", "lost")
+    run = run_pytest(LOST_CASE, "-k", "lost", subprocess=True)
     assert run.returncode == 0, run.output
     folder = run.case_dir("test_case.py::test_lost")
     for name in ("packets.pcap", "segments.txt", "ss.txt", "transitions.txt", "timeline.txt", "case.json"):
@@ -43,7 +45,7 @@ def test_lost_trace_events_are_recorded_and_the_artifacts_written(run_pytest):
 
 
 def test_each_case_records_drop_counters(run_pytest):
-    run = run_pytest.run(LOST_CASE, "-k", "overflow")
+    run = run_pytest(LOST_CASE, "-k", "overflow", subprocess=True)
     assert run.returncode == 0, run.output
     drops = run.json("test_case.py::test_overflow", "case.json")["drops"]
     assert set(drops) == {"client", "server"}
@@ -56,6 +58,9 @@ def test_each_case_records_drop_counters(run_pytest):
 
 
 BLOCKING = '''
+import os
+
+
 def test_first(lab):
     pass
 
@@ -63,7 +68,7 @@ def test_first(lab):
 def test_blocks(lab):
     srv = lab.server.socket(); srv.bind(50000); srv.listen(1)
     pending = srv.accept(wait=False)
-    open("case-ready", "w").close()       # xdist workers' output is not forwarded: a file says it
+    open(os.path.join(os.path.dirname(__file__), "case-ready"), "w").close()   # xdist: no output forwarded
     pending.wait(timeout=60)
 
 
@@ -73,9 +78,12 @@ def test_never_reached(lab):
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "1"]], ids=["no-xdist", "xdist"])
-def test_an_interrupted_run_says_so_and_keeps_the_case_in_flight(run_pytest, workers):
-    run = run_pytest.popen(BLOCKING, "-s", "-p", "no:randomly", *workers)
-    ready = os.path.join(os.path.dirname(os.path.dirname(run.run_dir)), "case-ready")
+def test_an_interrupted_run_says_so_and_keeps_the_case_in_flight(pytester, spawn, workers):
+    pytester.makepyfile(test_case=BLOCKING)
+    run_dir = os.path.join(str(pytester.path), "reports", RUN)
+    run = spawn(case_run_argv(str(pytester.path), "-s", "-p", "no:randomly", *workers), cwd=pytester.path,
+                env=child_env())
+    ready = os.path.join(str(pytester.path), "case-ready")
     deadline = time.monotonic() + 30
     while not os.path.exists(ready):
         assert time.monotonic() < deadline and run.proc.poll() is None, f"the case never blocked: {run.output}"
@@ -83,12 +91,12 @@ def test_an_interrupted_run_says_so_and_keeps_the_case_in_flight(run_pytest, wor
     run.proc.send_signal(signal.SIGTERM)
     status = run.finish(timeout=30)
     assert status == pytest.ExitCode.INTERRUPTED, run.output
-    with open(os.path.join(run.run_dir, "results.json")) as fh:
+    with open(os.path.join(run_dir, "results.json")) as fh:
         results = json.load(fh)
     assert results["interrupted"] is True
     got = {c["id"]: c["outcome"] for c in results["cases"]}
     assert got == {"test_case.py::test_first": "passed", "test_case.py::test_blocks": "interrupted"}, got
-    with open(os.path.join(run.run_dir, "index.html")) as fh:
+    with open(os.path.join(run_dir, "index.html")) as fh:
         assert "INTERRUPTED" in fh.read()
     if not workers:
         assert "socklab: INTERRUPTED run: 2 cases (1 interrupted, 1 passed)" in run.output, run.output

@@ -53,7 +53,7 @@ def test_check_leaves_the_host_as_found():
 ])
 def test_a_bad_run_sysctl_is_one_line_before_any_case(run_pytest, item, expected):
     before = host_value()
-    run = run_pytest.run(CASE, "-n", "2", "--socklab-sysctl", item)
+    run = run_pytest(CASE, "-n", "2", "--socklab-sysctl", item, subprocess=True)
     assert run.returncode == 4, run.output
     errors = [l for l in run.output.splitlines() if l.startswith("ERROR:")]
     assert len(errors) == 1 and expected in errors[0], run.output
