@@ -19,6 +19,7 @@ capture's segments starts no process.
 from __future__ import annotations
 
 import itertools
+import re
 import json
 import time
 from dataclasses import dataclass, field
@@ -274,11 +275,11 @@ def _host(hosts, role, where):
 
 def _parse_direction(text: str, hosts) -> tuple[str, str]:
     parts = [p.strip() for p in str(text).split(">")]
-    if len(parts) == 2 and all(parts) and parts[0] != parts[1]:
+    if len(parts) == 2 and all(re.fullmatch(r"\w+", p) for p in parts) and parts[0] != parts[1]:
         for p in parts:
             if p not in hosts:
-                raise UnknownRole(f"faults: unknown role {p!r} in direction {text!r}; this lab's hosts are "
-                                  f"{', '.join(sorted(hosts))}")
+                raise ExpectationSyntaxError(f"unknown role {p!r}: expected '<host> > <host>' with hosts "
+                                             f"{sorted(hosts)}, found {text!r}", text, 1, str(text).index(p) + 1)
     if len(parts) != 2 or parts[0] not in hosts or parts[1] not in hosts or parts[0] == parts[1]:
         raise ExpectationSyntaxError(f"expected '<host> > <host>' with hosts {sorted(hosts)}, found {text!r}",
                                      text, 1, 1)

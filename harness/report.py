@@ -69,7 +69,7 @@ def summary_line(results: dict, report_path: str | None = None) -> str:
     verdicts = ", ".join(f"{v} {k}" for k, v in n["verdicts"].items())
     out = f"socklab: {len(results['cases'])} cases ({outcomes or 'none'}); verdicts: {verdicts}"
     if results.get("interrupted"):
-        out = "socklab: INTERRUPTED run: " + out.removeprefix("socklab: ")
+        out += "; INTERRUPTED: the run stopped before its end"
     return out + (f"; report: {report_path}" if report_path else "")
 
 
