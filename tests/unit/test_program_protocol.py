@@ -10,6 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from harness.wait import wait_until
+
 from harness.errors import StepError, StepTimeout
 from harness.program import Program
 
@@ -56,6 +58,7 @@ def serve_one(fake, ret=0):
 def test_a_malformed_message_is_reported_and_the_reader_survives(fake):
     fake.send(b"this is not json\n")
     fake.send_msg(type="no-such-type", id=5)
+    wait_until(lambda: len(fake.program.protocol_errors) == 2, 5, "the reader thread read both messages")
     t = serve_one(fake)
     with pytest.raises(StepError) as exc:
         # the first step after the garbage names it (and is not sent)...
