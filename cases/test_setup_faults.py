@@ -271,8 +271,10 @@ def test_held_final_ack_shows_syn_recv(lab, family):
     cli.connect(lab.hosts.server, PORT, check=False, timeout=5)        # the client is ESTABLISHED at once
     lab.wait_ss("server", lambda s: s.find(state="SYN-RECV"), timeout=1, what="the final ACK held", required=False)
     rule.release()            # the client's answer to the SYN+ACK retransmission (after 1 s) passes
-    done = lab.wait_ss("server", lambda s: s.find(state="ESTAB"), timeout=5, what="after the ACK passed",
-                       required=False)
+    # The accept() blocked since the start takes the child at once: the snapshot waits for that too,
+    # so it does not depend on which of the two it catches first.
+    done = lab.wait_ss("server", lambda s: s.find(state="ESTAB") and all(r.recv_q == 0 for r in s.find(state="LISTEN")),
+                       timeout=5, what="after the ACK passed", required=False)
     if done.find(state="ESTAB"):               # completed: the blocked accept() returns it
         accepting.wait(timeout=2)
 
