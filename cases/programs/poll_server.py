@@ -28,7 +28,7 @@ def main():
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ)
     buffers = {}
-    me = f"pid {os.getpid()} thread {threading.get_ident()}"
+    me = f"pid {os.getpid():07d} thread {threading.get_ident():020d}"    # fixed width: same segment sizes every run
     log(f"listening {me}")
     while True:
         for key, _ in sel.select():
