@@ -363,6 +363,7 @@ def closed_in_syn_recv(rec: CaseRecord) -> Verdict:
 
 
 @pytest.mark.claim(closed_in_syn_recv)
+@pytest.mark.timing_dependent("segments", why="whether the client's delayed ACK leaves before its FIN follows the delayed-ACK timer")
 @pytest.mark.parametrize("path", ["simultaneous-open", "fastopen"])
 def test_close_in_syn_received(lab, family, path):
     """close() on a socket in SYN_RECEIVED: after a simultaneous open, or an accepted Fast Open child.

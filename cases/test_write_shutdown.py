@@ -93,6 +93,7 @@ def no_send_after_shut_wr(rec: CaseRecord) -> Verdict:
 
 
 @pytest.mark.claim(no_send_after_shut_wr)
+@pytest.mark.timing_dependent("segments", why="how many copies of the held FIN and ACK are retransmitted before the hold ends follows the retransmission timer")
 @pytest.mark.parametrize("how", ["SHUT_WR", "SHUT_RDWR"])
 def test_send_after_shutdown_write(lab, family, how):
     """send() after shutdown(SHUT_WR|SHUT_RDWR): in FIN-WAIT-1 (the peer's ACK held) and in FIN-WAIT-2."""

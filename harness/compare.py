@@ -48,6 +48,7 @@ class Comparison:
     added: list = field(default_factory=list)       # (run index, case id): not in the first run
     missing: list = field(default_factory=list)     # (run index, case id): in the first run only
     flips: list = field(default_factory=list)       # Flip
+    timing: list = field(default_factory=list)      # (case id, run index, aspect, why): differs, declared timing-dependent
 
     @property
     def changed(self) -> bool:
@@ -81,8 +82,10 @@ class Comparison:
         out = ["socklab compare"]
         for i, r in enumerate(self.runs):
             out.append(f"  {self.letter(i)}  {r['run']}: kernel {self.header(i)}  ({len(r['cases'])} cases)  {r.get('path', '')}")
+        timing = [f"{self.letter(j)}: {cid}: {aspect} differ, not counted: the case declares them timing-dependent"
+                  + (f" ({why})" if why else "") for cid, j, aspect, why in self.timing]
         if not self.changed:
-            out.append("no differences: every case behaved as in " + self.letter(0))
+            out += timing + ["no differences: every case behaved as in " + self.letter(0)]
             return "\n".join(out) + "\n"
         for d in self.diffs:
             a, b = self.letter(0), self.letter(d.run)
@@ -103,6 +106,7 @@ class Comparison:
         if len(self.runs) > 2:
             out.append("\n" + self.matrix_text())
         n = len({d.id for d in self.diffs})
+        out += timing
         out.append(f"\n{n} case(s) behave differently, {len(self.added)} added, {len(self.missing)} missing, "
                    f"{len(self.flips)} verdict/outcome flip(s)")
         return "\n".join(out) + "\n"
@@ -228,7 +232,12 @@ def compare_runs(runs: list[dict]) -> Comparison:
                     cmp.flips.append(Flip(cid, i, what, a.get(what), b.get(what)))
             if a.get("behaviour") is None or b.get("behaviour") is None:
                 continue        # a case that did not run on one side: its outcome says so
+            # An aspect the case declares timing-dependent (pytest.mark.timing_dependent) is not a
+            # behaviour change: it is named in the comparison's notes, not counted.
+            timing = {**(a.get("timing_dependent") or {}), **(b.get("timing_dependent") or {})}
             aspects = [x for x in ASPECTS if a["behaviour"].get(x) != b["behaviour"].get(x)]
+            cmp.timing += [(cid, i, x, timing[x]) for x in aspects if x in timing]
+            aspects = [x for x in aspects if x not in timing]
             if aspects:
                 cmp.diffs.append(CaseDiff(cid, i, aspects, a["behaviour"], b["behaviour"]))
     return cmp

@@ -54,6 +54,8 @@ def pytest_configure(config):
                  "families(*names): restrict the family parametrisation, e.g. families('ipv4')",
                  "no_report: keep this test out of the run's results and report (the harness's own tests)",
                  "slow: a case that waits out a long protocol timer; runs only with --socklab-slow",
+                 "timing_dependent(aspect, why=...): this aspect of the case's behaviour (segments, ss, "
+                 "transitions, steps) follows the machine's timing; comparisons name it but do not count it",
                  "privileged: needs root (set on every case that uses a lab)"):
         config.addinivalue_line("markers", line)
     if hasattr(config, "workerinput"):
@@ -466,8 +468,10 @@ def _ids(item) -> dict:
     exp = item.get_closest_marker("experiment")
     fam = item.callspec.params.get("family") if hasattr(item, "callspec") else None
     articles = sorted({m.args[0] for m in item.iter_markers("article")})
+    timing = {m.args[0]: m.kwargs.get("why", "") for m in item.iter_markers("timing_dependent")}
     return {"nodeid": item.nodeid, "experiment": exp.args[0] if exp else None,
-            "article": ",".join(articles) if articles else None, "family": fam}
+            "article": ",".join(articles) if articles else None, "family": fam,
+            **({"timing_dependent": timing} if timing else {})}
 
 
 def _write_outcome(item, data: dict) -> None:

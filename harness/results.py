@@ -265,6 +265,7 @@ def case_result(run_dir: str, case_dir: str, judges: dict | None = None) -> dict
         "experiment": out.get("experiment") or rec_or.get("experiment"),
         "article": ",".join(articles) or None, "articles": articles,
         "judges": rec_or.get("judges", []), "unjudged": unjudged,
+        "timing_dependent": out.get("timing_dependent") or {},
         "family": out.get("family") or rec_or.get("family"),
         "claim": rec_or.get("claim") or next((v["claim"] for v in verdicts if v.get("claim")), None),
         "verdict": summary_verdict(verdicts), "verdicts": verdicts,

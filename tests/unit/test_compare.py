@@ -188,3 +188,29 @@ def test_a_flipped_verdict_alone_is_a_change(runs, tmp_path):
     assert (cmp.diffs, cmp.added, cmp.missing) == ([], [], [])
     assert [(f.id, f.what) for f in cmp.flips] == [(GEN + "test_drop[ipv4]", "verdict")]
     assert cmp.changed
+
+
+def test_an_aspect_declared_timing_dependent_is_named_not_counted(tmp_path):
+    """A case marked timing_dependent("segments") whose segments differ: noted, not a change; any other
+    aspect still counts."""
+    import json as _json
+
+    from harness.compare import compare as _compare
+
+    def results(name, segments, ss, timing):
+        case = {"id": "c::t[ipv4]", "outcome": "passed", "verdict": "confirmed", "timing_dependent": timing,
+                "behaviour": {"segments": segments, "ss": ss, "transitions": [], "steps": {}}}
+        path = tmp_path / f"{name}.json"
+        path.write_text(_json.dumps({"schema": 2, "kind": "socklab-results", "run": name, "kernel": "k",
+                                     "settings": {}, "cases": [case]}))
+        return str(path)
+    a = results("a", ["S", "S.", "."], {}, {"segments": "delayed ACKs"})
+    b = results("b", ["S", "S.", ".", "."], {}, {"segments": "delayed ACKs"})
+    cmp = _compare([a, b])
+    assert not cmp.changed and [t[2] for t in cmp.timing] == ["segments"]
+    assert "declares them timing-dependent (delayed ACKs)" in cmp.text()
+    c = results("c", ["S", "S.", ".", "."], {"x": {"client": ["ESTAB"]}}, {"segments": "delayed ACKs"})
+    assert _compare([a, c]).changed                       # ss is not declared: it still counts
+    d = results("d", ["S", "S.", ".", "."], {}, {})
+    e = results("e", ["S", "S.", "."], {}, {})
+    assert _compare([d, e]).changed
