@@ -33,27 +33,6 @@ def connect(lab, srv):
     return cli, accepting.wait()
 
 
-def wait_gone(lab, role, present, *, timeout, what):
-    """Poll ss until present(snapshot) turns false, or the deadline passes (an observation: no failure).
-
-    Returns the monotonic times of the last snapshot that still had the entry (its start) and of the
-    first without it (its end), the second None when the entry never went."""
-    last_seen = [None]
-
-    def gone(snap):
-        if present(snap):
-            last_seen[0] = snap.before
-            return False
-        return True
-    snap = lab.wait_ss(role, gone, timeout=timeout, what=what, required=False)
-    return last_seen[0], (None if present(snap) else snap.after)
-
-
-def _rel(lab, t):
-    """A monotonic time as seconds into the case (the record's clock), None kept."""
-    return None if t is None else round(t - lab.start, 6)
-
-
 # -- helpers of the judges (pure functions of the record) --------------------------------------
 
 def _hist(rec: CaseRecord, role: str, *, local_port=None, peer_port=None):
@@ -258,9 +237,9 @@ def test_fin_wait_2_times_out_close_wait_stays(lab, family):
     lab.wait_ss("client", lambda s: s.find(local_port=port, state="FIN-WAIT-2"), timeout=5, required=False,
                 what="second client FIN-WAIT-2")
     lab.ss("both clients closed, the server did not")
-    seen, gone = wait_gone(lab, "client", lambda s: s.find(local_port=port), timeout=FIN_TIMEOUT + 3,
-                           what="the second client's entry gone")
-    lab.observe("short entry seen until / gone by", [_rel(lab, seen), _rel(lab, gone)])
+    seen, gone = lab.wait_gone("client", lambda s: s.find(local_port=port), lab.start, timeout=FIN_TIMEOUT + 3,
+                               what="the second client's entry gone", required=False)
+    lab.observe("short entry seen until / gone by", [None if t is None else round(t, 6) for t in (seen, gone)])
     lab.ss("after the shortened tcp_fin_timeout")
 
     conn.recv(100, timeout=5, check=False)              # reading the EOF consumes the FIN's sequence number

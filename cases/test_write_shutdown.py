@@ -35,24 +35,6 @@ def connect(lab, srv, port=PORT):
     return cli, accepting.wait(), cli.getsockname()[1]
 
 
-def wait_gone(lab, role, present, *, timeout, what):
-    """Poll ss until present(snapshot) turns false or the deadline passes (an observation, no failure):
-    the monotonic times of the last snapshot with the entry (start) and the first without it (end, or None)."""
-    last_seen = [None]
-
-    def gone(snap):
-        if present(snap):
-            last_seen[0] = snap.before
-            return False
-        return True
-    snap = lab.wait_ss(role, gone, timeout=timeout, what=what, required=False)
-    return last_seen[0], (None if present(snap) else snap.after)
-
-
-def _rel(lab, t):
-    return None if t is None else round(t - lab.start, 6)
-
-
 def _row(snap, **kw):
     found = snap.find(**kw)
     return found[0] if found else None
@@ -150,9 +132,9 @@ def test_fin_wait_2_lasts_until_close(lab, family):
     lab.hold(2 * FIN_TIMEOUT, "the half-closed client, its descriptor open, past tcp_fin_timeout")
     lab.ss("long past tcp_fin_timeout")
     cli.close()
-    seen, gone = wait_gone(lab, "client", lambda s: s.rows, timeout=FIN_TIMEOUT + 3,
-                           what="the client's entry gone after close()")
-    lab.observe("entry seen until / gone by", [_rel(lab, seen), _rel(lab, gone)])
+    seen, gone = lab.wait_gone("client", lambda s: s.rows, lab.start, timeout=FIN_TIMEOUT + 3,
+                               what="the client's entry gone after close()", required=False)
+    lab.observe("entry seen until / gone by", [None if t is None else round(t, 6) for t in (seen, gone)])
     lab.ss("after close and tcp_fin_timeout")
 
 

@@ -502,18 +502,21 @@ class Lab(contextlib.AbstractContextManager):
                      what=what or f"{at_least} byte(s) readable on {sock.program.name} fd {sock.fd}")
         return sock.recv(size, flags=["MSG_DONTWAIT"], check=False)
 
-    def wait_gone(self, role: str, present, since: float, *, timeout: float, what: str, interval: float = POLL):
+    def wait_gone(self, role: str, present, since: float, *, timeout: float, what: str, interval: float = POLL,
+                  required: bool = True):
         """Poll `ss` until present(snapshot) turns false; return (low, high) bounds, in seconds after
-        `since`, of when the entry went away (the last snapshot that still had it, the first without)."""
-        last_seen = [since]
+        `since`, of when the entry went away (the last snapshot that still had it, the first without).
+        required=False: an observation; high is None when the entry was still there at the deadline.
+        low is None when no snapshot showed the entry at all."""
+        last_seen = [None]
 
         def gone(snap):
             if present(snap):
                 last_seen[0] = snap.before
                 return False
             return True
-        snap = self.wait_ss(role, gone, timeout=timeout, interval=interval, what=what)
-        return last_seen[0] - since, snap.after - since
+        snap = self.wait_ss(role, gone, timeout=timeout, interval=interval, what=what, required=required)
+        return (None if last_seen[0] is None else last_seen[0] - since), (None if present(snap) else snap.after - since)
 
     # -- expectations ----------------------------------------------------------------------------
     def expect_segments(self, text: str, *, port: int | None = None, title: str = "segments"):
