@@ -364,8 +364,8 @@ class Probes:
         return errors
 
 
-def group_events(group: str) -> list[str]:
-    """The event names of dynamic event group `group` now defined in the kernel."""
+def _defined_events() -> list[tuple[str, str]]:
+    """(group, event) of every dynamic event defined now, from `dynamic_events` ('p:GROUP/EVENT ...')."""
     try:
         with open(os.path.join(tracefs.TRACEFS, DYNAMIC_EVENTS)) as fh:
             lines = fh.read().splitlines()
@@ -374,22 +374,21 @@ def group_events(group: str) -> list[str]:
     out = []
     for line in lines:
         head = line.split()[0] if line.split() else ""
-        if ":" in head and head.split(":", 1)[1].split("/")[0] == group:
-            out.append(head.split("/", 1)[1])
+        if ":" in head and "/" in head:
+            group, event = head.split(":", 1)[1].split("/", 1)
+            out.append((group, event))
     return out
+
+
+def group_events(group: str) -> list[str]:
+    """The event names of dynamic event group `group` now defined in the kernel."""
+    return [event for g, event in _defined_events() if g == group]
 
 
 def groups() -> list[str]:
     """Every group of ours (`slab_<pid>`) with dynamic events defined now."""
-    try:
-        with open(os.path.join(tracefs.TRACEFS, DYNAMIC_EVENTS)) as fh:
-            lines = fh.read().splitlines()
-    except OSError:
-        return []
     out = []
-    for line in lines:
-        head = line.split()[0] if line.split() else ""
-        group = head.split(":", 1)[1].split("/")[0] if ":" in head and "/" in head else ""
+    for group, _ in _defined_events():
         if names.event_group_owner(group) is not None and group not in out:
             out.append(group)
     return out
