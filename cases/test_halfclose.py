@@ -52,13 +52,12 @@ def _entered(hist, state):
 
 def _fin(rec, port, src, after=None):
     """The first FIN `src` sent on connection `port` (after time `after`), or None."""
-    return next((s for s in rec.segments(port, src=src, flags="F") if after is None or s.t >= after), None)
+    return rec.first(port, src=src, flags="F", since=after)
 
 
 def _acker(rec, port, src, upto, after=0.0):
     """The first segment `src` sent on `port` that acknowledges everything up to `upto`, or None."""
-    return next((s for s in rec.segments(port, src=src) if s.t >= after and s.ack is not None and s.ack >= upto
-                 and not s.dropped_by), None)
+    return rec.first(port, src=src, since=after, acks=upto, dropped=False)
 
 
 def _row(snap, **kw):

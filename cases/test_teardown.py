@@ -56,15 +56,15 @@ def close_segments(rec: CaseRecord, port: int = PORT):
 
 
 def fin_of(rec: CaseRecord, src: str, port: int = PORT):
-    return next(iter(rec.segments(port, src=src, flags="F")), None)
+    return rec.first(port, src=src, flags="F")
 
 
 def acked_by(rec: CaseRecord, seg, port: int = PORT):
     """The other side's answer to `seg`: its first later segment acknowledging data up to `seg` (or None)."""
     if seg is None:
         return None
-    return next((s for s in rec.segments(port) if s.src != seg.src and s.t >= seg.t and s.ack is not None
-                 and s.ack >= seg.seq), None)
+    other = "client" if seg.src == "server" else "server"
+    return rec.first(port, src=other, since=seg.t, acks=seg.seq)
 
 
 def flags_text(segs) -> str:

@@ -55,8 +55,7 @@ def _chain(hist) -> str:
 
 def _acker(rec, port, src, upto, after=0.0):
     """The first segment `src` sent on `port` at or after `after` that acknowledges up to `upto`, or None."""
-    return next((s for s in rec.segments(port, src=src) if s.t >= after and s.ack is not None and s.ack >= upto
-                 and not s.dropped_by), None)
+    return rec.first(port, src=src, since=after, acks=upto, dropped=False)
 
 
 def _kind(seg) -> str:

@@ -272,13 +272,20 @@ class CaseRecord:
 
     # -- questions judges ask ------------------------------------------------------------------
     def segments(self, port: int | None = None, *, src: str | None = None, flags: str | None = None,
-                 payload: bool | None = None, dropped: bool | None = None) -> list[SegmentRecord]:
+                 payload: bool | None = None, dropped: bool | None = None, since: float | None = None,
+                 acks: int | None = None) -> list[SegmentRecord]:
         """Segments on the link, optionally of one port, one sender, with every flag letter of
-        `flags`, with or without payload, dropped by a fault rule or not."""
+        `flags`, with or without payload, dropped by a fault rule or not, at or after time `since`,
+        acknowledging at least up to `acks`."""
         return [s for s in self.segments_
                 if (port is None or port in (s.sport, s.dport)) and (src is None or s.src == src)
                 and (flags is None or s.has(flags)) and (payload is None or (s.len > 0) == payload)
-                and (dropped is None or bool(s.dropped_by) == dropped)]
+                and (dropped is None or bool(s.dropped_by) == dropped) and (since is None or s.t >= since)
+                and (acks is None or (s.ack is not None and s.ack >= acks))]
+
+    def first(self, port: int | None = None, **kw) -> SegmentRecord | None:
+        """The first segment `segments(port, **kw)` lists, or None when the kernel sent none such."""
+        return next(iter(self.segments(port, **kw)), None)
 
     def snapshots(self, role: str | None = None, label: str | None = None) -> list[SnapshotRecord]:
         """Every ss snapshot (of one host; whose label starts with `label`)."""
