@@ -25,12 +25,6 @@ KERNEL_FOR_SS = {"FIN-WAIT-1": "FIN_WAIT1", "FIN-WAIT-2": "FIN_WAIT2", "TIME-WAI
 
 # -- steps shared by the cases ------------------------------------------------------------------
 
-def answer(lab, src: str, since: float, what: str, timeout: float = 5.0, port: int = PORT):
-    """The first segment `src` sends on `port` after `since` (a call's t0), or None within the deadline."""
-    return lab.wait_segment(lambda s: s.src == src and s.time > since and port in (s.sport, s.dport),
-                            timeout=timeout, what=what, required=False)
-
-
 def only_listener(snap):
     return snap.states() == ["LISTEN"]
 
@@ -39,11 +33,11 @@ def close_both(lab, first, second, first_role: str, second_role: str):
     """`first` closes, then (once its peer's kernel answered) `second` reads EOF and closes; each
     side's answer is awaited as an event, whatever it is."""
     t = first.close().t0
-    answer(lab, second_role, t, f"{second_role}'s answer to {first_role}'s close")
+    lab.next_segment(second_role, t, f"{second_role}'s answer to {first_role}'s close", port=PORT)
     lab.ss("half closed")
     second.recv(100, timeout=2, check=False)
     t = second.close().t0
-    answer(lab, first_role, t, f"{first_role}'s answer to {second_role}'s close")
+    lab.next_segment(first_role, t, f"{first_role}'s answer to {second_role}'s close", port=PORT)
 
 
 # -- what the judges read -----------------------------------------------------------------------
@@ -90,7 +84,7 @@ def four_way_close(lab):
     srv, conn, cli = lab.establish(PORT)
     t = cli.send("hello").t0
     conn.recv(100, timeout=2, check=False)
-    answer(lab, "server", t, "the server's ACK of the data")
+    lab.next_segment("server", t, "the server's ACK of the data", port=PORT)
     close_both(lab, cli, conn, "client", "server")
     lab.wait_ss("client", lambda s: s.find(state="TIME-WAIT"), timeout=1, required=False,
                 what="the client's entry after the close")
@@ -270,11 +264,11 @@ def test_client_and_server_state_paths(lab, family):
     """Every state of a client that closes first and of its server, from the trace and from ss where the trace stops."""
     srv, conn, cli = lab.establish(PORT)
     t = cli.close().t0
-    answer(lab, "server", t, "the server's answer to the client's FIN")
+    lab.next_segment("server", t, "the server's answer to the client's FIN", port=PORT)
     lab.wait_ss("client", lambda s: s.find(state="FIN-WAIT-2"), timeout=1, required=False, what="half closed")
     conn.recv(100, timeout=2, check=False)
     t = conn.close().t0
-    answer(lab, "client", t, "the client's answer to the server's FIN")
+    lab.next_segment("client", t, "the client's answer to the server's FIN", port=PORT)
     lab.wait_ss("client", lambda s: s.find(state="TIME-WAIT"), timeout=1, required=False, what="after the close")
     lab.wait_ss("server", only_listener, timeout=1, required=False, what="the server after the close")
     srv.close()
@@ -412,11 +406,11 @@ def test_killed_server_sends_fin(lab, family):
     """SIGKILL the server with an idle connection: what its kernel sends, what the client's recv() gets."""
     srv, conn, cli = lab.establish(PORT)
     t = lab.server.kill(signal.SIGKILL).t0
-    answer(lab, "server", t, "what the killed server's kernel sends")
+    lab.next_segment("server", t, "what the killed server's kernel sends", port=PORT)
     cli.recv(100, timeout=2, check=False)
     lab.ss("after the kill")
     t = cli.close().t0
-    answer(lab, "server", t, "the server kernel's answer to the client's close")
+    lab.next_segment("server", t, "the server kernel's answer to the client's close", port=PORT)
 
 
 @pytest.mark.claim(exit_sends_fin)
@@ -424,11 +418,11 @@ def test_exit_without_close_sends_fin(lab, family):
     """The client exits without close(): what its kernel sends; the server reads and closes."""
     srv, conn, cli = lab.establish(PORT)
     t = lab.client.exit(0).t0
-    answer(lab, "client", t, "what the exited client's kernel sends")
+    lab.next_segment("client", t, "what the exited client's kernel sends", port=PORT)
     conn.recv(100, timeout=2, check=False)
     lab.ss("after exit")
     t = conn.close().t0
-    answer(lab, "client", t, "the client kernel's answer to the server's close")
+    lab.next_segment("client", t, "the client kernel's answer to the server's close", port=PORT)
 
 
 # -- KILL-UNREAD (an observation: article 004 makes no claim about it) -----------------------------
@@ -439,9 +433,9 @@ def test_close_with_unread_data_resets(lab, family, how):
     """The server closes (or exits) with 5 unread bytes: what it sends, and what the client's recv() gets."""
     srv, conn, cli = lab.establish(PORT)
     t = cli.send("hello").t0
-    answer(lab, "server", t, "the server's ACK of the data")
+    lab.next_segment("server", t, "the server's ACK of the data", port=PORT)
     t = (conn.close() if how == "close" else lab.server.exit(0)).t0
-    answer(lab, "server", t, f"what the server's kernel sends on {how}")
+    lab.next_segment("server", t, f"what the server's kernel sends on {how}", port=PORT)
     cli.recv(100, timeout=2, check=False)
     cli.recv(100, timeout=2, check=False)
     lab.ss("after the close")
@@ -475,11 +469,11 @@ def test_fin_only_on_last_close(lab, family, via):
     conn.close()
     t = other.send("ping", check=False).t0
     cli.recv(100, timeout=2, check=False)
-    answer(lab, "client", t, "the client's ACK of the data")
+    lab.next_segment("client", t, "the client's ACK of the data", port=PORT)
     lab.ss("one descriptor left")
     t = other.close().t0
-    answer(lab, "server", t - 0.0001, "what the server sends on the last close", timeout=1)
-    answer(lab, "client", t, "the client's answer to the last close")
+    lab.next_segment("server", t - 0.0001, "what the server sends on the last close", timeout=1, port=PORT)
+    lab.next_segment("client", t, "the client's answer to the last close", port=PORT)
 
 
 # -- FD-LEAK -----------------------------------------------------------------------------------
@@ -543,6 +537,6 @@ def test_linger_zero_close_sends_rst(lab, family):
     srv, conn, cli = lab.establish(PORT)
     cli.setsockopt("SO_LINGER", (1, 0))
     t = cli.close().t0
-    answer(lab, "client", t - 0.0001, "what the client sends on close()")
+    lab.next_segment("client", t - 0.0001, "what the client sends on close()", port=PORT)
     conn.recv(100, timeout=2, check=False)
     lab.ss("after the reset")

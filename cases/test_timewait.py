@@ -12,12 +12,6 @@ PORT = 50000
 CLIENT_PORT = 50100          # in the cases' reserved range: never an ephemeral port
 
 
-def answer(lab, src: str, since: float, what: str, port: int, timeout: float = 5.0):
-    """The first segment `src` sends on `port` after `since`, or None within the deadline."""
-    return lab.wait_segment(lambda s: s.src == src and s.time > since and port in (s.sport, s.dport),
-                            timeout=timeout, what=what, required=False)
-
-
 def reuse_set(rec: CaseRecord, call) -> bool:
     """Whether SO_REUSEADDR was set on the descriptor of `call` (a bind) since its socket() call."""
     fd = call.args.get("fd")
@@ -49,10 +43,10 @@ def connection(lab, port: int, *, client_port: int | None = None, server_reuse: 
     roles = ("server", "client") if server_closes_first else ("client", "server")
     t = first.close().t0
     # The peer's ACK of that FIN; closing before it leaves would let it cross the second FIN.
-    answer(lab, roles[1], t, f"the {roles[1]}'s ACK of the {roles[0]}'s FIN", port)
+    lab.next_segment(roles[1], t, f"the {roles[1]}'s ACK of the {roles[0]}'s FIN", port=port)
     second.recv(100, timeout=2, check=False)
     t = second.close().t0
-    answer(lab, roles[0], t, f"the {roles[0]}'s answer to the {roles[1]}'s FIN", port)
+    lab.next_segment(roles[0], t, f"the {roles[0]}'s answer to the {roles[1]}'s FIN", port=port)
     return srv
 
 
@@ -106,7 +100,7 @@ def test_restarted_server_binds_over_time_wait(lab, family):
     # the client's ACK would then race the end of the capture).
     for conn, client_port in served:
         since = conn.close().t0
-        answer(lab, "client", since, "the client's ACK of the restarted server's FIN", port=client_port)
+        lab.next_segment("client", since, "the client's ACK of the restarted server's FIN", port=client_port)
 
 
 # -- TIMEWAIT-4TUPLE ----------------------------------------------------------------------------
@@ -208,7 +202,7 @@ def test_same_socket_pair_within_2msl(lab, family):
     call = back.connect(lab.hosts.server, PORT + 1, check=False, timeout=5)
     if call.ok:
         accepting.wait(timeout=5)
-    answer(lab, "server", call.t0, "the server's answer to the SYN that met its TIME-WAIT", PORT + 1)
+    lab.next_segment("server", call.t0, "the server's answer to the SYN that met its TIME-WAIT", port=PORT + 1)
     lab.ss("after the reconnects")
 
 

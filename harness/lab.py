@@ -458,6 +458,12 @@ class Lab(contextlib.AbstractContextManager):
         snap.role = role
         return snap
 
+    def next_segment(self, src: str, since: float, what: str, *, port: int | None = None, timeout: float = 5.0):
+        """The first segment host `src` sends (on `port`) after `since` (e.g. a call's t0), or None when
+        none comes before the deadline: an observation of how a host answered a step, whatever it sent."""
+        return self.wait_segment(lambda s: s.src == src and s.time > since and (port is None or port in (s.sport, s.dport)),
+                                 timeout=timeout, what=what, required=False)
+
     def wait_ss(self, role: str, predicate, *, timeout: float = 5.0, what: str = "the awaited state",
                 interval: float = POLL, required: bool = True):
         """Poll host `role`'s sockets (sock_diag, no process started) until predicate(snapshot) holds;
