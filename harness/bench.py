@@ -75,10 +75,11 @@ def run_bench(repeat: int, cases_folder: str) -> int:
                 t0 = time.perf_counter()
                 lab = Lab(family=family, artifacts_dir=os.path.join(tmp, name))
                 with lab:
-                    lab.claim = _claim_of(fn)
+                    lab.judges = _judges_of(fn)
                     t1 = time.perf_counter()
                     fn(lab, family)
                     t2 = time.perf_counter()
+                    lab.judge()                  # as the plugin does after the steps: part of the teardown
                 t3 = time.perf_counter()
                 walls.append(t3 - t0)
                 setup.append(t1 - t0)
@@ -111,12 +112,9 @@ def protocol_waits(run_dir: str, gap: float = 0.05) -> tuple[float, int]:
     return total, n
 
 
-def _claim_of(fn):
-    """The case's @pytest.mark.claim text, as the pytest plugin would set it."""
-    for mark in getattr(fn, "pytestmark", []):
-        if mark.name == "claim":
-            return mark.args[0]
-    return None
+def _judges_of(fn) -> list:
+    """The judges of the case's @pytest.mark.claim markers, as the pytest plugin runs them."""
+    return [mark.args[0] for mark in getattr(fn, "pytestmark", []) if mark.name == "claim"]
 
 
 def _lab_without_programs(tmp):
