@@ -1,7 +1,7 @@
 """The socket program that runs inside a namespace, driven one call at a time by the harness.
 
-Run as ``python -S agent.py NETNS_PATH CONTROL_FD``; stdlib only, so it starts in a few
-milliseconds. Commands arrive as JSON lines on the control socket; every answer carries the call's
+Run as ``python -S agent.py NETNS_PATH CONTROL_FD``, or forked by the launcher at the end of this
+file (harness/launcher.py), which is how the harness starts it; stdlib only. Commands arrive as JSON lines on the control socket; every answer carries the call's
 return value or its errno by name and CLOCK_MONOTONIC start and end times. Every message the agent
 sends has a "type": "ready", "started" (a background call was taken up), "result" (a call's
 answer) or "error" (a command it could not parse; answered, and the agent keeps serving). A call sent with
@@ -301,17 +301,88 @@ def _flags(names):
     return value
 
 
-def main():
-    netns_path, control_fd = sys.argv[1], int(sys.argv[2])
+def enter(netns_path):
+    """Move this process into the namespace at `netns_path` and make it die with its parent."""
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(netns_path, os.O_RDONLY)
     if libc.setns(fd, 0x40000000) != 0:
         sys.exit(f"agent: setns({netns_path}) failed: {os.strerror(ctypes.get_errno())}")
     os.close(fd)
-    libc.prctl(1, 9)                          # PR_SET_PDEATHSIG SIGKILL: never outlive the harness
+    libc.prctl(1, 9)                          # PR_SET_PDEATHSIG SIGKILL: never outlive the parent
+
+
+def main():
+    netns_path, control_fd = sys.argv[1], int(sys.argv[2])
+    enter(netns_path)
     control = socket.socket(fileno=control_fd)
     Agent(control).serve()
 
 
+# -- the launcher ---------------------------------------------------------------------------------
+# Starting a Python interpreter and importing this module costs about 45 ms of CPU; a case starts two
+# or more programs. The launcher is this module, imported once per harness process
+# (``python -S agent.py --launcher FD``); each program is a fork() of it, which costs about 1 ms.
+# Requests on the launcher's SOCK_SEQPACKET socket: {"netns": path} with two descriptors (the program's
+# control socket, and where its stdout/stderr go), answered {"pid": n} with a pidfd of the program, or
+# {"error": text}; {"reap": pid} once that pidfd says the program has exited, answered {"status": n}
+# (as subprocess's returncode: -N for a signal). The launcher exits when the harness closes its end (a
+# killed harness too): its programs then die of PR_SET_PDEATHSIG.
+
+CONTROL_FD = 100
+
+
+def _answer(requests, msg, fds=()):
+    socket.send_fds(requests, [json.dumps(msg).encode()], list(fds))
+
+
+def _fork_program(requests, netns_path, control_fd, out_fd):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            requests.close()
+            os.dup2(out_fd, 1)
+            os.dup2(out_fd, 2)
+            os.close(out_fd)
+            # The control socket out of the way: the program's own sockets get descriptors from 3 up,
+            # as in any process (results name them, and a lowered RLIMIT_NOFILE counts them).
+            os.dup2(control_fd, CONTROL_FD, inheritable=False)
+            os.close(control_fd)
+            enter(netns_path)
+            Agent(socket.socket(fileno=CONTROL_FD)).serve()
+        finally:
+            os._exit(1)
+    os.close(control_fd)
+    os.close(out_fd)
+    pidfd = os.pidfd_open(pid)               # it cannot be gone yet: nobody has reaped it
+    _answer(requests, {"pid": pid}, [pidfd])
+    os.close(pidfd)
+
+
+def launcher(fd):
+    requests = socket.socket(fileno=fd)
+    while True:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(requests, 4096, 2)
+        except OSError:
+            os._exit(0)
+        if not data:
+            os._exit(0)                      # the harness went away
+        try:
+            msg = json.loads(data)
+            if "reap" in msg and not fds:
+                _answer(requests, {"status": os.waitstatus_to_exitcode(os.waitpid(int(msg["reap"]), 0)[1])})
+                continue
+            netns_path, (control_fd, out_fd) = msg["netns"], fds
+        except (ValueError, KeyError, TypeError, ChildProcessError) as exc:
+            for f in fds:
+                os.close(f)
+            _answer(requests, {"error": f"launcher: cannot serve {data[:200]!r}: {type(exc).__name__}: {exc}"})
+            continue
+        _fork_program(requests, netns_path, control_fd, out_fd)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--launcher"]:
+        launcher(int(sys.argv[2]))
+    else:
+        main()

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import sys
 import threading
 
 import pytest
@@ -213,6 +214,8 @@ def pytest_sessionfinish(session):
 def pytest_unconfigure(config):
     # After every fixture, an interrupted case's too, has been torn down.
     tracefs.close_pool()
+    if "harness.launcher" in sys.modules:
+        sys.modules["harness.launcher"].close()      # the socket-program launcher of this process
     if _previous_sigterm:
         signal.signal(signal.SIGTERM, _previous_sigterm.pop())
 

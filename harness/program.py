@@ -12,21 +12,19 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
+from . import launcher
 from .agent import decode_value, encode_value, resolve_option
 from .errors import ExpectationFailed, StepError, StepTimeout
 from .timefactor import scaled
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 from .wait import wait_until
 
-AGENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "agent.py")
 DEFAULT_CALL_TIMEOUT = 10.0
 # The program's own start (an interpreter starting) is harness start-up, not an event a case times:
 # 0.05 s idle, over 5 s with 6 workers on 2 busy cores. The deadline only catches a program that
@@ -192,7 +190,8 @@ class Program:
         self.protocol_errors: list[str] = []   # messages that could not be understood, reported at the next call
         self._reported = 0
         self.stuck: Pending | None = None      # a foreground call that timed out and has not returned yet
-        self.proc = None
+        self._pidfd: int | None = None       # a started program's pidfd (a forked child has none)
+        self.returncode: int | None = None   # its exit status once reaped (-N: killed by signal N)
         self.pid = _pid
         self._stderr = None
         if _control is not None:
@@ -209,11 +208,14 @@ class Program:
         if self.output_dir:
             os.makedirs(self.output_dir, exist_ok=True)
             self._stderr = open(os.path.join(self.output_dir, f"{self.name}.stderr.txt"), "wb")
-        self.proc = subprocess.Popen([sys.executable, "-S", "-u", AGENT, self.host.netns_path, str(theirs.fileno())],
-                                     pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                                     stdout=self._stderr or subprocess.DEVNULL, stderr=self._stderr or subprocess.DEVNULL)
-        theirs.close()
-        self.pid = self.proc.pid
+        out = self._stderr.fileno() if self._stderr else os.open(os.devnull, os.O_WRONLY)
+        try:
+            self._launcher = launcher.launcher()
+            self.pid, self._pidfd = self._launcher.spawn(self.host.netns_path, theirs, out)
+        finally:
+            theirs.close()
+            if not self._stderr:
+                os.close(out)
         self._attach(ours)
         return self
 
@@ -239,12 +241,11 @@ class Program:
         except OSError:
             pass
         self.control.close()
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self._pidfd is not None:
+            if not launcher.wait_exit(self._pidfd, 1.0):
+                launcher.kill(self._pidfd)
+                launcher.wait_exit(self._pidfd, 5.0)
+            self._collect_status()
         if self._stderr:
             self._stderr.close()
 
@@ -395,14 +396,21 @@ class Program:
 
     def _reap(self, timeout: float = 5.0):
         timeout = scaled(timeout)
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
+        if self._pidfd is not None:
+            if not launcher.wait_exit(self._pidfd, timeout):
                 raise StepTimeout(f"{self.name}: process {self.pid} still running {timeout} s after {self.exited} "
                                   f"(given up at {self.clock()})") from None
+            self._collect_status()
         else:   # a forked child is not ours to wait(): wait for EOF on its control socket
             self._reader.join(timeout)
+
+    def _collect_status(self):
+        """The exit status of the exited process (as subprocess's: -N for signal N), and its pidfd closed."""
+        try:
+            self.returncode = self._launcher.reap(self.pid)
+        finally:
+            os.close(self._pidfd)
+            self._pidfd = None
 
     def fork(self) -> "Program":
         """fork(): a child program holding copies of every descriptor, driven like its parent."""

@@ -16,7 +16,7 @@ from harness.lab import Lab
 from .conftest import child_env, case_run_argv
 
 # A harness process that builds a lab, leaves a forked program blocked inside accept (it has no
-# parent-death signal, unlike the agents, and nobody will connect), reports what it made and waits
+# parent-death signal, unlike the agents and their launcher, and nobody will connect), reports what it made and waits
 # to be killed.
 KILLED_RUN = """
 import json, sys
@@ -32,7 +32,8 @@ try:
 except StepTimeout:
     pass
 sleeper = lab.command("client", ["sleep", "60"])
-print("READY " + json.dumps({"netns": [h.netns for h in lab.hosts.hosts.values()], "instance": lab.trace.name,
+from harness import launcher
+print("READY " + json.dumps({"launcher": launcher.launcher().proc.pid, "netns": [h.netns for h in lab.hosts.hosts.values()], "instance": lab.trace.name,
       "agents": [lab.client.pid, lab.server.pid, sleeper.pid], "child": child.pid,
       "server_netns": lab.hosts.server.netns, "block": lab.hosts.block}), flush=True)
 sys.stdin.read()
@@ -66,8 +67,9 @@ def test_cleanup_removes_what_a_killed_run_left_and_nothing_of_a_live_one(killed
     pid, info = killed_run
     assert resources.netns(pid) == sorted(info["netns"])
     assert info["instance"] in resources.instances(pid)
-    # The agents and commands die with their parent (PR_SET_PDEATHSIG); a program they forked does not.
-    assert resources.wait_gone(info["agents"], timeout=2) == []
+    # The programs' launcher exits when the harness's end of its socket closes; the agents and
+    # commands die with their parent (PR_SET_PDEATHSIG); a program they forked does not.
+    assert resources.wait_gone([info["launcher"]] + info["agents"], timeout=2) == []
     assert resources.procs_in(info["server_netns"]) == [info["child"]]
 
     with Lab() as live:

@@ -269,7 +269,7 @@ def test_exit_without_close_lets_the_kernel_close(lab, family):
     """exit(3): the process ends with status 3, the kernel sends the FIN, later steps say it is gone."""
     _, cli, conn = connected(lab)
     call = lab.client.exit(3)
-    assert call.ret == 3 and lab.client.proc.returncode == 3
+    assert call.ret == 3 and lab.client.returncode == 3
     fin = lab.wait_segment(lambda s: s.src == "client" and s.has("F"), timeout=2, what="the FIN of the exit")
     assert fin.time >= call.t0
     assert conn.recv(10).ret == ""
@@ -282,7 +282,7 @@ def test_kill_ends_the_process_and_its_pending_call(lab, family):
     _, cli, conn = connected(lab)
     pending = cli.recv(10, wait=False)
     kill = lab.client.kill()
-    assert kill.op == "kill" and lab.client.proc.returncode == -signal.SIGKILL
+    assert kill.op == "kill" and lab.client.returncode == -signal.SIGKILL
     with pytest.raises(StepError, match=r"recv\(.*never returned: killed by SIGKILL"):
         pending.wait(timeout=2)
     fin = lab.wait_segment(lambda s: s.src == "client" and s.has("F"), timeout=2, what="the FIN of the kill")
