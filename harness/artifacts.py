@@ -63,6 +63,8 @@ def record(lab, segs) -> CaseRecord:
         trace_lost=lab.trace_lost,
         drops=lab.drops or {},
         verdicts=list(lab.verdicts),
+        timing_dependent=dict(lab.timing_dependent),
+        outcome=lab.outcome,
         artifacts={"pcap": "packets.pcap", "ss": "ss.txt", "timeline": "timeline.txt", "segments": "segments.txt",
                    "transitions": "transitions.txt"},
     )

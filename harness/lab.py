@@ -79,13 +79,15 @@ class Lab(contextlib.AbstractContextManager):
         self._segs: list = []
         self._diags: dict[str, SockDiag] = {}
         self.faults = None
-        self.claim: str | None = None             # legacy: a claim's text judged inline with verdict()
         self.experiment: str | None = None
         self.articles: list[str] = []
         self.judges: list = []                    # harness.judge.Judge objects the plugin runs on the record
         self.facts: dict = {}                     # lab.observe(name, value)
         self.counters: list[tuple] = []           # (t, role, label, values) of lab.netstat(role, label=)
         self.verdicts: list = []                  # VerdictRecord, judged after the steps
+        self.timing_dependent: dict = {}          # aspect -> why, from the case's timing_dependent markers
+        self.outcome = None                       # record.Outcome the plugin hands over before the record is written
+        self.written = None                       # the Future writing the artifacts (background), once submitted
         self.trace_lost: dict | None = None        # {"count": n or None, "lines": [...]} when the trace lost events
         self.drops: dict | None = None             # drop counters per host at the end of the case
 
@@ -541,25 +543,6 @@ class Lab(contextlib.AbstractContextManager):
         expect.expect_transitions(hist.states(), text)
         return hist
 
-    # -- verdicts ---------------------------------------------------------------------------------
-    def verdict(self, holds: bool, observed: str, *, setting: str | None = None, claim: str | None = None) -> str:
-        """Record the article's claim against what this run observed.
-
-        confirmed when `holds`; differs when it does not hold here but `setting` names the setting
-        under which it does (the case observed both); refuted otherwise. `observed` says what the
-        kernel did, in a sentence, from the run's own data.
-        """
-        from .record import VerdictRecord
-        claim = claim or self.claim
-        if not claim:
-            raise expect.ExpectationFailed("verdict() needs the article's claim: mark the case "
-                                           "@pytest.mark.claim('...') or pass claim=")
-        word = "confirmed" if holds else ("differs" if setting else "refuted")
-        self.verdicts.append(VerdictRecord(judge="", experiment=self.experiment or "", claims=[], claim=claim,
-                                           verdict=word, evidence=observed, setting=setting))
-        self.note(f"verdict: {word}: {observed}" + (f" (decided by {setting})" if setting else ""))
-        return word
-
     # -- artifacts -------------------------------------------------------------------------------
     def finish(self):
         """Drain the observers and write the artifacts; runs once, at the end of the case."""
@@ -609,7 +592,8 @@ class Lab(contextlib.AbstractContextManager):
         if self.artifacts_dir and self._finished:
             # Everything is collected by now; writing it is file I/O off the case's critical path.
             # background.flush() (session end, exit) waits for it and re-raises any error.
-            background.submit(artifacts.write, self, self._segs)
+            # The record reads self.outcome there: the plugin changes it only before this submit.
+            self.written = background.submit(artifacts.write, self, self._segs)
 
     def record(self, segs=None):
         """Everything observed in this case, typed (harness.record.CaseRecord; written as case.json)."""

@@ -10,7 +10,6 @@ the SIGTERM handler is installed by the first lab.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import re
 import signal
@@ -27,6 +26,7 @@ from .profiles import sysctls_for, where_of
 FAMILY_IDS = ("ipv4", "ipv6")
 LAB_KEY = pytest.StashKey()         # the case's Lab, for the report hook
 FAILED_KEY = pytest.StashKey()      # True once the case's call failed
+OUTCOME_KEY = pytest.StashKey()     # the case's record.Outcome as last reported
 
 
 def pytest_addoption(parser):
@@ -174,6 +174,17 @@ def _judges_of(item) -> list:
     return [m.args[0] for m in item.iter_markers("claim") if m.args and isinstance(m.args[0], Judge)]
 
 
+def _check_claims(item):
+    """A claim marker holds a judge; anything else (a claim's text, say) fails the case, saying how."""
+    from .judge import Judge
+    for m in item.iter_markers("claim"):
+        if not m.args or not isinstance(m.args[0], Judge):
+            what = repr(m.args[0]) if m.args else "nothing"
+            pytest.fail(f"{item.nodeid}: @pytest.mark.claim holds {what}: a claim case must carry a judge via "
+                        f"@pytest.mark.claim(judge_fn), judge_fn decorated with @harness.judge.judge(...)",
+                        pytrace=False)
+
+
 def _mark_from_judges(item):
     """A case's experiment and article markers follow from its judges (every article of the
     experiment's catalogue row), so `-m`, `-k` and the report see them without repeating them."""
@@ -193,6 +204,7 @@ def _mark_from_judges(item):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
+    _check_claims(item)
     if {"lab", "hosts", "privileged"} & set(getattr(item, "fixturenames", ())):
         reason = privileges.missing()
         if reason:
@@ -370,12 +382,11 @@ def lab(request, privileged, lab_mtu, lab_sysctls, lab_topology):
              ss_each_step=request.config.getoption("--socklab-ss-each-step"), name=request.node.nodeid,
              routed=lab_topology) as the_lab:
         node = request.node
-        claim = node.get_closest_marker("claim")
         the_lab.judges = _judges_of(node)
-        the_lab.claim = claim.args[0] if claim and isinstance(claim.args[0], str) else None   # legacy
         exp = node.get_closest_marker("experiment")
         the_lab.experiment = exp.args[0] if exp else None
         the_lab.articles = sorted({m.args[0] for m in node.iter_markers("article")})
+        the_lab.timing_dependent = _timing(node)
         node.stash[LAB_KEY] = the_lab
         yield the_lab
         if node.stash.get(FAILED_KEY, False):
@@ -391,8 +402,6 @@ def lab(request, privileged, lab_mtu, lab_sysctls, lab_topology):
                 pytest.skip(f"claim not judged: {missing}")
             if missing:
                 pytest.fail(f"the case could not observe what its claim needs: {missing}", pytrace=False)
-        elif the_lab.claim and not the_lab.verdicts:
-            pytest.fail("case carries a claim but recorded no verdict: call lab.verdict(...)", pytrace=False)
         for v in the_lab.verdicts:
             node.user_properties.append(("verdict", f"{v.verdict}: {v.evidence}"))
 
@@ -416,8 +425,7 @@ def pytest_runtest_call(item):
         return (yield)
     except KeyboardInterrupt:
         if _is_case(item):
-            _write_outcome(item, {**_ids(item), "when": "call", "outcome": "interrupted",
-                                  "longrepr": "interrupted (KeyboardInterrupt or SIGTERM) during the case"})
+            _set_outcome(item, "call", "interrupted", "interrupted (KeyboardInterrupt or SIGTERM) during the case")
         raise
 
 
@@ -438,27 +446,26 @@ def pytest_runtest_makereport(item, call):
 
 
 def _record_outcome(item, rep):
-    """outcome.json in the case's folder: the pytest outcome and ids the results file is built from."""
+    """The pytest outcome of a case, into its record (case.json), from each phase's report."""
     if not _is_case(item):
         return              # not a case (a unit test, a harness test): nothing to report
     if rep.when == "setup" and rep.passed:
         # Until the call's report replaces it: a run stopped during this case (Ctrl-C, SIGTERM, kill)
         # records it as the case in flight, not as a case that never was.
-        _write_outcome(item, {**_ids(item), "when": "call", "outcome": "interrupted",
-                              "longrepr": "the run stopped during this case (it made no report)"})
+        _set_outcome(item, "call", "interrupted", "the run stopped during this case (it made no report)")
         return
-    if rep.when == "teardown" and rep.passed and os.path.exists(_outcome_path(item)):
+    if rep.when == "teardown" and rep.passed and item.stash.get(OUTCOME_KEY, None) is not None:
         return
-    data = {**_ids(item), "when": rep.when, "outcome": outcome_word(rep),
-            "longrepr": str(rep.longrepr)[:20000] if rep.failed or rep.skipped else None}
+    word = outcome_word(rep)
+    longrepr = str(rep.longrepr)[:20000] if rep.failed or rep.skipped else None
     if rep.skipped and isinstance(rep.longrepr, tuple):
-        data["longrepr"] = rep.longrepr[2]
+        longrepr = rep.longrepr[2]
     if hasattr(rep, "wasxfail"):
-        data["longrepr"] = f"xfail: {rep.wasxfail or '(no reason given)'}" + (
-            f"\n{rep.longrepr}" if rep.longrepr and data["outcome"] == "xfailed" else "")
-    if rep.when == "teardown" and not rep.passed:
-        data["outcome"] = "error"
-    _write_outcome(item, data)
+        longrepr = f"xfail: {rep.wasxfail or '(no reason given)'}" + (
+            f"\n{rep.longrepr}" if rep.longrepr and word == "xfailed" else "")
+    if rep.when == "teardown" and rep.failed:
+        word = "error"          # a skip at teardown (a claim not judged for want of a trace) stays a skip
+    _set_outcome(item, rep.when, word, longrepr)
 
 
 def _is_case(item) -> bool:
@@ -467,22 +474,40 @@ def _is_case(item) -> bool:
         "lab" in getattr(item, "fixturenames", ()) or bool(item.get_closest_marker("experiment")))
 
 
-def _ids(item) -> dict:
+def _timing(item) -> dict:
+    return {m.args[0]: m.kwargs.get("why", "") for m in item.iter_markers("timing_dependent")}
+
+
+def _alone(item, outcome):
+    """The plugin's own record of a case whose lab recorded nothing (never built, or not yet)."""
+    from .record import CaseRecord
     exp = item.get_closest_marker("experiment")
-    fam = item.callspec.params.get("family") if hasattr(item, "callspec") else None
-    articles = sorted({m.args[0] for m in item.iter_markers("article")})
-    timing = {m.args[0]: m.kwargs.get("why", "") for m in item.iter_markers("timing_dependent")}
-    return {"nodeid": item.nodeid, "experiment": exp.args[0] if exp else None,
-            "article": ",".join(articles) if articles else None, "family": fam,
-            **({"timing_dependent": timing} if timing else {})}
+    return CaseRecord(name=item.nodeid, lab=False, outcome=outcome,
+                      family=item.callspec.params.get("family") if hasattr(item, "callspec") else None,
+                      experiment=exp.args[0] if exp else None,
+                      articles=sorted({m.args[0] for m in item.iter_markers("article")}),
+                      judges=[j.id for j in _judges_of(item)], timing_dependent=_timing(item))
 
 
-def _write_outcome(item, data: dict) -> None:
-    path = _outcome_path(item)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as fh:      # atomic: a killed run leaves the old file or the new one
-        json.dump(data, fh, indent=1)
-    os.replace(path + ".tmp", path)
+def _set_outcome(item, when: str, word: str, longrepr: str | None) -> None:
+    """Put the case's outcome into its record. Before the lab has handed its record to the
+    background writer, the lab takes the outcome (and a small record of the plugin's own is
+    written now, so a run killed in between still shows the case); afterwards, or without a lab,
+    the outcome is written into case.json, after the lab's writing where it is still under way."""
+    from .record import Outcome, save_outcome
+    outcome = Outcome(outcome=word, when=when, longrepr=longrepr)
+    item.stash[OUTCOME_KEY] = outcome
+    path = os.path.join(_case_dir(item.config, item.nodeid), "case.json")
+    the_lab = item.stash.get(LAB_KEY, None)
+    if the_lab is not None and the_lab.written is not None:
+        background.submit(save_outcome, path, outcome, _alone(item, outcome), the_lab.written)
+        return
+    if the_lab is not None:
+        the_lab.outcome = outcome
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _alone(item, outcome).save(path)
+        return
+    save_outcome(path, outcome, _alone(item, outcome))
 
 
 def outcome_word(rep) -> str:
@@ -490,7 +515,3 @@ def outcome_word(rep) -> str:
     if hasattr(rep, "wasxfail"):
         return "xfailed" if rep.skipped else ("xpassed" if rep.passed else rep.outcome)
     return rep.outcome
-
-
-def _outcome_path(item) -> str:
-    return os.path.join(_case_dir(item.config, item.nodeid), "outcome.json")

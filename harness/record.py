@@ -3,7 +3,10 @@
 The run side (harness/artifacts.py) builds a `CaseRecord` from a finished lab; everything after it
 reads the same record: the claims' judges (harness/judge.py), results, report, compare. Times are
 seconds since the case started (CLOCK_MONOTONIC underneath). `CaseRecord.load(path)` reads a
-case.json back; `to_json()` writes it.
+case.json back; `to_json()` writes it. The pytest plugin puts the case's pytest outcome into the same
+record (`CaseRecord.outcome`); for a case whose lab was never built (skipped or failed at set-up, a
+run stopped before the lab recorded anything) the plugin writes a record of its own, with the ids
+and the outcome only (`lab=False`).
 
 Besides the data, the record answers the questions judges ask (`segments(...)`, `snapshot(...)`,
 `history(...)`, `calls(...)`). A question about something the case never recorded (a snapshot
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field
 
 from .errors import SocklabError
 
-SCHEMA = 2
+SCHEMA = 3          # 3: the pytest outcome in the record (before: a separate outcome.json)
 
 
 class Unobservable(SocklabError):
@@ -193,12 +196,25 @@ class VerdictRecord:
     setting: str | None = None       # differs: the setting under which the claim holds
 
 
+OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed", "interrupted")
+
+
+@dataclass
+class Outcome:
+    """The case's pytest outcome, in pytest's words (OUTCOMES), the phase that decided it
+    (setup, call, teardown) and, for anything but a pass, pytest's text (reason, failure)."""
+
+    outcome: str
+    when: str | None = None
+    longrepr: str | None = None
+
+
 @dataclass
 class CaseRecord:
     """Everything one case observed; see the module docstring."""
 
-    name: str
-    family: str = "ipv4"
+    name: str                           # the pytest node id
+    family: str | None = "ipv4"         # None: a case without the family parameter and without a lab
     mtu: int = 1500
     kernel: str = ""
     kernel_version: str = ""            # upstream version (6.1.192), what baselines are keyed on
@@ -224,6 +240,9 @@ class CaseRecord:
     drops: dict = field(default_factory=dict)   # per host: {"links": {if: rx/tx drops}, "counters": {nonzero}}
     verdicts: list[VerdictRecord] = field(default_factory=list)
     artifacts: dict = field(default_factory=dict)
+    timing_dependent: dict = field(default_factory=dict)   # aspect -> why (the case's timing_dependent markers)
+    outcome: Outcome | None = None      # None: not a case of the run (a harness test), or a record before schema 3
+    lab: bool = True                    # False: the plugin's record of a case whose lab recorded nothing
     schema: int = SCHEMA
 
     # -- case.json ---------------------------------------------------------------------------
@@ -246,6 +265,7 @@ class CaseRecord:
         d["notes"] = [_build(Event, dict({"role": ""}, **e)) for e in d.get("notes", [])]
         d["counters"] = [_build(Counters, c) for c in d.get("counters", [])]
         d["verdicts"] = [_verdict(v) for v in d.get("verdicts", [])]
+        d["outcome"] = _build(Outcome, d["outcome"]) if isinstance(d.get("outcome"), dict) else None
         return cls(**{k: v for k, v in d.items() if k in known})
 
     @classmethod
@@ -352,6 +372,21 @@ class CaseRecord:
         if not found:
             raise Unobservable(f"no counters of {role} labelled {label!r} in the record")
         return found[-1].values.get(group, {}).get(name, 0)
+
+
+def save_outcome(path: str, outcome: Outcome, alone: CaseRecord, after=None) -> None:
+    """Set the pytest outcome of the case.json at `path`: in the lab's record once its writing (the
+    Future `after`, a background job) has ended, else in `alone`, the plugin's record of a case
+    whose lab recorded nothing."""
+    if after is not None:
+        after.exception()       # waits; an error in the lab's writing is re-raised by background.flush()
+    try:
+        rec = CaseRecord.load(path)
+    except FileNotFoundError:
+        rec = alone
+    rec.outcome = outcome
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    rec.save(path)
 
 
 def _build(cls, data: dict):

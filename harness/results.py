@@ -1,7 +1,9 @@
 """The results file of a run: what every case claimed, decided and observed, in a comparable form.
 
-`write_results(run_dir)` reads every `cases/<case>/case.json` (Lab.record) and `outcome.json` (the
-plugin) under a run folder and writes `<run_dir>/results.json`. Besides ids, verdicts and outcomes,
+`write_results(run_dir)` reads every `cases/<case>/case.json` (the case's record, with its pytest
+outcome; harness/record.py) under a run folder and writes `<run_dir>/results.json`. A run folder
+written before the outcome was part of the record (schema < 3) keeps it in `outcome.json` beside
+case.json; that file is still read. Besides ids, verdicts and outcomes,
 each case carries its observed behaviour *normalised*, so that two runs on the same kernel compare
 equal and a real change stands out:
 
@@ -50,7 +52,7 @@ def _read_json(path):
 
 
 def case_dirs(run_dir: str) -> list[str]:
-    """The case folders of a run (those holding case.json or outcome.json), sorted."""
+    """The case folders of a run (those holding case.json, or outcome.json in an older run), sorted."""
     root = os.path.join(run_dir, "cases")
     if not os.path.isdir(root):
         return []
@@ -62,20 +64,41 @@ def case_dirs(run_dir: str) -> list[str]:
     return out
 
 
+def _read_case_file(path: str):
+    """A case folder's JSON file, None when absent; a file that is there but not JSON is a
+    ResultsError naming it: a report or comparison never drops a case silently (the files are
+    written atomically, so a killed writer leaves none half-written)."""
+    try:
+        return _read_json(path)
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: corrupt case record (not JSON: {exc}); fix or remove the file") from None
+
+
+def outcome_of(rec: dict) -> dict | None:
+    """The outcome part of a case record (schema 3) with the ids the results file is built from:
+    nodeid, experiment, article, family, timing_dependent, when, outcome, longrepr. None when the
+    record carries no outcome (a harness test's lab, not a case of the run)."""
+    out = rec.get("outcome")
+    if not isinstance(out, dict):
+        return None
+    articles = rec.get("articles") or []
+    return {"nodeid": rec.get("name"), "experiment": rec.get("experiment"),
+            "article": ",".join(articles) if articles else None, "family": rec.get("family"),
+            **({"timing_dependent": rec["timing_dependent"]} if rec.get("timing_dependent") else {}),
+            "when": out.get("when"), "outcome": out.get("outcome"), "longrepr": out.get("longrepr")}
+
+
 def load_case(case_dir: str) -> tuple[dict | None, dict | None]:
-    """(case.json, outcome.json) of one case folder; None for a file that is absent. A file that is
-    there but not JSON is a ResultsError naming it: a report or comparison never drops a case
-    silently (both files are written atomically, so a killed writer leaves none half-written)."""
-    out = []
-    for name in ("case.json", "outcome.json"):
-        path = os.path.join(case_dir, name)
-        try:
-            out.append(_read_json(path))
-        except FileNotFoundError:
-            out.append(None)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ResultsError(f"{path}: corrupt case record (not JSON: {exc}); fix or remove the file") from None
-    return out[0], out[1]
+    """(the lab's record, the outcome) of one case folder, from its case.json; the record is None
+    when the lab recorded nothing (the plugin's record of a case skipped at set-up, say), the
+    outcome None when the folder holds no case of the run. A run from before schema 3 keeps the
+    outcome in outcome.json: read there."""
+    rec = _read_case_file(os.path.join(case_dir, "case.json"))
+    if rec is not None and "outcome" in rec:
+        return (rec if rec.get("lab", True) else None), outcome_of(rec)
+    return rec, _read_case_file(os.path.join(case_dir, "outcome.json"))
 
 
 # -- normalisation -------------------------------------------------------------------------------
@@ -281,7 +304,7 @@ def case_result(run_dir: str, case_dir: str, judges: dict | None = None) -> dict
 
 
 def is_case(case: dict) -> bool:
-    """A case of the run: the plugin wrote its outcome.json. It writes none for tests marked
+    """A case of the run: the plugin put its outcome into the record. It does not for tests marked
     no_report (the harness's own tests, which build labs too), so their folders are left out."""
     return case.get("outcome", "unknown") != "unknown"
 

@@ -48,8 +48,14 @@ def count_cases(cases: str, pytest_args: list) -> int | None:
     return n or None
 
 
+def _records(run_dir: str) -> list[str]:
+    """The case records of a run; a case in flight has one too (its outcome says "interrupted" until
+    it ends), so a count is ahead by at most one case per worker."""
+    return glob.glob(os.path.join(run_dir, "cases", "*", "case.json"))
+
+
 def _done(run_dir: str) -> int:
-    return len(glob.glob(os.path.join(run_dir, "cases", "*", "outcome.json")))
+    return len(_records(run_dir))
 
 
 def _clock(seconds: float) -> str:
@@ -201,7 +207,7 @@ def bench_kernels(specs: list[str], pytest_args: list, reports: str = "reports")
 def print_bench(path: str, pytest_args=()) -> None:
     """The per-kernel figures of a matrix.json: emulator, boot, start-up in the guest (interpreter,
     pytest and its workers, until the first case is done), the cases themselves, outcomes. The phases
-    come from the files' times: <kernel>.booted, and the first and last outcome.json of the run."""
+    come from the files' times: <kernel>.booted, and the first and last case record (case.json) written."""
     with open(path) as fh:
         m = json.load(fh)
     print(f"socklab bench: kernels on {os.cpu_count()} cores, seconds" + (f" (pytest {' '.join(pytest_args)})" if pytest_args else ""))
@@ -220,7 +226,7 @@ def _num(x) -> str:
 
 def _phases(r: dict) -> tuple:
     """(boot, start-up, cases) seconds of one kernel's run, from file times; None where unknown."""
-    times = sorted(os.path.getmtime(p) for p in glob.glob(os.path.join(r["run_dir"], "cases", "*", "outcome.json")))
+    times = sorted(os.path.getmtime(p) for p in _records(r["run_dir"]))
     if not times:
         return r.get("boot"), None, None
     first, last = times[0], times[-1]

@@ -98,16 +98,16 @@ class PytestRun:
     run_dir: str
 
     def case_dir(self, nodeid: str) -> str:
-        """The artifacts folder of `nodeid`: the one whose outcome.json names it."""
+        """The artifacts folder of `nodeid`: the one whose case.json names it."""
         cases = os.path.join(self.run_dir, "cases")
         for name in sorted(os.listdir(cases)) if os.path.isdir(cases) else ():
             try:
-                with open(os.path.join(cases, name, "outcome.json")) as fh:
-                    if json.load(fh).get("nodeid") == nodeid:
+                with open(os.path.join(cases, name, "case.json")) as fh:
+                    if json.load(fh).get("name") == nodeid:
                         return os.path.join(cases, name)
             except FileNotFoundError:
                 continue
-        raise AssertionError(f"no case folder under {cases} has an outcome.json for {nodeid}")
+        raise AssertionError(f"no case folder under {cases} has a case.json for {nodeid}")
 
     def json(self, nodeid: str, name: str):
         with open(os.path.join(self.case_dir(nodeid), name)) as fh:

@@ -3,6 +3,7 @@ subprocess as an unprivileged user."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -112,7 +113,7 @@ def test_trace_unavailable_becomes_a_skip_with_its_reason(plugin_run):
     reason = "kernel state transitions unavailable: tracefs switched off by the test"
     assert [(n, path, r) for n, path, _, r in skips] == [("1", "test_case.py", reason)], plugin_run.output
     assert "test_case.py::test_trace_unavailable[ipv4]" not in outcomes(plugin_run)
-    outcome = plugin_run.json("test_case.py::test_trace_unavailable[ipv4]", "outcome.json")
+    outcome = plugin_run.json("test_case.py::test_trace_unavailable[ipv4]", "case.json")["outcome"]
     assert outcome["outcome"] == "skipped" and outcome["longrepr"].endswith(reason), outcome
 
 
@@ -124,20 +125,22 @@ def test_a_claim_without_verdict_fails(plugin_run):
     assert re.search(r"ERROR at teardown of test_without_verdict\[ipv4\] _+\nthe case could not observe what its "
                      r"claim needs: no ss snapshot of client labelled 'never taken'", plugin_run.output), plugin_run.output
     assert got["test_case.py::test_failing_with_claim[ipv4]"] == ["FAILED"], plugin_run.output
-    outcome = plugin_run.json("test_case.py::test_without_verdict[ipv4]", "outcome.json")
-    assert (outcome["when"], outcome["outcome"], outcome["experiment"]) == ("teardown", "error", "ITEST-NOVERDICT")
-    assert "could not observe" in outcome["longrepr"]
+    case = plugin_run.json("test_case.py::test_without_verdict[ipv4]", "case.json")
+    assert (case["outcome"]["when"], case["outcome"]["outcome"], case["experiment"]) == (
+        "teardown", "error", "ITEST-NOVERDICT")
+    assert "could not observe" in case["outcome"]["longrepr"]
     assert plugin_run.returncode == pytest.ExitCode.TESTS_FAILED
 
 
-def test_case_folder_holds_outcome_case_and_artifacts(plugin_run):
-    """outcome.json and case.json (with the claim and the computed verdict) next to the README's artifacts."""
+def test_case_folder_holds_the_case_record_with_its_outcome_and_artifacts(plugin_run):
+    """case.json (with the ids, the claim, the computed verdict and the pytest outcome) next to the
+    README's artifacts; no second record (outcome.json) beside it."""
     nodeid = "test_case.py::test_with_verdict[ipv6]"
     folder = plugin_run.case_dir(nodeid)
-    outcome = plugin_run.json(nodeid, "outcome.json")
-    assert {k: outcome[k] for k in ("nodeid", "experiment", "article", "family", "outcome")} == {
-        "nodeid": nodeid, "experiment": "ITEST-VERDICT", "article": "004", "family": "ipv6", "outcome": "passed"}
     case = plugin_run.json(nodeid, "case.json")
+    assert (case["name"], case["articles"], case["schema"], case["lab"]) == (nodeid, ["004"], 3, True)
+    assert case["outcome"] == {"outcome": "passed", "when": "call", "longrepr": None}
+    assert not os.path.exists(os.path.join(folder, "outcome.json"))
     assert (case["family"], case["experiment"], case["judges"]) == ("ipv6", "ITEST-VERDICT",
                                                                     ["ITEST-VERDICT:connect_succeeds"])
     assert [(v["verdict"], v["evidence"], v["claim"]) for v in case["verdicts"]] == [
@@ -147,6 +150,74 @@ def test_case_folder_holds_outcome_case_and_artifacts(plugin_run):
     for name in ("packets.pcap", "segments.txt", "transitions.txt", "timeline.txt", "timeline.json"):
         assert os.path.getsize(os.path.join(folder, name)) > 0, name
     assert os.path.exists(os.path.join(folder, "ss.txt"))     # empty: the case took no snapshot
+
+
+OUTCOMES = '''
+import os
+import signal
+
+import pytest
+
+
+def test_passes(lab):
+    lab.client.socket()
+
+
+def test_fails(lab):
+    lab.client.socket()
+    assert 1 == 2, "the case's own failure"
+
+
+def test_skips_in_the_case(lab):
+    pytest.skip("nothing to see here")
+
+
+@pytest.mark.skip(reason="skipped before its lab existed")
+def test_skipped_at_setup(lab):
+    pass
+
+
+@pytest.mark.xfail(reason="known to fail here", strict=True)
+def test_expected_failure(lab):
+    assert 1 == 2
+
+
+@pytest.mark.experiment("ITEST-STOP")
+def test_stopped(lab):
+    lab.client.socket()
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_never_reached(lab):
+    pass
+'''
+
+
+def test_the_case_record_carries_the_pytest_outcome_and_no_outcome_json_is_written(run_pytest):
+    """passed, failed, skipped (in the case, and before its lab existed), xfailed and interrupted: each
+    in the case's case.json, the lab's own record where a lab was built; no outcome.json anywhere."""
+    run = run_pytest(OUTCOMES, subprocess=True)        # the SIGINT must stop that pytest, not this one
+    assert run.returncode == pytest.ExitCode.INTERRUPTED, run.output
+    got = {}
+    for name in ("passes", "fails", "skips_in_the_case", "skipped_at_setup", "expected_failure", "stopped"):
+        rec = run.json(f"test_case.py::test_{name}", "case.json")
+        got[name] = (rec["outcome"]["outcome"], rec["outcome"]["when"], rec["lab"], bool(rec.get("hosts")))
+    assert got == {"passes": ("passed", "call", True, True), "fails": ("failed", "call", True, True),
+                   "skips_in_the_case": ("skipped", "call", True, True),
+                   "skipped_at_setup": ("skipped", "setup", False, False),
+                   "expected_failure": ("xfailed", "call", True, True),
+                   "stopped": ("interrupted", "call", True, True)}, got
+    assert "the case's own failure" in run.json("test_case.py::test_fails", "case.json")["outcome"]["longrepr"]
+    assert run.json("test_case.py::test_skipped_at_setup", "case.json")["outcome"]["longrepr"] == \
+        "Skipped: skipped before its lab existed"
+    assert run.json("test_case.py::test_stopped", "case.json")["experiment"] == "ITEST-STOP"
+    cases = os.path.join(run.run_dir, "cases")
+    assert not [f for d in os.listdir(cases) for f in os.listdir(os.path.join(cases, d)) if f == "outcome.json"]
+    assert len(os.listdir(cases)) == 6          # test_never_reached never started
+    with open(os.path.join(run.run_dir, "results.json")) as fh:
+        results = {c["id"].split("::")[1]: c for c in json.load(fh)["cases"]}
+    assert {k: c["outcome"] for k, c in results.items()} == {f"test_{k}": v[0] for k, v in got.items()}
+    assert results["test_skipped_at_setup"]["behaviour"] is None
 
 
 UNPRIVILEGED = '''

@@ -106,8 +106,8 @@ def test_socklab_run_passes_the_selection_on(tmp_path):
 def test_xfail_and_xpass_are_named_as_pytest_names_them(run_pytest):
     run = run_pytest(CASES, "-k", "expected_failure or unexpected_pass")
     assert run.returncode == 0, run.output
-    xfail = run.json("test_case.py::test_expected_failure", "outcome.json")
-    xpass = run.json("test_case.py::test_unexpected_pass", "outcome.json")
+    xfail = run.json("test_case.py::test_expected_failure", "case.json")["outcome"]
+    xpass = run.json("test_case.py::test_unexpected_pass", "case.json")["outcome"]
     assert (xfail["outcome"], xpass["outcome"]) == ("xfailed", "xpassed")
     assert xfail["longrepr"].startswith("xfail: known to fail here\n") and "assert 1 == 2" in xfail["longrepr"]
     with open(os.path.join(run.run_dir, "results.json")) as fh:
@@ -132,7 +132,7 @@ def test_stopped():
     os.kill(os.getpid(), signal.SIGINT)
 ''', subprocess=True)          # the SIGINT must stop that pytest, not this one
     assert run.returncode == 2, run.output
-    assert run.json("test_case.py::test_stopped", "outcome.json")["outcome"] == "interrupted"
+    assert run.json("test_case.py::test_stopped", "case.json")["outcome"]["outcome"] == "interrupted"
     with open(os.path.join(run.run_dir, "results.json")) as fh:
         assert [c["outcome"] for c in json.load(fh)["cases"]] == ["interrupted"]
     assert "socklab: 1 cases (1 interrupted)" in run.output

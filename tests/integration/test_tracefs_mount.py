@@ -68,22 +68,29 @@ def test_concurrent_mounts_never_lose_a_trace_and_the_mount_is_left_as_found():
 CLAIM_CASE = '''
 import pytest
 
+from harness.judge import judge, verdict_if
 
-@pytest.mark.experiment("ITEST-NOTRACE")
-@pytest.mark.claim("the client goes CLOSE -> SYN_SENT")
+
+@judge("ITEST-NOTRACE", claims=[], text="the client goes CLOSE -> SYN_SENT")
+def client_syn_sent(rec):
+    hist = rec.history("client")
+    return verdict_if(hist is not None and "SYN_SENT" in hist.states, f"client: {hist.text() if hist else 'none'}")
+
+
+@pytest.mark.claim(client_syn_sent)
 def test_claim_needs_trace(lab):
     lab.trace, lab.trace_unavailable = None, "tracefs switched off by the test"
-    lab.verdict(bool(lab.transitions()), "transitions seen")
+    lab.client.socket()
 '''
 
 
 def test_a_claim_case_without_trace_is_a_skip_with_the_reason_not_a_teardown_error(run_pytest):
     run = run_pytest(CLAIM_CASE, subprocess=True)
     assert run.returncode == 0, run.output
-    assert "1 skipped in" in run.output and "recorded no verdict" not in run.output, run.output
+    assert "1 skipped" in run.output, run.output
     assert "ERROR" not in run.output and " error" not in run.output, run.output
-    assert "kernel state transitions unavailable: tracefs switched off by the test" in run.output
-    outcome = run.json("test_case.py::test_claim_needs_trace", "outcome.json")
-    assert outcome["outcome"] == "skipped", outcome
+    assert "claim not judged: kernel state transitions were not recorded: tracefs switched off by the test" \
+        in run.output, run.output
     rec = run.json("test_case.py::test_claim_needs_trace", "case.json")
+    assert rec["outcome"]["outcome"] == "skipped", rec["outcome"]
     assert rec["trace_unavailable"] == "tracefs switched off by the test"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+
+import pytest
 
 from harness.cli import main
 from harness.results import load_results
@@ -13,16 +14,21 @@ from tests.counterfactuals import RECORDS
 CASES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "cases")
 
 
-def _run_folder(tmp_path, names):
-    """A run folder holding recorded cases (as the plugin leaves them: case.json and outcome.json)."""
+def _run_folder(tmp_path, names, *, before_schema_3=False):
+    """A run folder holding recorded cases as the plugin leaves them: case.json with the pytest
+    outcome in it, or (`before_schema_3`) beside it in outcome.json, as older runs have it."""
     run = tmp_path / "run-recorded"
     for name in names:
         d = run / "cases" / name
         d.mkdir(parents=True)
-        shutil.copy(os.path.join(RECORDS, f"{name}.json"), d / "case.json")
-        rec = json.loads((d / "case.json").read_text())
-        (d / "outcome.json").write_text(json.dumps({"nodeid": rec["name"], "experiment": rec["experiment"],
-                                                    "family": rec["family"], "when": "call", "outcome": "passed"}))
+        rec = json.loads(open(os.path.join(RECORDS, f"{name}.json")).read())
+        outcome = {"when": "call", "outcome": "passed", "longrepr": None}
+        if before_schema_3:
+            (d / "outcome.json").write_text(json.dumps({"nodeid": rec["name"], "experiment": rec["experiment"],
+                                                        "family": rec["family"], **outcome}))
+        else:
+            rec.update(outcome=outcome, schema=3)
+        (d / "case.json").write_text(json.dumps(rec))
     return run
 
 
@@ -30,8 +36,9 @@ def _verdicts(run):
     return {c["id"]: [(v["judge"], v["verdict"]) for v in c["verdicts"]] for c in load_results(str(run))["cases"]}
 
 
-def test_rejudging_a_run_gives_its_own_verdicts(tmp_path, capsys):
-    run = _run_folder(tmp_path, ["CONN-NOLISTEN", "CLOSE-4WAY", "TIMEWAIT-4TUPLE"])
+@pytest.mark.parametrize("before_schema_3", [False, True], ids=["outcome-in-record", "outcome-json"])
+def test_rejudging_a_run_gives_its_own_verdicts(tmp_path, capsys, before_schema_3):
+    run = _run_folder(tmp_path, ["CONN-NOLISTEN", "CLOSE-4WAY", "TIMEWAIT-4TUPLE"], before_schema_3=before_schema_3)
     assert main(["report", str(run)]) == 0
     recorded = _verdicts(run)
     assert main(["judge", str(run), "--cases", CASES]) == 0
@@ -40,6 +47,7 @@ def test_rejudging_a_run_gives_its_own_verdicts(tmp_path, capsys):
     assert _verdicts(run) == recorded
     assert sum(len(v) for v in recorded.values()) == 8          # 1 + 6 + 1 claims
     assert os.path.exists(run / "index.html")
+    assert {c["outcome"] for c in load_results(str(run))["cases"]} == {"passed"}
 
 
 def test_rejudging_an_edited_record_changes_the_verdict(tmp_path, capsys):

@@ -113,6 +113,21 @@ def test_two_runs_of_one_kernel_normalise_equal(base):
     assert raw[0]["hosts"] != raw[1]["hosts"]                                         # addresses
 
 
+def test_the_outcome_in_the_record_reads_as_outcome_json_did(base):
+    """again/ is a schema-3 run (the pytest outcome inside case.json; FIX-SKIP, skipped before its lab
+    existed, has the plugin's own record); base/ is older (outcome.json beside case.json): the
+    results of both carry the same ids and outcomes."""
+    again = cases(build_results(DATA / "again"))
+    assert not list((DATA / "again").glob("cases/*/outcome.json"))
+    keys = ("experiment", "article", "articles", "family", "outcome", "when", "verdict")
+    assert {cid: {k: c[k] for k in keys} for cid, c in again.items()} == \
+        {cid: {k: c[k] for k in keys} for cid, c in cases(base).items()}
+    assert "deliberate failure <b>" in again[GEN + "test_fail[ipv4]"]["longrepr"]
+    skip = again[GEN + "test_skipped[ipv4]"]
+    assert skip["longrepr"] == "Skipped: skipped before its lab existed"
+    assert skip["behaviour"] is None and list(skip["artifacts"]) == ["case.json"]
+
+
 def test_a_real_change_stands_out(base):
     nots = cases(build_results(DATA / "nots"))
     c = nots[NOACCEPT]["behaviour"]
