@@ -12,7 +12,6 @@ import time
 import pytest
 
 from harness.judge import Verdict, judge, verdict_if
-from harness.peer import Peer
 from harness.record import CaseRecord
 
 PORT = 50000
@@ -134,7 +133,7 @@ def test_injected_rsts_are_judged_by_sequence_number(lab, family):
     rcv_nxt = 6                                  # relative: the SYN, then "hello"
     seqs = {"outside": rcv_nxt + OUTSIDE, "inside": rcv_nxt + 3 + INSIDE, "exact": rcv_nxt + 6}
     lab.observe("rst seq", seqs)
-    with Peer(lab, "client", sport=client_port, isn=syn.raw_seq) as peer:
+    with lab.peer("client", sport=client_port, isn=syn.raw_seq) as peer:
         peer.dport = PORT
         peer.send("R", seq=seqs["outside"])
         lab.ss("after the outside RST")

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from harness.judge import judge, verdict_if, Verdict
-from harness.peer import PEER_PORT, Peer
+from harness.peer import PEER_PORT
 from harness.record import CaseRecord
 from harness.segment import match
 
@@ -67,7 +67,7 @@ def test_syn_without_mss_option_gets_default_mss(lab, family):
     srv.bind(PORT)
     srv.listen(5)
     accepting = srv.accept(wait=False)
-    with Peer(lab) as peer:
+    with lab.peer("client") as peer:
         peer.syn(PORT)                                  # no options at all
         peer.expect("server > client  S.  0:0(0) ack 1")
         peer.send(".")
@@ -107,7 +107,7 @@ def test_rst_in_syn_received_leaves_listener_listening(lab, family):
     srv.bind(PORT)
     srv.listen(5)
     accepting = srv.accept(wait=False)                  # a server blocked in accept(), as usual
-    with Peer(lab) as peer:
+    with lab.peer("client") as peer:
         peer.syn(PORT, options=[("MSS", lab.mss())])
         peer.expect("server > client  S.  0:0(0) ack 1")
         lab.wait_ss("server", lambda s: s.find(state="SYN-RECV"), timeout=1, what="the request in SYN-RECV",
@@ -224,7 +224,7 @@ def test_fin_wait_1_takes_fin_ack_to_time_wait(lab, family):
     srv.bind(PORT)
     srv.listen(5)
     accepting = srv.accept(wait=False)
-    with Peer(lab) as peer:
+    with lab.peer("client") as peer:
         peer.syn(PORT, options=[("MSS", lab.mss())])
         peer.expect("server > client  S.  0:0(0) ack 1")
         peer.send(".")

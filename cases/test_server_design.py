@@ -14,7 +14,6 @@ import sys
 import pytest
 
 from harness.judge import Verdict, judge, verdict_if
-from harness.peer import Peer
 from harness.record import CaseRecord
 from harness.topology import Routed
 
@@ -159,7 +158,7 @@ def test_sessions_told_apart_by_address_and_port(lab, family):
     for conn in conns:
         lab.read(conn, 100)
     lab.ss("three connections")
-    with Peer(lab, "client") as peer:
+    with lab.peer("client") as peer:
         lab.observe("stray port", peer.sport)
         peer.dport, peer.kernel_isn = PORT, 0
         peer.send("P.", seq=1, ack=1, payload=b"stray data")

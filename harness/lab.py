@@ -196,6 +196,18 @@ class Lab(contextlib.AbstractContextManager):
             raise UnknownRole(f"{where}: unknown role {role!r}; this lab's hosts are "
                               f"{', '.join(sorted(self.topology.hosts))}") from None
 
+    def peer(self, role: str = "client", **kw):
+        """An injecting peer (harness/peer.py) on host `role`, speaking to the far end of the path
+        through this lab's capture and faults; keywords go to `Peer` (sport=, isn=, window=):
+
+            with lab.peer("client") as peer:
+                peer.syn(PORT, options=[])
+        """
+        from .peer import Peer
+        host = self.host(role, "lab.peer")
+        return Peer(host, self.topology.peer_of(host), self.capture, self.faults, family=self.family,
+                    hop=self.topology.next_hop(host), note=self.note, clock=self.clock, **kw)
+
     def addr(self, role: str) -> str:
         """The address of host `role` in this case's family."""
         return self.topology.hosts[role].addr(self.family)

@@ -1,12 +1,14 @@
 """A scripted TCP peer: crafted segments from one host of the lab, for what no kernel sends on demand.
 
-`Peer(lab, role="client")` takes over host `role` (its namespace, interface, MAC and addresses) and
-speaks TCP with scapy-built frames sent through an AF_PACKET socket opened inside that namespace:
-a SYN without an MSS option, an RST in SYN_RECEIVED, a FIN+ACK that acknowledges a FIN at once.
+`Peer(host, other, capture, faults, family=...)` takes over `host` (its namespace, interface, MAC and
+addresses) and speaks TCP with `other`, the far end of the path, using scapy-built frames sent
+through an AF_PACKET socket opened inside that namespace: a SYN without an MSS option, an RST in
+SYN_RECEIVED, a FIN+ACK that acknowledges a FIN at once. It reads the other side's segments from
+`capture` and keeps its host's kernel quiet with `faults`. A case builds one with `lab.peer(role)`.
 
 While the peer runs, the host's own kernel must not answer for it: it has no socket for the peer's
 connection and would reset it (RST to the other side's SYN+ACK, data or FIN). So `start()` adds
-`lab.faults.block_output(role, "R")` and `(role, "R.")`: nftables output rules in that namespace that
+`faults.block_output(role, "R")` and `(role, "R.")`: nftables output rules in that namespace that
 drop every RST its kernel sends. Frames the peer sends do not pass the IP output hook and are never
 blocked. The rules stay until the end of the case, so nothing from that kernel pollutes the capture.
 
@@ -14,7 +16,7 @@ Sequence numbers are relative, as `lab.segments()` shows them: the peer's own to
 kernel's to the ISN learned from its SYN or SYN+ACK. The peer's segments are in the capture like any
 other ("client > server ..."), so `lab.expect_segments` checks a peer's case in the same notation:
 
-    with Peer(lab) as peer:
+    with lab.peer("client") as peer:
         peer.syn(50000)                                   # a SYN without options
         peer.expect("server > client  S.  0:0(0) ack 1")
         peer.send(".")                                    # seq 1, ack 1
@@ -25,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
+import time
 
 from . import background, nsutil
 from .errors import ExpectationFailed, ExpectationSyntaxError, StepError, StepTimeout
@@ -38,11 +41,16 @@ PEER_PORT = 20000     # below the ephemeral range: no connect() of the same host
 class Peer(contextlib.AbstractContextManager):
     """One scripted TCP endpoint on host `role`; see the module docstring."""
 
-    def __init__(self, lab, role: str = "client", *, sport: int = PEER_PORT, isn: int | None = None,
-                 window: int = 65535):
-        self.lab, self.role = lab, role
-        self.host = lab.topology.hosts[role]
-        self.other = lab.topology.peer_of(self.host)
+    def __init__(self, host, other, capture, faults, *, family: str = "ipv4", hop=None, note=None, clock=None,
+                 sport: int = PEER_PORT, isn: int | None = None, window: int = 65535):
+        """`host` is the peer's Host, `other` the far end of the TCP path, `hop` the next hop on
+        `host`'s link (default `other`; the router in a routed lab). `note(text, side=)` puts what
+        the peer sends on the case's timeline and `clock(t=None)` spells times in messages."""
+        self.host, self.other, self.hop = host, other, hop or other
+        self.role = host.role
+        self.capture, self.faults, self.family = capture, faults, family
+        self.note = note or (lambda text, side=None: None)
+        self.clock = clock or (lambda t=None: f"{time.monotonic() if t is None else t:.3f} s")
         self.sport, self.dport = sport, None
         self.isn = random.getrandbits(32) if isn is None else isn
         self.kernel_isn: int | None = None
@@ -57,7 +65,7 @@ class Peer(contextlib.AbstractContextManager):
     # -- life cycle ---------------------------------------------------------------------------
     def start(self) -> "Peer":
         """Keep the host's kernel from resetting the peer's connection and open the sending socket."""
-        self.rules = [self.lab.faults.block_output(self.role, flags) for flags in ("R", "R.")]
+        self.rules = [self.faults.block_output(self.role, flags) for flags in ("R", "R.")]
         self._sock = nsutil.run_in(self._open, netns=self.host.netns)
         return self
 
@@ -93,7 +101,7 @@ class Peer(contextlib.AbstractContextManager):
                 raise ExpectationSyntaxError(f"expected tcpdump flag letters {''.join(SCAPY_FLAGS)}, found {ch!r}",
                                              flags, 1, flags.index(ch) + 1)
         if self._sock is None:
-            raise StepError("peer: send() on a peer that is not started: use `with Peer(lab) as peer:`")
+            raise StepError("peer: send() on a peer that is not started: use `with lab.peer() as peer:`")
         if self.dport is None:
             raise StepError("peer: send() before the connection has ports: call syn(port) or "
                             "expect() the other side's SYN first")
@@ -107,7 +115,7 @@ class Peer(contextlib.AbstractContextManager):
             raise StepError(f"peer: send({flags!r}, ack={ack}): an ack number needs the ACK flag '.' in flags")
         frame = self._frame(flags, seq, ack, bytes(payload), options, self.window if window is None else window)
         text = f"{flags} {seq}:{seq + len(payload)}({len(payload)})" + ("" if ack is None else f" ack {ack}")
-        self.lab.note(f"peer sends {self.role} > {self.other.role}  {text}", side=self.role)
+        self.note(f"peer sends {self.role} > {self.other.role}  {text}", side=self.role)
         self._sock.send(frame)
         self.snd_nxt = max(self.snd_nxt, seq + len(payload) + ("S" in flags) + ("F" in flags))
         return text
@@ -117,26 +125,25 @@ class Peer(contextlib.AbstractContextManager):
         from scapy.layers.inet6 import IPv6
         from scapy.layers.l2 import Ether
 
-        src, dst = self.host.addr(self.lab.family), self.other.addr(self.lab.family)
-        ip = IPv6(src=src, dst=dst, hlim=64) if self.lab.family == "ipv6" else IP(src=src, dst=dst, ttl=64, flags="DF")
+        src, dst = self.host.addr(self.family), self.other.addr(self.family)
+        ip = IPv6(src=src, dst=dst, hlim=64) if self.family == "ipv6" else IP(src=src, dst=dst, ttl=64, flags="DF")
         tcp = TCP(sport=self.sport, dport=self.dport, flags="".join(SCAPY_FLAGS[c] for c in flags),
                   seq=(self.isn + seq) % (1 << 32), ack=0 if ack is None else (self.kernel_isn + ack) % (1 << 32),
                   window=window, options=list(options))
-        hop = self.lab.topology.next_hop(self.host)         # the other host, or the router of a routed lab
-        return bytes(Ether(src=self.host.mac, dst=hop.mac) / ip / tcp / payload)
+        return bytes(Ether(src=self.host.mac, dst=self.hop.mac) / ip / tcp / payload)
 
     # -- receiving ----------------------------------------------------------------------------
     def expect(self, line: str, *, timeout: float = 2.0):
         """Wait for the next kernel-side segment of the connection; it must match one notation line."""
         pattern = _one_line(line)
         try:
-            seg = self.lab.wait_segment(self._unconsumed, timeout=timeout, what=f"matching {line.strip()!r}")
+            seg = self.capture.wait_for(self._unconsumed, timeout=timeout, what=f"matching {line.strip()!r}")
         except StepTimeout:
-            seen = self.lab.segments(port=self.sport)
+            seen = [s for s in self.capture.segments() if self.sport in (s.sport, s.dport)]
             last = seen[-1].text() if seen else "none"
-            at = f" at {self.lab.clock(seen[-1].time)}" if seen else ""
+            at = f" at {self.clock(seen[-1].time)}" if seen else ""
             raise StepTimeout(f"peer: no segment from {self.other.role} for {pattern.text()!r} within {timeout} s "
-                              f"(given up at {self.lab.clock()}); "
+                              f"(given up at {self.clock()}); "
                               f"last from {self.other.role}: {self.last.text() if self.last else 'none yet'}; "
                               f"last on the connection: {last}{at}") from None
         self._consumed.add(_key(seg))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import ExpectationFailed, ExpectationSyntaxError, StepError, StepTimeout
+from harness.errors import ExpectationFailed, ExpectationSyntaxError, StepError, StepTimeout, UnknownRole
 from harness.peer import Peer
 
 PORT = 50000
@@ -22,7 +22,7 @@ def listener(lab):
 @pytest.fixture
 def peer(lab):
     """Name: peer. Scope: function. Depends: lab. A started Peer on the client host."""
-    with Peer(lab) as p:
+    with lab.peer("client") as p:
         yield p
 
 
@@ -125,7 +125,7 @@ def test_misuse_is_reported(lab, family, peer):
 
 def test_peer_as_server_answers_a_kernel_connect(lab, family):
     """As the server, the peer learns the kernel's ISN and ports from its SYN; connect() completes."""
-    with Peer(lab, "server", sport=PORT) as server_peer:
+    with lab.peer("server", sport=PORT) as server_peer:
         cli = lab.client.socket()
         connecting = cli.connect(lab.hosts.server, PORT, wait=False)
         server_peer.expect("client > server  S   0:0(0) <...>")
@@ -144,3 +144,15 @@ def test_peer_as_server_answers_a_kernel_connect(lab, family):
         server > client  .   1:1(0) ack 3
     """)
     lab.expect_ss(lab.ss("after the exchange"), client=["ESTAB"], server=[])
+
+
+def test_a_peer_takes_its_collaborators_not_the_lab(lab, family, listener):
+    """Peer is built from a host, the far end, a capture and faults (what lab.peer hands it); it
+    needs no lab: its SYN+ACK comes back through the capture it was given."""
+    client, server = lab.topology.hosts["client"], lab.topology.hosts["server"]
+    with Peer(client, server, lab.capture, lab.faults, family=family) as peer:
+        peer.syn(PORT)
+        peer.expect(f"server > client  S.  0:0(0) ack 1 <mss {lab.mss()}>")
+        assert (peer.role, peer.hop) == ("client", server)
+    with pytest.raises(UnknownRole, match="lab.peer: unknown role 'router'"):
+        lab.peer("router")
