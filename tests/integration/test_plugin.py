@@ -220,6 +220,28 @@ def test_the_case_record_carries_the_pytest_outcome_and_no_outcome_json_is_writt
     assert results["test_skipped_at_setup"]["behaviour"] is None
 
 
+TEXT_CLAIM = '''
+import pytest
+
+
+@pytest.mark.claim("the client goes CLOSE -> SYN_SENT")
+def test_claim_as_text(lab):
+    lab.client.socket()
+'''
+
+
+def test_a_claim_marker_without_a_judge_fails_at_setup_saying_how(run_pytest):
+    """The retired lab.verdict() style (a claim's text in the marker) is one line at set-up naming
+    what a claim case needs: a judge; no lab is built for it."""
+    run = run_pytest(TEXT_CLAIM)
+    assert run.returncode == pytest.ExitCode.TESTS_FAILED, run.output
+    assert "@pytest.mark.claim holds 'the client goes CLOSE -> SYN_SENT': a claim case must carry a judge via " \
+           "@pytest.mark.claim(judge_fn)" in run.output, run.output
+    assert "lab.verdict" not in run.output
+    rec = run.json("test_case.py::test_claim_as_text", "case.json")
+    assert (rec["outcome"]["outcome"], rec["outcome"]["when"], rec["lab"]) == ("failed", "setup", False)
+
+
 UNPRIVILEGED = '''
 import os
 

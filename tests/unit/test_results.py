@@ -128,6 +128,23 @@ def test_the_outcome_in_the_record_reads_as_outcome_json_did(base):
     assert skip["behaviour"] is None and list(skip["artifacts"]) == ["case.json"]
 
 
+def test_records_before_schema_3_load_without_outcome_and_an_outcome_round_trips(tmp_path):
+    """Every recorded case of tests/records (schema 2) and of the fixture runs still loads, without
+    an outcome; a record's outcome is written into case.json and read back typed."""
+    from harness.record import SCHEMA, CaseRecord, Outcome
+    from tests.counterfactuals import RECORDS
+    old = sorted(Path(RECORDS).glob("*.json")) + sorted(DATA.glob("*/cases/*/case.json"))
+    assert len(old) >= 61 + 17
+    loaded = [CaseRecord.load(str(p)) for p in old]
+    assert all(r.outcome is None for r in loaded if r.schema < 3)
+    rec = loaded[0]
+    rec.outcome, rec.schema = Outcome("failed", "call", "AssertionError: x"), SCHEMA
+    rec.save(str(tmp_path / "case.json"))
+    back = CaseRecord.load(str(tmp_path / "case.json"))
+    assert (back.outcome, back.lab, back.schema) == (Outcome("failed", "call", "AssertionError: x"), True, 3)
+    assert json.loads((tmp_path / "case.json").read_text())["outcome"]["outcome"] == "failed"
+
+
 def test_a_real_change_stands_out(base):
     nots = cases(build_results(DATA / "nots"))
     c = nots[NOACCEPT]["behaviour"]
