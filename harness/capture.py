@@ -130,6 +130,15 @@ class Capture:
             raise SocklabError(f"capture: the kernel dropped {drops} frames on {self.tap.ifname}; "
                                "the segment list would be incomplete")
 
+    def wait_frame(self, timeout: float) -> bool:
+        """Block until a new frame crosses the tap (True, the frame read) or `timeout` passes (False)."""
+        seen = len(self.frames)
+        if self._read_available() or len(self.frames) > seen:
+            return True
+        select.select([self._sock], [], [], max(0.0, timeout))
+        self._read_available()
+        return len(self.frames) > seen
+
     def wait_for(self, predicate, *, timeout: float, what: str):
         """Wait until a segment satisfying `predicate` is on the link; return it (StepTimeout names `what`)."""
         timeout = scaled(timeout)

@@ -27,6 +27,8 @@ from .timeline import Timeline
 from .topology import ABSENT, Topology
 from .wait import POLL, wait_until
 
+IDLE_LOOK = 0.05    # seconds: the longest pause of a wait on sockets or counters without a frame on the link
+
 _open_labs: set = set()   # labs still open when the interpreter exits are torn down then
 
 
@@ -420,6 +422,21 @@ class Lab(contextlib.AbstractContextManager):
             out[role] = {"links": links, "counters": counters}
         return out
 
+    def _link_activity(self):
+        """The pause between two looks of a wait on sockets or counters, which change when a segment
+        arrives (or a timer fires): until a frame crosses the captured link, then two looks POLL apart
+        (the receiving kernel may act on the frame just after the tap saw it), or at most IDLE_LOOK
+        seconds. Looking every POLL instead costs a sock_diag dump each, most of them for nothing."""
+        after_frame = [0]
+
+        def pause(left: float) -> None:
+            if after_frame[0]:
+                after_frame[0] -= 1
+                time.sleep(min(POLL, left))
+            elif self.capture.wait_frame(min(IDLE_LOOK, left)):
+                after_frame[0] = 2
+        return pause
+
     def wait_counter(self, role: str, counter: str, at_least: int, *, group: str = "TcpExt",
                      timeout: float = 2.0, required: bool = True) -> int:
         """Wait until the kernel counter (e.g. TcpExt ListenOverflows) in host `role` reaches `at_least`.
@@ -433,7 +450,7 @@ class Lab(contextlib.AbstractContextManager):
             seen[0] = self.netstat(role)[group].get(counter, 0)
             return seen[0] >= at_least
         try:
-            wait_until(reached, timeout, f"{role}: {group} {counter} >= {at_least}",
+            wait_until(reached, timeout, f"{role}: {group} {counter} >= {at_least}", pause=self._link_activity(),
                        explain=lambda: f"{role}: {group} {counter} still {seen[0]} after {timeout} s, expected >= "
                                        f"{at_least} (given up at {self.clock()})")
         except StepTimeout:
@@ -479,11 +496,13 @@ class Lab(contextlib.AbstractContextManager):
                                  timeout=timeout, what=what, required=False)
 
     def wait_ss(self, role: str, predicate, *, timeout: float = 5.0, what: str = "the awaited state",
-                interval: float = POLL, required: bool = True):
+                interval: float | None = None, required: bool = True):
         """Poll host `role`'s sockets (sock_diag, no process started) until predicate(snapshot) holds;
         returns that `ss.Snapshot` (rows, text; `.time`, `.before`, `.after` on CLOCK_MONOTONIC, see
         `lab.clock`). StepTimeout names the last snapshot.
 
+        It looks again whenever a frame crosses the link (and at least every IDLE_LOOK s); with an
+        `interval`, every `interval` seconds instead (wait_gone: bounds on when an entry went away).
         The snapshot that satisfied it is kept under the label `what`. required=False: when the
         deadline passes, keep the last snapshot under `what` anyway and return it (an observation
         for the judge, not a condition).
@@ -494,7 +513,8 @@ class Lab(contextlib.AbstractContextManager):
             last[0] = self.sockets(role, label=what)
             return predicate(last[0])
         try:
-            wait_until(holds, timeout, f"{role}: {what}", interval=interval,
+            wait_until(holds, timeout, f"{role}: {what}", interval=interval or POLL,
+                       pause=self._link_activity() if interval is None else None,
                        explain=lambda: f"{role}: {what} not seen in ss within {timeout} s (given up at "
                                        f"{self.clock()}); last ss at {self.clock(last[0].time)}:\n{last[0].text}")
             note = ""

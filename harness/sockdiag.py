@@ -12,6 +12,7 @@ answers for that namespace from any thread.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import struct
@@ -63,16 +64,11 @@ class SockDiag:
                         before=before, after=after, argv=("sock_diag", self.netns))
 
     def _dump(self, family: int) -> list:
-        from pyroute2.netlink.diag import SOCK_DIAG_BY_FAMILY, inet_diag_msg, inet_diag_req
+        from pyroute2.netlink.diag import inet_diag_msg
         self._seq += 1
-        req = inet_diag_req()
-        req["header"]["type"] = SOCK_DIAG_BY_FAMILY
-        req["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
-        req["header"]["sequence_number"] = self._seq
-        req["sdiag_family"], req["sdiag_protocol"] = family, socket.IPPROTO_TCP
-        req["idiag_states"], req["idiag_ext"] = ALL_STATES, INET_DIAG_INFO_BIT
-        req.encode()
-        self._sock.send(req.data)
+        data = bytearray(_request(family))
+        struct.pack_into("=I", data, 8, self._seq)        # nlmsghdr's sequence number
+        self._sock.send(data)
         out = []
         while True:
             buf = self._sock.recv(1 << 20)
@@ -89,6 +85,20 @@ class SockDiag:
                     msg.decode()
                     out.append(msg)
                 off += (length + 3) & ~3
+
+
+@functools.lru_cache(maxsize=None)
+def _request(family: int) -> bytes:
+    """The dump request of one address family, encoded by pyroute2 once (sequence number 0)."""
+    from pyroute2.netlink.diag import SOCK_DIAG_BY_FAMILY, inet_diag_req
+    req = inet_diag_req()
+    req["header"]["type"] = SOCK_DIAG_BY_FAMILY
+    req["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+    req["header"]["sequence_number"] = 0
+    req["sdiag_family"], req["sdiag_protocol"] = family, socket.IPPROTO_TCP
+    req["idiag_states"], req["idiag_ext"] = ALL_STATES, INET_DIAG_INFO_BIT
+    req.encode()
+    return bytes(req.data)
 
 
 def _open():

@@ -17,12 +17,14 @@ POLL = 0.005        # seconds between two looks at a condition (ss state, a coun
 
 
 def wait_until(condition, timeout: float, what: str, *, interval: float = POLL, seen=None, error=StepTimeout,
-               explain=None):
+               explain=None, pause=None):
     """Return condition()'s first true value; raise `error` naming `what` after `timeout` seconds.
 
     `seen()`, if given, describes the last observation for the error message (e.g. the last `ss`);
     `explain()`, if given, is the whole message instead. The condition runs at least once, and once
     more at the deadline, so a slow machine that sleeps past the deadline still gets a last look.
+    `pause(seconds)`, if given, replaces the sleep between tries: it may return early when something
+    happened that can change the condition (see Lab.wait_ss: a frame on the link).
     """
     timeout = scaled(timeout)      # stretched under emulation (harness/timefactor.py)
     deadline = time.monotonic() + timeout
@@ -36,4 +38,7 @@ def wait_until(condition, timeout: float, what: str, *, interval: float = POLL, 
                 raise error(explain())
             last = f"; last seen:\n{seen()}" if seen is not None else ""
             raise error(f"{what} not seen within {timeout:g} s{last}")
-        time.sleep(min(interval, left))
+        if pause is None:
+            time.sleep(min(interval, left))
+        else:
+            pause(left)
