@@ -533,10 +533,10 @@ class Lab(contextlib.AbstractContextManager):
         never comes (the Call's errno is then EAGAIN). The readiness comes from sock_diag (Recv-Q)."""
         if sock.local_port is None:
             sock.getsockname()
-        local, peer = sock.local_port, sock.peer_port
+        local, peer, peer_addr = sock.local_port, sock.peer_port, sock.peer_addr
 
         def ready(snap):
-            rows = snap.find(local_port=local, peer_port=peer)
+            rows = snap.find(local_port=local, peer_port=peer, peer=peer_addr)
             return not rows or rows[0].state != "ESTAB" or rows[0].recv_q >= at_least
         self.wait_ss(sock.program.host.role, ready, timeout=timeout, required=False,
                      what=what or f"{at_least} byte(s) readable on {sock.program.name} fd {sock.fd}")

@@ -438,6 +438,7 @@ class Socket:
         self.closed_by: str | None = None
         self.local_port: int | None = None
         self.peer_port: int | None = None
+        self.peer_addr: str | None = None     # set by connect() and accept(): ports alone can repeat
 
     def __repr__(self):
         return f"<Socket {self.program.name} fd={self.fd}>"
@@ -463,7 +464,7 @@ class Socket:
     def connect(self, host_or_addr, port: int, *, nonblocking: bool = False, **kw):
         """connect() to a host (its address in this family) or an address string."""
         result = self._call("connect", {"addr": self._addr(host_or_addr), "port": port, "nonblocking": nonblocking}, **kw)
-        self.peer_port = port
+        self.peer_port, self.peer_addr = port, self._addr(host_or_addr)
         return result
 
     def wait_connected(self, **kw) -> Call:
@@ -477,6 +478,7 @@ class Socket:
     def _accepted(self, call):
         s = Socket(self.program, call.ret["fd"], self.family)
         s.local_port, s.peer_port = self.local_port, call.ret["peer"][1]
+        s.peer_addr = call.ret["peer"][0]
         s.call = call
         return s
 
@@ -508,7 +510,7 @@ class Socket:
     def dup(self) -> "Socket":
         call = self._call("dup")
         s = Socket(self.program, call.ret, self.family)
-        s.local_port, s.peer_port = self.local_port, self.peer_port
+        s.local_port, s.peer_port, s.peer_addr = self.local_port, self.peer_port, self.peer_addr
         return s
 
     def setsockopt(self, name, value, *raw, **kw) -> Call:

@@ -20,6 +20,7 @@ follows what iproute2 6.1 prints when its stdout is a pipe (no line wrapping):
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import subprocess
 import time
@@ -113,15 +114,23 @@ class Snapshot:
         """The rows' states in ss's order, e.g. ['LISTEN', 'ESTAB', 'TIME-WAIT']."""
         return [row.state for row in self.rows]
 
-    def find(self, local_port=None, peer_port=None, state=None) -> list[SsRow]:
-        """Rows matching every given field (ss spelling for `state`, e.g. 'FIN-WAIT-2')."""
+    def find(self, local_port=None, peer_port=None, state=None, peer=None) -> list[SsRow]:
+        """Rows matching every given field (ss spelling for `state`, e.g. 'FIN-WAIT-2'; `peer` an address)."""
         return [row for row in self.rows
                 if (local_port is None or row.local_port == local_port)
                 and (peer_port is None or row.peer_port == peer_port)
-                and (state is None or row.state == state)]
+                and (state is None or row.state == state)
+                and (peer is None or _same_address(row.peer, peer))]
 
     def __str__(self) -> str:
         return self.text
+
+
+def _same_address(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a.strip("[]")) == ipaddress.ip_address(b.strip("[]"))
+    except ValueError:
+        return a == b
 
 
 def take(netns: str, *, label: str, extra_args=()) -> Snapshot:

@@ -262,3 +262,14 @@ def test_rows_without_info_lines():
     rows = ss.parse(plain)
     assert len(rows) == 29 and all(r.info == {} for r in rows)
     assert one(rows, state="TIME-WAIT").timer == ss.Timer("timewait", 58.0, 0)
+
+
+def test_find_tells_apart_peers_on_one_port_by_address():
+    """Two connections from the same port number of two addresses: only the address tells them apart."""
+    text = ("State      Recv-Q Send-Q Local Address:Port Peer Address:Port\n"
+            "ESTAB      0      0      [2001:db8::2]:50000 [2001:db8::1]:50100\n"
+            "ESTAB      28     0      [2001:db8::2]:50000 [2001:db8:0:0:16::1]:50100\n")
+    snap = ss.Snapshot(label="x", netns="n", time=0.0, text=text, rows=ss.parse(text))
+    assert [r.recv_q for r in snap.find(local_port=50000, peer_port=50100)] == [0, 28]
+    assert [r.recv_q for r in snap.find(local_port=50000, peer_port=50100, peer="2001:db8::16:0:0:1")] == [28]
+    assert [r.recv_q for r in snap.find(peer_port=50100, peer="2001:db8::1")] == [0]
