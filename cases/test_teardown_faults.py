@@ -166,6 +166,10 @@ def test_fin_wait_1_lasts_while_the_ack_is_held(lab, family):
     cli.close()
     lab.wait_ss("client", lambda s: s.find(local_port=port, state="FIN-WAIT-1"), timeout=5, required=False,
                 what="FIN-WAIT-1 while the ACKs are dropped")
+    # The server's ACK may leave at once or by its delayed-ACK timer: the drop ends only after it
+    # has taken that ACK, never before it came.
+    lab.wait_segment(match("server", ".", ack=2, port=port), timeout=5, required=False,
+                     what="the server's ACK of the FIN, dropped")
     rule.release()                                       # the FIN's next retransmission is ACKed
     lab.wait_ss("client", lambda s: s.find(local_port=port, state="FIN-WAIT-2"), timeout=5, required=False,
                 what="FIN-WAIT-2 once an ACK passes")

@@ -186,6 +186,9 @@ def test_which_calls_send_the_passive_fin(lab, family):
         cli.close()
     lab.wait_ss("server", lambda s: len(s.find(state="CLOSE-WAIT")) == len(WAYS), what="all in CLOSE-WAIT",
                 timeout=5, required=False)
+    for way in WAYS:        # each FIN's ACK on its own, at once or by the delayed-ACK timer, never in a FIN
+        lab.wait_segment(match("server", ".", ack=2, port=ports[way]), timeout=2, required=False,
+                         what=f"the server's ACK of the client's FIN ({way})")
     conns["close"].close()
     conns["shutdown"].shutdown("SHUT_WR", check=False)
     doomed.kill()
