@@ -408,6 +408,8 @@ def test_killed_server_sends_fin(lab, family):
     t = lab.server.kill(signal.SIGKILL).t0
     lab.next_segment("server", t, "what the killed server's kernel sends", port=PORT)
     cli.recv(100, timeout=2, check=False)
+    lab.wait_segment(match("client", ".", ack=2, port=PORT), timeout=2, required=False,
+                     what="the client's ACK of the FIN (at once or by its delayed-ACK timer)")
     lab.ss("after the kill")
     t = cli.close().t0
     lab.next_segment("server", t, "the server kernel's answer to the client's close", port=PORT)
@@ -420,6 +422,8 @@ def test_exit_without_close_sends_fin(lab, family):
     t = lab.client.exit(0).t0
     lab.next_segment("client", t, "what the exited client's kernel sends", port=PORT)
     conn.recv(100, timeout=2, check=False)
+    lab.wait_segment(match("server", ".", ack=2, port=PORT), timeout=2, required=False,
+                     what="the server's ACK of the FIN (at once or by its delayed-ACK timer)")
     lab.ss("after exit")
     t = conn.close().t0
     lab.next_segment("client", t, "the client kernel's answer to the server's close", port=PORT)
