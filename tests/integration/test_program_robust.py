@@ -42,3 +42,33 @@ def test_a_timed_out_call_is_named_by_the_next_step():
         lab.client.socket().connect(lab.hosts.server, 50000)    # the accept returns now
         lab.server.stuck._future.result(5)
         assert lab.server.socket().fd > 0
+
+
+def test_the_launcher_answers_a_bad_request_and_keeps_launching():
+    """A malformed request or a namespace that cannot be entered gets one clear line; the next program starts."""
+    import os
+    import socket
+
+    from harness.errors import SetupError
+    from harness.launcher import Launcher, wait_exit
+
+    launcher = Launcher()
+    try:
+        launcher.sock.send(b"{not json")
+        answer = launcher.sock.recv(4096)
+        assert b"launcher: cannot serve b'{not json'" in answer
+        ours, theirs = socket.socketpair()
+        out = os.open(os.devnull, os.O_WRONLY)
+        pid, pidfd = launcher.spawn("/nonexistent/netns", theirs, out)   # setns fails in the child
+        assert wait_exit(pidfd, 5.0) and launcher.reap(pid) == 1
+        with pytest.raises(SetupError, match=r"launcher: cannot serve .*ChildProcessError"):
+            launcher.reap(pid)                                         # reaped already: said, not hung
+        ours, theirs = socket.socketpair()
+        pid, pidfd = launcher.spawn("/proc/self/ns/net", theirs, out)
+        assert b'"type": "ready"' in ours.recv(4096)
+        ours.close()                                                   # EOF: the program exits
+        assert wait_exit(pidfd, 5.0) and launcher.reap(pid) == 0
+        os.close(out)
+    finally:
+        launcher.close()
+    assert launcher.proc.returncode == 0
