@@ -20,6 +20,7 @@ from .capture import Capture
 from .errors import StepTimeout, TraceUnavailable, UnknownRole, check_port
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 from .command import Command
+from . import launcher
 from .program import Call, Program
 from .segment import windows
 from .timefactor import scaled
@@ -106,6 +107,8 @@ class Lab(contextlib.AbstractContextManager):
     def _build(self):
         self.start = time.monotonic()
         self.timeline = Timeline(self.start)
+        if self.start_programs:
+            launcher.launcher()     # the first lab of a process: the launcher starts while the namespaces are made
         self.topology = self._stack.enter_context(Topology(mtu=self.mtu, sysctls=self.sysctls, roles=self.roles,
                                                                     routed=self.routed))
         for role, host in self.topology.hosts.items():
