@@ -44,6 +44,21 @@ class Frame:
         return self._tcp
 
 
+def clock_offset(samples: int = 25) -> float:
+    """CLOCK_REALTIME - CLOCK_MONOTONIC, from the tightest of `samples` monotonic-wall-monotonic
+    readings: a thread switch or an interrupt between two reads (tens of µs on busy cores, which
+    once put every packet of a case 20 µs after the transitions it caused) spoils one reading, not
+    the tightest of 25."""
+    best = None
+    for _ in range(samples):
+        before = time.monotonic()
+        wall = time.time()
+        after = time.monotonic()
+        if best is None or after - before < best[0]:
+            best = (after - before, wall - (before + after) / 2)
+    return best[1]
+
+
 class Capture:
     """`with Capture(topology) as cap:` ... `cap.drain()`, `cap.segments()`, `cap.write_pcap(path)`."""
 
@@ -58,9 +73,9 @@ class Capture:
     def __enter__(self):
         self._sock = nsutil.run_in(self._open_tap, netns=self.tap.netns)
         self._send = nsutil.run_in(self._open_sender, netns=self.other.netns)
-        # Both clocks are read together once: packet times are wall-clock stamps from the kernel,
-        # converted to CLOCK_MONOTONIC so they line up with calls and transitions.
-        self._offset = time.time() - time.monotonic()
+        # Packet times are wall-clock stamps from the kernel, converted to CLOCK_MONOTONIC so they
+        # line up with calls and transitions (µs apart: a judge may ask which came first).
+        self._offset = clock_offset()
         return self
 
     def __exit__(self, *exc):

@@ -182,3 +182,17 @@ def test_a_syn_reusing_a_four_tuple_starts_a_new_connection_at_zero():
               frame(c, s, 40000, 50000, "A", 90001, 3001)]
     segs = to_segments(first + second, {c: "client", s: "server"})
     assert [(x.flags, x.seq, x.ack) for x in segs[4:]] == [("S", 0, None), ("S.", 0, 1), (".", 1, 1)]
+
+
+def test_clock_offset_takes_the_tightest_reading(monkeypatch):
+    """A reading spoiled by a pause between the wall clock and the second monotonic read (40 us here:
+    a 20 us error) does not become the offset; the tightest reading does."""
+    import harness.capture as capture
+    readings = [10.0, 1010.0, 10.0 + 40e-6,          # spoiled
+                20.0, 1020.0, 20.0 + 1e-7]           # tight
+    ticks = iter(readings * 2)
+    monkeypatch.setattr(capture.time, "monotonic", lambda: next(ticks))
+    monkeypatch.setattr(capture.time, "time", lambda: next(ticks))
+    assert abs(capture.clock_offset(samples=1) - 1000.0) > 1e-5      # the spoiled one alone: 20 us off
+    ticks = iter(readings)
+    assert abs(capture.clock_offset(samples=2) - 1000.0) < 1e-6
