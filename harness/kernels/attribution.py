@@ -12,6 +12,13 @@ only on evidence, one of:
   short, most likely because a kernel timer ran out while the emulated steps ran (worth a check on
   KVM or real hardware before calling it the kernel's).
 
+A third cause is how the state was observed: where one kernel has kprobe events and the other has
+not, the timewait probes (harness/timewait.py) show `FIN_WAIT2 -> TIME_WAIT` (or `CLOSING ->
+TIME_WAIT`) and the timewait socket's end on the first, where the other's histories show the
+tracepoint's `-> CLOSE` as the full socket gives way (it watches TIME-WAIT with `ss`). Transitions
+that differ only there, between two runs whose `timewait_source` differs, are put down to
+"observation".
+
 Everything else is the kernel's (tracepoint addresses, missing sysctls, changed defaults, options).
 """
 
@@ -28,7 +35,7 @@ TIMEOUT_WORDS = re.compile(r"StepTimeout|did not report ready|not seen in ss wit
 class Attribution:
     case: str
     run: int            # index of the run compared with the reference (run 0)
-    cause: str          # "kernel" or "emulator"
+    cause: str          # "kernel", "emulator" or "observation"
     why: str
 
 
@@ -57,6 +64,39 @@ def _absent(case: dict) -> list[str]:
     return sorted({k.split(":", 1)[-1] for k, v in (case.get("sysctls") or {}).items() if v == "absent"})
 
 
+def _without_time_wait(transitions: list) -> list:
+    """Histories ({"socket", "states"}) as both sources tell them: TIME_WAIT left out, the CLOSE
+    that ends a FIN_WAIT2 or CLOSING (the tracepoint's, when a timewait socket takes over) too, and
+    histories of timewait sockets alone."""
+    out = []
+    for h in transitions or []:
+        if h.get("states", [""])[0] == "TIME_WAIT":
+            continue                # a timewait socket's own history: only the probes see one
+        states = [st for st in h.get("states", []) if st != "TIME_WAIT"]
+        if len(states) >= 2 and states[-1] == "CLOSE" and states[-2] in ("FIN_WAIT2", "CLOSING"):
+            states = states[:-1]
+        out.append((h.get("socket"), states))
+    return out
+
+
+def _observed_differently(cmp, d) -> str | None:
+    """Why the transitions differ by the timewait probes' TIME_WAIT edges alone, or None."""
+    if set(d.aspects) != {"transitions"}:
+        return None
+    if _without_time_wait(d.before.get("transitions")) != _without_time_wait(d.after.get("transitions")):
+        return None
+    sources = [(cmp.case(i, d.id) or {}).get("timewait_source") or "" for i in (0, d.run)]
+    kinds = [src.split(" ", 1)[0] for src in sources]
+    if kinds[0] == kinds[1]:
+        return None
+    probe = next(i for i, k in zip((0, d.run), kinds) if k == "kprobe") if "kprobe" in kinds else None
+    if probe is None:
+        return None
+    other = sources[1] if probe == 0 else sources[0]
+    return (f"TIME_WAIT edges seen by the timewait probes on {cmp.letter(probe)} (kprobe events); "
+            f"{cmp.letter(d.run if probe == 0 else 0)} watched TIME-WAIT with {other or 'ss'}")
+
+
 def attribute(cmp) -> list[Attribution]:
     """One Attribution per differing case and run of a harness.compare.Comparison."""
     out = []
@@ -83,7 +123,10 @@ def attribute(cmp) -> list[Attribution]:
         only_timing = set(d.aspects) <= {"segments", "ss", "transitions", "steps"} and "segments" in d.aspects \
             and _dedupe(before) == _dedupe(after) and extra != 0
         absent = _absent(cmp.case(d.run, d.id) or {})
-        if only_timing and ((extra > 0 and emu) or (extra < 0 and ref_emu)):
+        observed = _observed_differently(cmp, d)
+        if observed:
+            out.append(Attribution(d.id, d.run, "observation", observed))
+        elif only_timing and ((extra > 0 and emu) or (extra < 0 and ref_emu)):
             why = (f"{abs(extra)} {'extra' if extra > 0 else 'fewer'} retransmission(s) under "
                    f"{emu if extra > 0 else ref_emu}, the segments otherwise equal")
             out.append(Attribution(d.id, d.run, "emulator", why))
@@ -108,5 +151,7 @@ def summary(cmp, attributions: list[Attribution]) -> list[str]:
         mine = [a for a in attributions if a.run == i]
         k = sum(a.cause == "kernel" for a in mine)
         e = sum(a.cause == "emulator" for a in mine)
-        lines.append(f"{cmp.letter(i)} {cmp.header(i)}: {k} difference(s) from the kernel, {e} from the emulator's timing")
+        o = sum(a.cause == "observation" for a in mine)
+        lines.append(f"{cmp.letter(i)} {cmp.header(i)}: {k} difference(s) from the kernel, {e} from the emulator's "
+                     f"timing, {o} from how TIME-WAIT was observed")
     return lines

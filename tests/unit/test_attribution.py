@@ -24,7 +24,7 @@ def test_extra_retransmissions_under_tcg_are_the_emulators():
     cmp = compare_runs([host, guest])
     [a] = attribute(cmp)
     assert (a.case, a.cause) == ("a", "emulator") and "1 extra retransmission(s) under TCG" in a.why
-    assert summary(cmp, [a]) == ["B 6.1.192 [TCG] defaults: 0 difference(s) from the kernel, 1 from the emulator's timing"]
+    assert summary(cmp, [a]) == ["B 6.1.192 [TCG] defaults: 0 difference(s) from the kernel, 1 from the emulator's timing, 0 from how TIME-WAIT was observed"]
 
 
 def test_the_same_extra_retransmission_without_emulation_is_the_kernels():
@@ -50,3 +50,36 @@ def test_a_harness_deadline_under_tcg_is_the_emulators_and_a_plain_failure_the_k
     causes = {a.case: (a.cause, a.why) for a in attribute(compare_runs([host, guest]))}
     assert causes["t"][0] == "emulator" and "did not report ready" in causes["t"][1]
     assert causes["f"] == ("kernel", "outcome passed -> failed")
+
+
+def hist(socket, *states):
+    return {"socket": socket, "states": list(states)}
+
+
+def tw_case(cid, transitions, source):
+    c = case(cid, [SYN, SYNACK, FIN, ACK], timewait_source=source)
+    c["behaviour"]["transitions"] = transitions
+    return c
+
+
+HOST_SIDE = [hist("client:eph > server:50000", "CLOSE", "SYN_SENT", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "CLOSE")]
+PROBED = [hist("client:eph > server:50000", "CLOSE", "SYN_SENT", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT"),
+          hist("wire:eph > wire:50000", "TIME_WAIT", "CLOSE")]
+
+
+def test_time_wait_edges_only_the_probes_see_are_observation_not_kernel():
+    host = run("6.18.44", None, [tw_case("a", HOST_SIDE, "ss (this kernel has no kprobe events)")])
+    guest = run("6.1.192", "TCG", [tw_case("a", PROBED, "kprobe")])
+    [a] = attribute(compare_runs([host, guest]))
+    assert a.cause == "observation" and "timewait probes on B" in a.why and "ss (this kernel" in a.why
+
+
+def test_the_same_edges_with_one_source_or_another_difference_are_the_kernels():
+    host = run("6.18.44", None, [tw_case("a", HOST_SIDE, "kprobe")])
+    guest = run("6.1.192", "TCG", [tw_case("a", PROBED, "kprobe")])
+    assert [x.cause for x in attribute(compare_runs([host, guest]))] == ["kernel"]      # same source: real
+    other = [hist("client:eph > server:50000", "CLOSE", "SYN_SENT", "ESTABLISHED", "FIN_WAIT1", "CLOSING",
+                  "TIME_WAIT")]
+    host = run("6.18.44", None, [tw_case("a", HOST_SIDE, "ss (no kprobes)")])
+    guest = run("6.1.192", "TCG", [tw_case("a", other, "kprobe")])
+    assert [x.cause for x in attribute(compare_runs([host, guest]))] == ["kernel"]      # CLOSING is not FIN_WAIT2
