@@ -209,7 +209,10 @@ def closing_waits_for_ack(rec: CaseRecord) -> Verdict:
     ack = _acker(rec, port, "client", fin.seq + 1, fin.t) if fin else None
     hist = _hist(rec, "server", port)
     closing = _entered(hist, "CLOSING")
-    left = _entered(hist, "CLOSE", after=closing) if closing is not None else None
+    # left for TIME_WAIT (the timewait probes, where the kernel has them) or CLOSE (the tracepoint,
+    # as the full socket gives way to the timewait socket)
+    left = min((t for t in (_entered(hist, st, after=closing) for st in ("TIME_WAIT", "CLOSE")) if t is not None),
+               default=None) if closing is not None else None
     tw = {r: rec.snapshot(r, f"{r} TIME-WAIT").find(state="TIME-WAIT") for r in ("client", "server")}
     held_closing = "CLOSING" in half.states() and half.t < released
     holds = (held_closing and ack is not None and left is not None and left >= ack.t - 0.001

@@ -56,6 +56,10 @@ FLIPS = [
     Flip("SIM-CLOSE:closing_waits_for_ack", "SIM-CLOSE.json",
          lambda r: remove_rows(r, "TIME-WAIT", role="client", label="client TIME-WAIT"),
          "refuted", "no TIME-WAIT after CLOSING"),
+    # Recorded on Debian's 7.3 under TCG, where the timewait probes show CLOSING -> TIME_WAIT (no
+    # tracepoint CLOSE): the judge reads the socket leaving CLOSING from either.
+    Flip("SIM-CLOSE:closing_waits_for_ack", "SIM-CLOSE-kprobe.json", _closing_gone_while_held,
+         "refuted", "CLOSING ends before the ACK of the own FIN (timewait probes' history)"),
     Flip("TIMEWAIT-ACK:last_ack_resends_time_wait_reacks", "TIMEWAIT-ACK.json", _reack_is_rst,
          "refuted", "the retransmitted FIN is answered with RST instead of the lost ACK"),
     Flip("TIMEWAIT-ACK:time_wait_outlasts_the_lost_ack", "TIMEWAIT-ACK.json", _reack_is_rst,
