@@ -427,16 +427,15 @@ class Lab(contextlib.AbstractContextManager):
 
     def _link_activity(self):
         """The pause between two looks of a wait on sockets or counters, which change when a segment
-        arrives (or a timer fires): until a frame crosses the captured link, then two looks POLL apart
-        (the receiving kernel may act on the frame just after the tap saw it), or at most IDLE_LOOK
-        seconds. Looking every POLL instead costs a sock_diag dump each, most of them for nothing."""
+        arrives (or a timer fires): until a frame crosses the captured link or IDLE_LOOK seconds pass;
+        for the two looks after a frame at most POLL (the receiving kernel may act on the frame just
+        after the tap saw it). Looking every POLL instead costs a sock_diag dump each, mostly for nothing."""
         after_frame = [0]
 
         def pause(left: float) -> None:
-            if after_frame[0]:
-                after_frame[0] -= 1
-                time.sleep(min(POLL, left))
-            elif self.capture.wait_frame(min(IDLE_LOOK, left)):
+            soon = after_frame[0] > 0
+            after_frame[0] = max(0, after_frame[0] - 1)
+            if self.capture.wait_frame(min(POLL if soon else IDLE_LOOK, left)):
                 after_frame[0] = 2
         return pause
 

@@ -35,6 +35,7 @@ class Launcher:
         theirs.close()
         self.sock = ours
         self.lock = threading.Lock()
+        self.pid_owner = os.getpid()     # a forked harness process starts its own launcher
 
     def _ask(self, msg: dict, fds=()) -> tuple[dict, list]:
         with self.lock:
@@ -78,7 +79,6 @@ def launcher() -> Launcher:
     with _lock:
         if _launcher is None or _launcher.proc.poll() is not None or _launcher.pid_owner != os.getpid():
             _launcher = Launcher()
-            _launcher.pid_owner = os.getpid()
         return _launcher
 
 

@@ -67,8 +67,8 @@ def _make_nursery() -> dict:
             return None                      # before Linux 6.1: namespaces share the host's table
         return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
 
-    fd = run_in(nursery, new=None)
-    return {"pid": os.getpid(), "fd": fd, "defaults": run_in(plain_defaults, new=None) if fd is not None else {}}
+    fd = run_in(nursery)          # each makes its own namespace: a bare unshare from the host's
+    return {"pid": os.getpid(), "fd": fd, "defaults": run_in(plain_defaults) if fd is not None else {}}
 
 
 def new_netns() -> None:
@@ -94,8 +94,6 @@ def run_in(fn, *args, netns: str | None = None, new: bool = False):
         try:
             if new:
                 new_netns()
-            elif new is None:                # a bare unshare (the nursery itself)
-                unshare_net()
             elif netns is not None:
                 fd = os.open(netns_path(netns), os.O_RDONLY | os.O_CLOEXEC)
                 try:
