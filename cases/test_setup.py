@@ -279,6 +279,10 @@ def test_rejected_connection_gets_rst(lab, family):
     cli2.recv(100, timeout=2, check=False)
     lab.wait_segment(lambda s: s.src == "client" and s.dport == PORT + 1 and s.ack == 2, timeout=2,
                      what="the client's ACK of the server's FIN", required=False)
+    # The ACK is on the link before the server has taken it: wait for the orphan's FIN-WAIT-2 (the
+    # timewait socket that replaces it, whose `FIN_WAIT2 -> CLOSE` event then follows at once).
+    lab.wait_ss("server", lambda s: s.find(local_port=PORT + 1, state="FIN-WAIT-2"), timeout=2, required=False,
+                what="the server's connection in FIN-WAIT-2")
     lab.ss("after accept() and close()")
 
 

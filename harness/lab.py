@@ -330,7 +330,8 @@ class Lab(contextlib.AbstractContextManager):
 
     def _read_trace(self):
         if self.trace is not None:
-            self.trace_lines.extend(l for l in self.trace.read().splitlines() if l.strip())
+            lines = [l for l in self.trace.read().splitlines() if l.strip()]
+            self.trace_lines.extend(trace.lines_of(lines, self.addresses(), self.netns_inodes))
 
     def own_transitions(self) -> list:
         """The raw transitions of this case's sockets (the trace instance may hold other tests' events).

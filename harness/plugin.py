@@ -18,7 +18,7 @@ import threading
 
 import pytest
 
-from . import background, privileges, selection, sysctls, tracefs
+from . import background, ordering, privileges, selection, sysctls, tracefs
 from .errors import SocklabError, TraceUnavailable
 from .names import default_run_name
 from .profiles import sysctls_for, where_of
@@ -80,6 +80,9 @@ def pytest_configure(config):
         if problem:
             raise pytest.UsageError(problem)
         if getattr(config.option, "numprocesses", None):
+            config.socklab_durations = ordering.previous_durations(os.path.dirname(config.socklab_dir),
+                                                                   exclude=run)
+            ordering.one_at_a_time(config)
             # The xdist controller builds no lab, yet a SIGTERM to it must unwind too, so the run
             # is reported as interrupted (results.json, report, summary) instead of killed silently.
             _unwind_on_sigterm()
@@ -145,6 +148,7 @@ def _freeze_imports(reason: str = "collection") -> None:
 def pytest_configure_node(node):
     """xdist: every worker writes into the controller's run folder."""
     node.workerinput["socklab_run"] = node.config.socklab_run
+    node.workerinput["socklab_durations"] = getattr(node.config, "socklab_durations", {})
 
 
 def pytest_generate_tests(metafunc):
@@ -167,6 +171,8 @@ def pytest_collection_modifyitems(config, items):
     # after the experiment/article markers exist: -k CONN-DATA and -k 000 match them.
     selection.add_keywords(items)
     selection.select(config, items)
+    if hasattr(config, "workerinput"):      # xdist hands cases out in this order: the longest first
+        ordering.longest_first(items, config.workerinput.get("socklab_durations") or {})
 
 
 def _judges_of(item) -> list:

@@ -295,6 +295,7 @@ def case_result(run_dir: str, case_dir: str, judges: dict | None = None) -> dict
         "outcome": out.get("outcome", "unknown"), "when": out.get("when"), "longrepr": out.get("longrepr"),
         "mtu": rec_or.get("mtu"), "kernel": rec_or.get("kernel"), "kernel_version": rec_or.get("kernel_version"),
         "emulator": rec_or.get("emulator"),
+        "duration": rec_or.get("duration"),
         "sysctls": _case_sysctls(rec_or),
         "timewait_source": rec_or.get("timewait_source"),
         "trace_lost": rec_or.get("trace_lost"),

@@ -235,3 +235,19 @@ def test_old_kernels_child_event_of_a_wildcard_listener_and_ipv6():
     # a foreign child event (another lab's wildcard listener) with no connection of ours is dropped
     alone = trace.group_by_socket(trace.parse(lines[1]), {"2001:db8::1", "2001:db8::2"})
     assert alone == []
+
+
+def test_lines_of_keeps_only_lines_that_can_concern_the_case():
+    ours = ("  python-1 [000] ..... 10.000001: inet_sock_set_state: family=AF_INET protocol=IPPROTO_TCP "
+            "sport=40000 dport=80 saddr=198.18.0.1 daddr=198.18.0.2 saddrv6=::ffff:198.18.0.1 "
+            "daddrv6=::ffff:198.18.0.2 oldstate=TCP_CLOSE newstate=TCP_SYN_SENT")
+    theirs = ours.replace("198.18.0.", "198.18.9.")
+    child = theirs.replace("oldstate=TCP_CLOSE newstate=TCP_SYN_SENT", "oldstate=TCP_LISTEN newstate=TCP_SYN_RECV")
+    lost = "CPU:1 [LOST 3 EVENTS]"
+    tw_ours = ("  <idle>-0 [001] ..s1. 11.0: tw_kill: (inet_twsk_kill+0x0/0x10) fam=0x2 sub=0x6 sport=80 "
+               "dport=0x1234 saddr=0x10012c6 daddr=0x20012c6 netns=4026532890")
+    tw_theirs = tw_ours.replace("4026532890", "4026532999")
+    kept = trace.lines_of([ours, theirs, child, lost, tw_ours, tw_theirs], {"198.18.0.1", "198.18.0.2"},
+                          {4026532890})
+    assert kept == [ours, child, lost, tw_ours]
+    assert [t.local for t in trace.parse("\n".join([ours, child]))] == ["198.18.0.1", "198.18.9.1"]

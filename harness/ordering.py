@@ -1,0 +1,61 @@
+"""The order cases are handed to pytest-xdist workers: the longest first.
+
+xdist's load scheduling hands out cases in collection order. In file order the catalogue's longest
+cases (3-4 s of protocol timers) can start last and leave one worker running while the others are
+done. Sorted longest first, the short ones fill in at the end.
+
+The durations are the previous run's, from the newest results.json in the reports folder (each case
+entry carries its lab's duration). The controller reads them once and hands the same table to every
+worker (`workerinput`), so all workers collect the same order, as xdist requires, even while another
+run writes its results. xdist's load scheduler would hand each worker a run of consecutive cases at
+first (the first worker all the longest); with `--maxschedchunk 1`, which the plugin sets unless the
+user gave one, each worker holds at most two cases ahead, so the long ones spread over the workers the
+way a longest-first greedy schedule does. A serial run keeps the file order; a case without a previous duration counts
+as UNKNOWN seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+UNKNOWN = 1.0       # s: a new case might be long; it goes before the previous run's short ones
+
+
+def previous_durations(reports_dir: str, *, exclude: str | None = None) -> dict[str, float]:
+    """{case id: duration} of the newest finished run under `reports_dir` ({} when there is none)."""
+    newest, newest_time = None, -1.0
+    try:
+        entries = list(os.scandir(reports_dir))
+    except OSError:
+        return {}
+    for entry in entries:
+        if not entry.is_dir() or entry.name == exclude:
+            continue
+        try:
+            mtime = os.stat(os.path.join(entry.path, "results.json")).st_mtime
+        except OSError:
+            continue
+        if mtime > newest_time:
+            newest, newest_time = entry.path, mtime
+    if newest is None:
+        return {}
+    try:
+        with open(os.path.join(newest, "results.json")) as fh:
+            cases = json.load(fh).get("cases") or []
+    except (OSError, ValueError, AttributeError):
+        return {}                   # an unreadable results file only costs the ordering
+    return {c["id"]: float(c["duration"]) for c in cases
+            if isinstance(c, dict) and isinstance(c.get("id"), str) and isinstance(c.get("duration"), (int, float))}
+
+
+def longest_first(items: list, durations: dict[str, float]) -> None:
+    """Sort pytest items in place by their previous duration, longest first (stable for ties)."""
+    if durations:
+        items.sort(key=lambda item: -durations.get(item.nodeid, UNKNOWN))
+
+
+def one_at_a_time(config) -> None:
+    """Have xdist's load scheduler send cases one by one (unless the user chose a chunk size)."""
+    if getattr(config.option, "maxschedchunk", "absent") is None:
+        config.option.maxschedchunk = 1
