@@ -242,7 +242,7 @@ class Delay:
 
     def _neighbours(self, op):
         with IPRoute() as ipr:
-            idx = ipr.link_lookup(ifname=self.host.ifname)[0]
+            idx = self.host.ifindex
             for dst in (self.peer.ipv4, self.peer.ipv6):
                 if op == "del":
                     ipr.neigh("del", dst=dst, ifindex=idx)

@@ -77,6 +77,7 @@ class Lab(contextlib.AbstractContextManager):
         self.programs: dict[str, Program] = {}
         self.commands: list[Command] = []
         self.trace_lines: list[str] = []
+        self._parse_cache: dict = {}
         self._stack = contextlib.ExitStack()
         self._finished = False
         self._segs: list = []
@@ -342,7 +343,7 @@ class Lab(contextlib.AbstractContextManager):
             raise TraceUnavailable(f"kernel state transitions unavailable: {self.trace_unavailable}")
         addrs = self.addresses()
         try:
-            events = trace.parse("\n".join(self.trace_lines))
+            events = self._parsed(trace.parse)
         except trace.TraceEventsLost as exc:
             self.trace_lost = {"count": exc.count, "lines": list(exc.lines)}
             events = exc.transitions
@@ -350,7 +351,21 @@ class Lab(contextlib.AbstractContextManager):
 
     def timewait_events(self) -> list:
         """The timewait probes' events of this case's namespaces (harness/timewait.py); [] without probes."""
-        return [e for e in timewait.parse("\n".join(self.trace_lines), self.netns_inodes) if e.time >= self.start]
+        return [e for e in self._parsed(lambda text: timewait.parse(text, self.netns_inodes))
+                if e.time >= self.start]
+
+    def _parsed(self, parse):
+        """parse(the trace lines read so far), parsed once for as long as no line is added."""
+        key = (parse.__name__ if parse is trace.parse else "timewait", len(self.trace_lines))
+        if key not in self._parse_cache:
+            try:
+                self._parse_cache[key] = (parse("\n".join(self.trace_lines)), None)
+            except trace.TraceEventsLost as exc:
+                self._parse_cache[key] = (None, exc)
+        value, error = self._parse_cache[key]
+        if error is not None:
+            raise error
+        return value
 
     def transitions(self, port: int | None = None, *, merge_timewait: bool = False) -> list:
         """State histories of the case's sockets from the kernel's tracepoint (optionally one port);
@@ -360,7 +375,10 @@ class Lab(contextlib.AbstractContextManager):
             raise TraceUnavailable(f"kernel state transitions unavailable: {self.trace_unavailable}")
         self.capture.drain()
         self._read_trace()
-        events = [t for t in trace.parse("\n".join(self.trace_lines)) if t.time >= self.start]
+        try:
+            events = [t for t in self._parsed(trace.parse) if t.time >= self.start]
+        except trace.TraceEventsLost as exc:
+            raise trace.TraceEventsLost(exc.count, exc.cpus, exc.lines, exc.transitions) from None
         hists = trace.group_by_socket(events, self.addresses(), self.connect_calls())
         if merge_timewait:
             hists = timewait.merge(hists, self.timewait_events())

@@ -263,19 +263,12 @@ def parse_duration(text: str) -> float:
 
 def split_tokens(text: str) -> list[str]:
     """Split on blanks outside parentheses: 'a bbr:(bw:1,mrtt:2) b' -> ['a', 'bbr:(bw:1,mrtt:2)', 'b']."""
-    tokens, current, depth = [], [], 0
-    for ch in text:
-        if ch in " \t" and depth == 0:
-            if current:
-                tokens.append("".join(current))
-                current = []
-            continue
-        depth += (ch == "(") - (ch == ")")
-        depth = max(depth, 0)
-        current.append(ch)
-    if current:
-        tokens.append("".join(current))
-    return tokens
+    return _TOKEN_RE.findall(text)
+
+
+# A token: runs of non-blank characters and parenthesised groups (blanks allowed inside; an unclosed
+# group runs to the end of the text).
+_TOKEN_RE = re.compile(r"(?:\([^()]*\)?|[^\s(])+")
 
 
 def parse_info(text: str) -> dict:

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import fcntl
 import ipaddress
+import hashlib
 import os
 import socket
 import subprocess
@@ -79,6 +80,7 @@ class Host:
     ipv4: str
     ipv6: str
     mac: str = ""
+    ifindex: int = 0            # in its namespace, set when the link is configured
     sysctls: dict = field(default_factory=dict)
     prefixlen6: int = 64        # routed: 80, so each link's prefix holds the test index (see addresses())
 
@@ -220,8 +222,8 @@ class Topology(contextlib.AbstractContextManager):
         for i, role in enumerate(self.roles):
             self.hosts[role] = Host(role, names.resource_name(self.index, role), names.ifname(self.index, role),
                                     v4[i], v6[i])
-        for host in self.hosts.values():
-            self._stack.callback(remove_netns, host.netns)   # registered first: removal is safe if creation fails
+        # Registered first: removal is safe if creation fails.
+        self._stack.callback(remove_netns, *(host.netns for host in self.hosts.values()))
         self.links = {"link": (self.hosts[self.roles[0]], self.hosts[self.roles[1]])}
         # One thread does all of it: setns() moves only that thread, which ends with the work.
         nsutil.run_in(self._build_in_thread, new=True)
@@ -246,8 +248,7 @@ class Topology(contextlib.AbstractContextManager):
         for h in (client, router_a, router_b, server):
             h.prefixlen6 = 80       # addresses() puts the index in the fifth group: one prefix per link
         self.capture_link = self.routed.capture
-        for host in self.hosts.values():
-            self._stack.callback(remove_netns, host.netns)
+        self._stack.callback(remove_netns, *dict.fromkeys(host.netns for host in self.hosts.values()))
         nsutil.run_in(self._build_routed_in_thread, router_b, new=True)
 
     def _build_routed_in_thread(self, router_b: Host):
@@ -265,15 +266,19 @@ class Topology(contextlib.AbstractContextManager):
                     router.sysctls.update({k: str(v) for k, v in ROUTER_SYSCTLS.items()})
                 fds[host.role] = os.open(host.netns_path, os.O_RDONLY | os.O_CLOEXEC)
             small = self.routed.server_link_mtu or self.mtu
+            for h in (client, router, router_b, server):
+                h.mac = mac_of(h.ifname)
             nsutil.setns(fds["client"])
             with IPRoute() as ipr:
-                ipr.link("add", ifname=client.ifname, kind="veth", mtu=self.mtu,
-                         peer={"ifname": router.ifname, "net_ns_fd": fds["router"], "mtu": self.mtu})
+                ipr.link("add", ifname=client.ifname, kind="veth", mtu=self.mtu, address=client.mac,
+                         peer={"ifname": router.ifname, "net_ns_fd": fds["router"], "mtu": self.mtu,
+                               "address": router.mac})
                 self._configure(ipr, client)
             nsutil.setns(fds["router"])
             with IPRoute() as ipr:
-                ipr.link("add", ifname=router_b.ifname, kind="veth", mtu=small,
-                         peer={"ifname": server.ifname, "net_ns_fd": fds["server"], "mtu": self.mtu})
+                ipr.link("add", ifname=router_b.ifname, kind="veth", mtu=small, address=router_b.mac,
+                         peer={"ifname": server.ifname, "net_ns_fd": fds["server"], "mtu": self.mtu,
+                               "address": server.mac})
                 self._configure(ipr, router)
                 self._configure(ipr, router_b)
             nsutil.setns(fds["server"])
@@ -308,12 +313,14 @@ class Topology(contextlib.AbstractContextManager):
                 pr_netns.attach(host.netns, "thread-self")
                 _write_sysctls(host, NS_DEFAULT_SYSCTLS, self.extra_sysctls)
                 fds[host.role] = os.open(host.netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            a.mac, b.mac = mac_of(a.ifname), mac_of(b.ifname)
             nsutil.setns(fds[a.role])
             with IPRoute() as ipr_a:
                 # The veth is born inside the first namespace with its peer inside the second, so it
                 # never exists in the host's namespace and disappears with the namespaces.
-                ipr_a.link("add", ifname=a.ifname, kind="veth", mtu=self.mtu,
-                           peer={"ifname": b.ifname, "net_ns_fd": fds[b.role], "mtu": self.mtu})
+                ipr_a.link("add", ifname=a.ifname, kind="veth", mtu=self.mtu, address=a.mac,
+                           peer={"ifname": b.ifname, "net_ns_fd": fds[b.role], "mtu": self.mtu,
+                                 "address": b.mac})
                 self._configure(ipr_a, a)
                 nsutil.setns(fds[b.role])
                 with IPRoute() as ipr_b:      # a netlink socket lives in the namespace it was opened in
@@ -325,22 +332,31 @@ class Topology(contextlib.AbstractContextManager):
                 os.close(fd)
 
     def _configure(self, ipr, host: Host):
-        idx = ipr.link_lookup(ifname=host.ifname)[0]
+        idx = host.ifindex = socket.if_nametoindex(host.ifname)   # in the thread's namespace, no dump
         ipr.addr("add", index=idx, address=host.ipv4, prefixlen=30)
         ipr.addr("add", index=idx, address=host.ipv6, prefixlen=host.prefixlen6, flags=IFA_F_NODAD)
         # One TCP segment per packet: with GSO the veth carries (and the capture sees) one large
         # packet where a real link carries several MSS-sized segments.
         ipr.link("set", index=idx, gso_max_segs=1, state="up")
-        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-        host.mac = ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS")
+        ipr.link("set", index=LOOPBACK_INDEX, state="up")
         host.sysctls.update({k: str(v) for k, v in self.extra_sysctls.items() if host.sysctls.get(k) != ABSENT})
 
     @staticmethod
     def _add_neighbour(ipr, host: Host, peer: Host):
         # Permanent neighbour entries: no ARP or neighbour discovery racing the first segment.
-        idx = ipr.link_lookup(ifname=host.ifname)[0]
+        idx = host.ifindex
         for dst in (peer.ipv4, peer.ipv6):
             ipr.neigh("add", dst=dst, lladdr=peer.mac, ifindex=idx, state=NUD_PERMANENT)
+
+
+LOOPBACK_INDEX = 1      # lo is the first interface of every network namespace
+
+
+def mac_of(ifname: str) -> str:
+    """The interface's MAC address, chosen by the harness: locally administered, from its unique name
+    (so the neighbour entries need no lookup, and a case's frames carry the same addresses each run)."""
+    digest = hashlib.blake2b(ifname.encode(), digest_size=5).digest()
+    return "02:" + ":".join(f"{b:02x}" for b in digest)
 
 
 def _write_sysctls(host: Host, fixed: dict, extra: dict) -> None:
@@ -469,22 +485,28 @@ def addresses(index: int, block: int | None = None):
     return v4, v6
 
 
-def remove_netns(name: str) -> None:
-    """Kill what still runs inside the namespace and remove it; 'already gone' is not an error."""
-    path = nsutil.netns_path(name)
-    kill_processes_in(path)
-    try:
-        pr_netns.remove(name)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOENT, errno.EINVAL):
-            raise
+def remove_netns(*names_: str) -> None:
+    """Kill what still runs inside the namespaces (one look through /proc for all of them) and
+    remove them; 'already gone' is not an error."""
+    kill_processes_in(*(nsutil.netns_path(name) for name in names_))
+    for name in names_:
+        try:
+            pr_netns.remove(name)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.EINVAL):
+                raise
 
 
-def processes_in(path: str) -> list[int]:
-    """Live (non-zombie) processes whose network namespace is the one bound at `path`."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
+def processes_in(*paths: str) -> list[int]:
+    """Live (non-zombie) processes whose network namespace is one of those bound at `paths`."""
+    wanted = set()
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        wanted.add((st.st_dev, st.st_ino))
+    if not wanted:
         return []
     found = []
     for entry in os.listdir("/proc"):
@@ -494,15 +516,15 @@ def processes_in(path: str) -> list[int]:
             ns = os.stat(f"/proc/{entry}/ns/net")
         except OSError:
             continue
-        if (ns.st_dev, ns.st_ino) == (st.st_dev, st.st_ino) and names.pid_alive(int(entry)):
+        if (ns.st_dev, ns.st_ino) in wanted and names.pid_alive(int(entry)):
             found.append(int(entry))
     return sorted(found)
 
 
-def kill_processes_in(path: str, sig: int = 9) -> list[int]:
-    """SIGKILL every process whose network namespace is the one bound at `path`; return their pids."""
+def kill_processes_in(*paths: str, sig: int = 9) -> list[int]:
+    """SIGKILL every process whose network namespace is one of those bound at `paths`; return their pids."""
     killed = []
-    for pid in processes_in(path):
+    for pid in processes_in(*paths):
         try:
             os.kill(pid, sig)
             killed.append(pid)
