@@ -27,6 +27,7 @@ FAMILY_IDS = ("ipv4", "ipv6")
 LAB_KEY = pytest.StashKey()         # the case's Lab, for the report hook
 FAILED_KEY = pytest.StashKey()      # True once the case's call failed
 OUTCOME_KEY = pytest.StashKey()     # the case's record.Outcome as last reported
+WRITES_KEY = pytest.StashKey()      # the background writes of the case's case.json still under way
 
 
 def pytest_addoption(parser):
@@ -249,12 +250,13 @@ def _write_run_report(session):
     if not os.path.isdir(os.path.join(run_dir, "cases")):
         return
     try:
+        summarised: set = set()
         results = build_results(run_dir, profile=config.getoption("--socklab-profile"),
-                                interrupted=session.exitstatus == pytest.ExitCode.INTERRUPTED)
+                                interrupted=session.exitstatus == pytest.ExitCode.INTERRUPTED, summarised=summarised)
         if not results["cases"]:
             return              # a session of plain tests (unit tests): nothing to report
         write_results(run_dir, results=results)
-        config.socklab_summary = summary_line(results, write_report(run_dir, results))
+        config.socklab_summary = summary_line(results, write_report(run_dir, results, summarised))
     except (OSError, ValueError, SocklabError) as exc:
         config.socklab_summary = f"socklab: could not write the report of {run_dir}: {exc}"
         return
@@ -435,6 +437,27 @@ def pytest_runtest_call(item):
         raise
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """After the case's last report: its summary and page, in the background (results.write_summary)."""
+    try:
+        return (yield)
+    finally:
+        if _is_case(item) and hasattr(item.config, "socklab_dir"):
+            the_lab = item.stash.get(LAB_KEY, None)
+            writes = item.stash.get(WRITES_KEY, []) + ([the_lab.written] if the_lab is not None and the_lab.written else [])
+            background.submit(_summarise, item.config.socklab_dir, _case_dir(item.config, item.nodeid), writes)
+
+
+def _summarise(run_dir: str, case_dir: str, writes: list) -> None:
+    from .results import write_summary
+    for fut in writes:
+        if fut.exception() is not None:
+            return              # the write's own error is what background.flush() reports
+    if os.path.isfile(os.path.join(case_dir, "case.json")):
+        write_summary(run_dir, case_dir)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
@@ -506,7 +529,8 @@ def _set_outcome(item, when: str, word: str, longrepr: str | None) -> None:
     path = os.path.join(_case_dir(item.config, item.nodeid), "case.json")
     the_lab = item.stash.get(LAB_KEY, None)
     if the_lab is not None and the_lab.written is not None:
-        background.submit(save_outcome, path, outcome, _alone(item, outcome), the_lab.written)
+        item.stash.setdefault(WRITES_KEY, []).append(
+            background.submit(save_outcome, path, outcome, _alone(item, outcome), the_lab.written))
         return
     if the_lab is not None:
         the_lab.outcome = outcome

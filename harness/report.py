@@ -228,11 +228,12 @@ def render_report(run_dir: str, results: dict | None = None) -> str:
     return shell(f"socklab {results['run']}", body)
 
 
-def write_report(run_dir: str, results: dict | None = None) -> str:
+def write_report(run_dir: str, results: dict | None = None, written: set = frozenset()) -> str:
     """Write `<run_dir>/index.html` and every case's page (from `results`, or from the run folder as it
-    is); returns the overview's path."""
+    is), but those of the case folders in `written` (pages written with their summary); returns the
+    overview's path."""
     results = results or build_results(run_dir)
     for c in results["cases"]:
-        if c.get("dir") and os.path.isdir(os.path.join(run_dir, c["dir"])):
+        if c.get("dir") and c["dir"] not in written and os.path.isdir(os.path.join(run_dir, c["dir"])):
             write(os.path.join(run_dir, casepage.page_path(c)), casepage.render(run_dir, c, results))
     return write(os.path.join(run_dir, "index.html"), render_report(run_dir, results))

@@ -251,7 +251,8 @@ def _artifacts(run_dir: str, case_dir: str, rec: dict | None) -> dict:
     known = {v: k for k, v in ((rec or {}).get("artifacts") or {}).items()}
     for name in sorted(os.listdir(case_dir)):
         path = os.path.join(case_dir, name)
-        if os.path.isfile(path):
+        # The case's page and summary are the report's, made from these: not artifacts of the case.
+        if os.path.isfile(path) and name not in ("index.html", SUMMARY) and not name.endswith(".tmp"):
             out[known.get(name, name)] = os.path.relpath(path, run_dir)
     return out
 
@@ -268,10 +269,11 @@ def _verdicts(rec: dict, rejudged: list | None) -> list[dict]:
     return out
 
 
-def case_result(run_dir: str, case_dir: str, judges: dict | None = None) -> dict:
+def case_result(run_dir: str, case_dir: str, judges: dict | None = None, loaded=None) -> dict:
     """The results entry of one case folder; with `judges` (a registry), its claims judged again
-    from case.json instead of the verdicts recorded at run time."""
-    rec, out = load_case(case_dir)
+    from case.json instead of the verdicts recorded at run time. `loaded`: load_case(case_dir) if
+    the caller has it already."""
+    rec, out = loaded or load_case(case_dir)
     out = out or {}
     rec_or = rec or {}
     rejudged, unjudged = None, None
@@ -344,15 +346,69 @@ def harness_version() -> str:
         return "unknown"
 
 
+SUMMARY = "summary.json"      # a case's results entry and diagram view, next to its case.json
+
+
+def write_summary(run_dir: str, case_dir: str) -> None:
+    """Keep the case's results entry and diagram view in <case>/summary.json and write its page.
+
+    The process that ran the case does this in the background as soon as case.json is final, so
+    the run's end (results.json, index.html) reads 146 small files instead of judging and drawing
+    every case then, on one core, after the last case. build_results() uses a summary only while
+    case.json is the one it was made from (same modification time)."""
+    from . import casepage, diagram
+    from .page import write
+    if not os.path.isfile(os.path.join(case_dir, "case.json")):
+        return                  # an older run's folder (outcome.json alone): nothing to stand for
+    loaded = load_case(case_dir)
+    entry = case_result(run_dir, case_dir, loaded=loaded)
+    if not is_case(entry):
+        return
+    view = diagram.view(entry["id"], loaded[0] or {}, experiment=entry.get("experiment"), family=entry.get("family"))
+    data = {"case_json": os.stat(os.path.join(case_dir, "case.json")).st_mtime_ns, "result": entry, "view": view}
+    path = os.path.join(case_dir, SUMMARY)
+    with open(path + ".tmp", "w") as fh:
+        json.dump(data, fh)
+    os.replace(path + ".tmp", path)
+    write(os.path.join(run_dir, casepage.page_path(entry)),
+          casepage.render(run_dir, entry, {"run": os.path.basename(run_dir.rstrip(os.sep)),
+                                            "kernel": entry.get("kernel") or os.uname().release}))
+
+
+def _summary(case_dir: str) -> dict | None:
+    """The case's summary.json while it matches its case.json; None otherwise."""
+    try:
+        with open(os.path.join(case_dir, SUMMARY)) as fh:
+            data = json.load(fh)
+        if data.get("case_json") == os.stat(os.path.join(case_dir, "case.json")).st_mtime_ns:
+            return data
+    except (OSError, ValueError, AttributeError):
+        pass
+    return None
+
+
 def build_results(run_dir: str, profile: str | None = None, judges: dict | None = None,
-                  interrupted: bool = False) -> dict:
+                  interrupted: bool = False, summarised: set | None = None) -> dict:
     """The results of the run folder `run_dir` as a dict (see the module docstring); with `judges`
     (harness.judge.load_judges()), every claim judged again from the recorded case.json files.
-    `interrupted`: the run was stopped (Ctrl-C, SIGTERM); a case in flight has outcome "interrupted"."""
+    `interrupted`: the run was stopped (Ctrl-C, SIGTERM); a case in flight has outcome "interrupted".
+    Without `judges`, a case's up-to-date summary.json stands for its case.json; `summarised`, if
+    given, receives the folders ("dir") of those cases (their pages are written already)."""
     from . import articles
     run_dir = os.path.abspath(run_dir)
-    cases = sorted((c for c in (case_result(run_dir, d, judges) for d in case_dirs(run_dir)) if is_case(c)),
-                   key=lambda c: c["id"])
+    views: dict[str, dict] = {}
+    results = []
+    for d in case_dirs(run_dir):
+        summary = _summary(d) if judges is None else None
+        if summary is not None:
+            entry = summary["result"]
+            views[entry["id"]] = summary["view"]
+            if summarised is not None:
+                summarised.add(entry["dir"])
+        else:
+            entry = case_result(run_dir, d, judges)
+        results.append(entry)
+    cases = sorted((c for c in results if is_case(c)), key=lambda c: c["id"])
     # The kernel the cases ran on (case.json records it), not the one writing the report.
     kernel = next((c["kernel"] for c in cases if c.get("kernel")), None) or os.uname().release
     version = next((c["kernel_version"] for c in cases if c.get("kernel_version")), None) or \
@@ -363,15 +419,16 @@ def build_results(run_dir: str, profile: str | None = None, judges: dict | None 
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "interrupted": bool(interrupted or any(c["outcome"] == "interrupted" for c in cases)),
             "settings": settings_of(cases, profile), "claims": articles.claims(),
-            "articles": articles.titles(), "cases": cases, **_diagram_tables(run_dir, cases)}
+            "articles": articles.titles(), "cases": cases, **_diagram_tables(run_dir, cases, views)}
 
 
-def _diagram_tables(run_dir: str, cases: list[dict]) -> dict:
+def _diagram_tables(run_dir: str, cases: list[dict], views: dict | None = None) -> dict:
     """"states" and "edges": the eleven states and RFC 9293's diagram edges over the run (harness/diagram.py)."""
     from . import diagram
-    views = [diagram.view(c["id"], load_case(os.path.join(run_dir, c["dir"]))[0] or {},
-                          experiment=c.get("experiment"), family=c.get("family")) for c in cases]
-    return diagram.tables(views)
+    views = views or {}
+    return diagram.tables([views[c["id"]] if c["id"] in views else
+                           diagram.view(c["id"], load_case(os.path.join(run_dir, c["dir"]))[0] or {},
+                                        experiment=c.get("experiment"), family=c.get("family")) for c in cases])
 
 
 def write_results(run_dir: str, profile: str | None = None, results: dict | None = None) -> str:

@@ -247,3 +247,35 @@ def test_states_and_edges_tables_of_a_real_run(base):
     assert NOLISTEN in edges["SYN-SENT -> CLOSED (rcv RST)"]["cases"]        # the refused connect
     listen = next(r for r in base["states"] if r["state"] == "LISTEN")
     assert NOACCEPT in [c["id"] for c in listen["cases"]]
+
+
+def test_summaries_stand_for_case_json_only_while_it_is_unchanged(tmp_path):
+    """write_summary() (done in the background by the process that ran the case) gives the same
+    results and pages as building them at the end; an edited case.json is read again."""
+    from harness import report
+    run = run_copy(tmp_path, "base")
+    fresh = build_results(run)
+    for d in results.case_dirs(str(run)):
+        results.write_summary(str(run), d)
+    used: set = set()
+    summarised = build_results(run, summarised=used)
+    strip = lambda r: {k: v for k, v in r.items() if k != "created"}      # noqa: E731
+    assert strip(summarised) == strip(fresh)
+    with_record = {c["dir"] for c in fresh["cases"] if (run / c["dir"] / "case.json").is_file()}
+    assert used == with_record and len(used) >= 5
+    page = run / cases(fresh)[NOACCEPT]["dir"] / "index.html"
+    by_summary = page.read_text()
+    report.write_report(str(run), fresh)
+    assert page.read_text() == by_summary
+
+    # An edited record (here: the verdict turned) is not hidden by its old summary.
+    case_json = run / cases(fresh)[NOACCEPT]["dir"] / "case.json"
+    rec = json.loads(case_json.read_text())
+    rec["verdicts"][0]["verdict"] = "refuted"
+    case_json.write_text(json.dumps(rec))
+    os.utime(case_json, ns=(1, 1))
+    used.clear()
+    again = build_results(run, summarised=used)
+    assert cases(again)[NOACCEPT]["verdict"] == "refuted"
+    assert cases(fresh)[NOACCEPT]["verdict"] == "confirmed"
+    assert used == with_record - {cases(fresh)[NOACCEPT]["dir"]}
