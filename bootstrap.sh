@@ -10,6 +10,8 @@ cd "$(dirname "$0")"
 need_pkgs=()
 command -v ss >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
+# the nftables project's Python binding: fault rules through libnftables in process, no nft per command
+[ -f /usr/lib/python3/dist-packages/nftables/nftables.py ] || need_pkgs+=(python3-nftables)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 # the test suite renders the HTML report in a real browser
 [ "${1:-}" = test ] && ! command -v chromium >/dev/null 2>&1 && need_pkgs+=(chromium)

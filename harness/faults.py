@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pyroute2 import IPRoute
 
 from . import nsutil
+from .nft import Nft
 from .errors import BadArgument, CommandError, ExpectationSyntaxError, SetupError, UnknownRole
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 from .topology import NUD_PERMANENT
@@ -109,6 +110,7 @@ class Faults:
         self.delays: list[Delay] = []
         self.events: list[tuple[float, str, str]] = []
         self._tables: set[str] = set()
+        self._nfts: dict[str, Nft] = {}
 
     def drop(self, direction: str, flags: str | None = None, *, payload: bool | None = None,
              count: int | None = None, port: int | None = None, name: str | None = None) -> Rule:
@@ -151,7 +153,7 @@ class Faults:
         for match in _matches(rule):
             action = (f'limit name "{rule.name}" ' if rule.count is not None else "") + f'counter name "{rule.name}" drop'
             lines.append(f'add rule inet {TABLE} {rule.hook} {match} {action} comment "{rule.name}"')
-        out = self._nft(rule.host, "\n".join(lines) + "\n", echo=True)
+        out = self.nft(rule.host).run("\n".join(lines) + "\n", echo=True)
         rule.handles = [int(l.rsplit("# handle", 1)[1]) for l in out.splitlines() if "# handle" in l and " rule " in l]
         rule.added = time.monotonic()
         self.rules.append(rule)
@@ -165,7 +167,7 @@ class Faults:
             return
         started = time.monotonic()
         cmds = [f"delete rule inet {TABLE} {rule.hook} handle {h}" for h in rule.handles]
-        self._nft(rule.host, "\n".join(cmds) + "\n")
+        self.nft(rule.host).run("\n".join(cmds) + "\n")
         rule.final_count = self.counters(rule)   # the named counter outlives the rule: the exact total
         rule.removed = started
         self.events.append((rule.removed, rule.dst if rule.hook == "prerouting" else rule.src, f"removed rule {rule.name}"))
@@ -183,31 +185,32 @@ class Faults:
                     self.remove(rule)
                 except CommandError:
                     pass   # the namespace is going away with the rule in it
+        for nft in self._nfts.values():
+            nft.close()
 
     def counters(self, rule: Rule) -> int:
         """How many segments the kernel dropped under `rule`, from its named nftables counter."""
-        argv = ["-j", "list", "counter", "inet", TABLE, rule.name]
-        out = self._nft(rule.host, None, args=argv)
+        command = f"list counter inet {TABLE} {rule.name}"
+        out = self.nft(rule.host).run(command, json=True)
         for item in json.loads(out).get("nftables", []):
             if "counter" in item:
                 return int(item["counter"]["packets"])
-        raise CommandError(["nft", *argv], 0, out, "no counter in nft's answer")
+        raise CommandError(["nft", "-j", *command.split()], 0, out, "no counter in nft's answer")
 
     def _ensure_table(self, host, hook):
         key = f"{host.role}/{hook}"
         if key in self._tables:
             return
         prio = -300 if hook == "prerouting" else 0
-        self._nft(host, f"add table inet {TABLE}\nadd chain inet {TABLE} {hook} "
-                        f"{{ type filter hook {hook} priority {prio}; policy accept; }}\n")
+        self.nft(host).run(f"add table inet {TABLE}\nadd chain inet {TABLE} {hook} "
+                           f"{{ type filter hook {hook} priority {prio}; policy accept; }}\n")
         self._tables.add(key)
 
-    def _nft(self, host, script, *, echo=False, args=None):
-        argv = ["nft"] + (args or (["--echo", "--handle", "-f", "-"] if echo else ["-f", "-"]))
-        try:
-            return host.run(argv, input=script).stdout
-        except SetupError:
-            raise SetupError("nft not found: faults need nftables (apt-get install -y nftables)") from None
+    def nft(self, host) -> Nft:
+        """nft in `host`'s namespace (one libnftables context per host; harness/nft.py)."""
+        if host.netns not in self._nfts:
+            self._nfts[host.netns] = Nft(host)
+        return self._nfts[host.netns]
 
 
 class Delay:
@@ -228,13 +231,13 @@ class Delay:
         self.started = self.ended = None
 
     def start(self):
-        self.host.run(["nft", "-f", "-"], input=(
+        self.faults.nft(self.host).run(
             f"table netdev {self.TABLE} {{\n"
             f"  chain resolution {{\n"
             f"    type filter hook ingress device \"{self.host.ifname}\" priority -500; policy accept;\n"
             f"    ether type arp drop\n"
             f"    icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} drop\n"
-            f"  }}\n}}\n"))
+            f"  }}\n}}\n")
         self.released = False
         nsutil.run_in(self._neighbours, "del", netns=self.host.netns)
         self.started = time.monotonic()
@@ -256,7 +259,7 @@ class Delay:
         self.released = True
         self.ended = time.monotonic()           # the queue leaves during the call below: stamp it first
         nsutil.run_in(self._neighbours, "replace", netns=self.host.netns)
-        self.host.run(["nft", "delete", "table", "netdev", self.TABLE])
+        self.faults.nft(self.host).run(f"delete table netdev {self.TABLE}\n")
         self.faults.events.append((self.ended, self.host.role, f"release: {self.host.role}'s held segments are sent"))
 
     def __enter__(self):

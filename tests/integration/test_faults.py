@@ -163,17 +163,18 @@ def test_a_copy_delivered_during_release_is_not_marked_dropped(lab, monkeypatch)
     rule = lab.faults.hold("client > server", ".", payload=True)
     cli.send("ab")
     held_copy(lab, rule, after=rule.added)
-    nft = lab.faults._nft
+    nft = lab.faults.nft(rule.host)
+    run = nft.run
 
-    def nft_returning_late(host, script, **kw):
-        out = nft(host, script, **kw)
+    def nft_returning_late(script, **kw):
+        out = run(script, **kw)
         if script and script.startswith("delete rule"):
             # The kernel no longer drops: a retransmitted copy passes before nft's caller regains control,
             # as happens whenever nft is slow on a busy machine.
             lab.wait_segment(lambda s: s.src == "server" and s.ack == 3, timeout=2, what="the ACK of a delivered copy")
         return out
 
-    monkeypatch.setattr(lab.faults, "_nft", nft_returning_late)
+    monkeypatch.setattr(nft, "run", nft_returning_late)
     rule.release()
     assert conn.recv(10).ret == "ab"
 
@@ -198,6 +199,26 @@ def test_rules_are_removed_at_the_end_of_a_case(privileged):
     assert removals == [f"removed rule {released.name}", f"removed rule {kept.name}"]
 
 
+def test_nft_runs_in_process_and_its_contexts_end_with_the_case(privileged):
+    """With the nftables binding (bootstrap installs it) the rules go in through libnftables, no nft
+    process; each host's context is freed when the lab closes (its netlink socket would keep the
+    namespace alive), and nft's refusal is a CommandError carrying nft's own message."""
+    import gc
+    import weakref
+    from harness import nft
+    from harness.errors import CommandError
+    if nft.binding() is None:
+        pytest.skip("no nftables binding here (apt-get install python3-nftables): faults run the nft program")
+    with Lab(family="ipv4") as lab:
+        lab.faults.drop("client > server", "S")
+        ctx = weakref.ref(lab.faults.nft(lab.hosts.hosts["server"])._ctx)
+        assert ctx() is not None
+        with pytest.raises(CommandError, match="No such file or directory|does not exist"):
+            lab.faults.nft(lab.hosts.hosts["server"]).run("delete table inet no_such_table\n")
+    gc.collect()
+    assert ctx() is None
+
+
 @pytest.mark.parametrize("direction, flags, wanted", [
     ("client > client", None, "expected '<host> > <host>'"),
     ("client -> server", None, "expected '<host> > <host>'"),
@@ -213,3 +234,18 @@ def test_a_bad_direction_or_flag_letter_is_a_clear_error(direction, flags, wante
         faults.drop(direction, flags)
     assert wanted in str(info.value)
     assert faults.rules == []
+
+
+def test_without_the_binding_the_nft_program_does_the_same(privileged, monkeypatch):
+    """Where python3-nftables is not installed, each command runs `nft` inside the namespace: the same
+    rules, handles and counters."""
+    from harness import nft
+    monkeypatch.setattr(nft, "binding", lambda: None)
+    with Lab(family="ipv4") as lab:
+        rule = lab.faults.drop("client > server", "S", count=1)
+        assert rule.handles and f'comment "{rule.name}"' in rules_in_kernel(lab, "server")
+        assert lab.faults.nft(lab.hosts.hosts["server"])._ctx is None
+        cli = lab.client.socket()
+        cli.connect(lab.hosts.server, PORT, check=False, timeout=2)
+        rule.release()
+        assert rule.final_count == 1
