@@ -111,5 +111,5 @@ def write(lab, segs) -> None:
     with open(os.path.join(d, "timeline.txt"), "w") as fh:
         fh.write(lab.timeline.text())
     with open(os.path.join(d, "timeline.json"), "w") as fh:
-        json.dump(lab.timeline.to_json(), fh, indent=1)
+        json.dump(lab.timeline.to_json(), fh, separators=(",", ":"))
     lab.record(segs).save(os.path.join(d, "case.json"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import re
 import time
 from typing import NamedTuple
@@ -437,10 +438,11 @@ class Lab(contextlib.AbstractContextManager):
             counters = {}
             lines = stats.splitlines()
             for names, values in zip(lines[::2], lines[1::2]):
-                group = names.split(":", 1)[0]
-                for k, v in zip(names.split()[1:], values.split()[1:]):
-                    if _DROPPY.search(k) and v.lstrip("-").isdigit() and int(v):
-                        counters[f"{group}.{k}"] = int(v)
+                fields = values.split()
+                for i, key in _droppy_columns(names):
+                    v = fields[i] if i < len(fields) else ""
+                    if v.lstrip("-").isdigit() and int(v):
+                        counters[key] = int(v)
             out[role] = {"links": links, "counters": counters}
         return out
 
@@ -659,6 +661,14 @@ class Lab(contextlib.AbstractContextManager):
         return "wire"
 
 _DROPPY = re.compile(r"Drop|Overflow|Discard|Err|Prune|Collapse|Fail|Retrans|Timeout|Lost|Loss")
+
+
+@functools.lru_cache(maxsize=16)
+def _droppy_columns(names: str) -> tuple:
+    """(column, "Group.Counter") of the drop-like counters in one header line of /proc/net/netstat or snmp."""
+    group, *keys = names.split()
+    group = group.rstrip(":")
+    return tuple((i + 1, f"{group}.{k}") for i, k in enumerate(keys) if _DROPPY.search(k))
 
 
 def _read_drop_files():
