@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from harness.peer import SCAPY_GROUP
 from harness.judge import Verdict, judge, verdict_if
 from harness.record import CaseRecord
 
@@ -121,6 +122,7 @@ def rst_judged(rec: CaseRecord) -> Verdict:
                         f"{child.text() if child else '(not traced)'}")
 
 
+@pytest.mark.xdist_group(SCAPY_GROUP)
 @pytest.mark.claim(rst_judged)
 def test_injected_rsts_are_judged_by_sequence_number(lab, family):
     """RSTs with the client's addresses and ports injected into an ESTABLISHED connection: outside the

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from harness.judge import judge, verdict_if, Verdict
-from harness.peer import PEER_PORT
+from harness.peer import PEER_PORT, SCAPY_GROUP
 from harness.record import CaseRecord
 from harness.segment import match
 
@@ -56,6 +56,7 @@ def default_mss_without_option(rec: CaseRecord) -> Verdict:
                              + (f"; tcp_base_mss={base} is the MTU-probing floor, not used here" if base else ""))
 
 
+@pytest.mark.xdist_group(SCAPY_GROUP)
 @pytest.mark.claim(default_mss_without_option)
 def test_syn_without_mss_option_gets_default_mss(lab, family):
     """SYN without MSS option: how the server cuts a large write (default MSS or link MSS)."""
@@ -100,6 +101,7 @@ def rst_returns_to_listen(rec: CaseRecord) -> Verdict:
                              f"{rec.fact('client port')}); the request's transitions: {traced or 'none (never a full socket)'}")
 
 
+@pytest.mark.xdist_group(SCAPY_GROUP)
 @pytest.mark.claim(rst_returns_to_listen)
 def test_rst_in_syn_received_leaves_listener_listening(lab, family):
     """RST after the SYN+ACK: what happens to the request, the listener and a blocked accept()."""
@@ -212,6 +214,7 @@ def fin_ack_to_time_wait(rec: CaseRecord) -> Verdict:
                                 f"its FIN, as RFC 793/9293 order it), then the timewait socket" if fw2 is not None else ""))
 
 
+@pytest.mark.xdist_group(SCAPY_GROUP)
 @pytest.mark.claim(fin_ack_to_time_wait)
 def test_fin_wait_1_takes_fin_ack_to_time_wait(lab, family):
     """The server closes first; one FIN+ACK from the peer acks its FIN: the server's states before and after."""

@@ -9,6 +9,7 @@ The topology is the `lab_topology` fixture (README "A router between the hosts")
 
 import pytest
 
+from harness.peer import SCAPY_GROUP
 from harness.judge import Verdict, judge, verdict_if
 from harness.record import CaseRecord
 from harness.topology import Routed
@@ -59,6 +60,7 @@ def routed_mss(rec: CaseRecord) -> Verdict:
                              f"{default})")
 
 
+@pytest.mark.xdist_group(SCAPY_GROUP)
 @pytest.mark.claim(routed_mss)
 @pytest.mark.parametrize("lab_topology", [Routed(capture="client")], ids=["routed"])
 def test_mss_to_a_routed_peer_and_an_on_link_peer(lab, family):

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from harness.peer import SCAPY_GROUP
 from harness.judge import Verdict, judge, verdict_if
 from harness.record import CaseRecord
 from harness.topology import Routed
@@ -136,6 +137,7 @@ def sessions_by_address_and_port(rec: CaseRecord) -> Verdict:
                                f"{' '.join(refused) or 'nothing'} and read by {len(stray_read)} socket(s)")
 
 
+@pytest.mark.xdist_group(SCAPY_GROUP)
 @pytest.mark.claim(sessions_by_address_and_port)
 @pytest.mark.parametrize("lab_topology", [Routed(capture="server")], ids=["routed"])
 def test_sessions_told_apart_by_address_and_port(lab, family):

@@ -10,7 +10,8 @@ worker (`workerinput`), so all workers collect the same order, as xdist requires
 run writes its results. xdist's load scheduler would hand each worker a run of consecutive cases at
 first (the first worker all the longest); with `--maxschedchunk 1`, which the plugin sets unless the
 user gave one, each worker holds at most two cases ahead, so the long ones spread over the workers the
-way a longest-first greedy schedule does. A serial run keeps the file order; a case without a previous duration counts
+way a longest-first greedy schedule does. The cases that craft frames with scapy run on one
+worker (see grouped()). A serial run keeps the file order; a case without a previous duration counts
 as UNKNOWN seconds.
 """
 
@@ -59,3 +60,12 @@ def one_at_a_time(config) -> None:
     """Have xdist's load scheduler send cases one by one (unless the user chose a chunk size)."""
     if getattr(config.option, "maxschedchunk", "absent") is None:
         config.option.maxschedchunk = 1
+
+
+def grouped(config) -> None:
+    """Run xdist with --dist loadgroup unless the user chose a --dist: the cases marked
+    xdist_group(SCAPY_GROUP) share one worker (harness/peer.py); every other case is a unit of its
+    own, handed out in the order above, at most three ahead per worker."""
+    if getattr(config.option, "dist", None) == "load" and not any(
+            a == "-d" or a.startswith("--dist") for a in config.invocation_params.args):
+        config.option.dist = "loadgroup"

@@ -36,6 +36,11 @@ from .notation import GAP, parse_segments
 # tcpdump's flag letters -> scapy's (ECE is "E" in both, CWR is tcpdump "W", scapy "C").
 SCAPY_FLAGS = {"F": "F", "S": "S", "R": "R", "P": "P", ".": "A", "U": "U", "E": "E", "W": "C"}
 PEER_PORT = 20000     # below the ephemeral range: no connect() of the same host collides with it
+# Importing scapy costs ~0.45 s of CPU in each process that sends a crafted frame (it reads the
+# routes and the services and manuf tables). The cases that use a Peer carry
+# @pytest.mark.xdist_group(SCAPY_GROUP), so under xdist they share one worker and one import
+# (the plugin runs xdist with --dist loadgroup unless told otherwise).
+SCAPY_GROUP = "scapy"
 
 
 class Peer(contextlib.AbstractContextManager):

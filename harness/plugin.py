@@ -62,6 +62,8 @@ def pytest_configure(config):
         config.addinivalue_line("markers", line)
     if hasattr(config, "workerinput"):
         run = config.workerinput["socklab_run"]
+        if config.workerinput.get("socklab_loadgroup"):
+            config.option.loadgroup = True
     else:
         run = config.getoption("--socklab-run") or default_run_name()
     config.socklab_run = run
@@ -84,6 +86,7 @@ def pytest_configure(config):
             config.socklab_durations = ordering.previous_durations(os.path.dirname(config.socklab_dir),
                                                                    exclude=run)
             ordering.one_at_a_time(config)
+            ordering.grouped(config)
             # The xdist controller builds no lab, yet a SIGTERM to it must unwind too, so the run
             # is reported as interrupted (results.json, report, summary) instead of killed silently.
             _unwind_on_sigterm()
@@ -150,6 +153,9 @@ def pytest_configure_node(node):
     """xdist: every worker writes into the controller's run folder."""
     node.workerinput["socklab_run"] = node.config.socklab_run
     node.workerinput["socklab_durations"] = getattr(node.config, "socklab_durations", {})
+    # A worker learns --dist from its own command line, not from the controller's options: tell it
+    # when the plugin chose loadgroup, so it names the grouped cases' ids as that scheduling needs.
+    node.workerinput["socklab_loadgroup"] = node.config.getvalue("dist") == "loadgroup"
 
 
 def pytest_generate_tests(metafunc):
