@@ -98,3 +98,36 @@ def test_without_a_baseline_of_its_version_the_nearest_older_one_reports_changes
     _set_kernel(oldest, "5.15.1-x")
     ok, text = baseline.check(str(oldest), str(folder))
     assert ok is None and text.startswith("no baseline for kernel 5.15.1")
+
+
+def _emulated(path: Path, edit=None) -> None:
+    """Mark a results file as run under TCG, optionally editing one case's behaviour."""
+    data = json.loads(path.read_text())
+    data["emulator"] = "TCG"
+    for c in data["cases"]:
+        c["emulator"] = "TCG"
+    if edit:
+        edit(next(c for c in data["cases"] if c["behaviour"] and len(c["behaviour"]["segments"]) > 1))
+    path.write_text(json.dumps(data))
+
+
+def test_under_emulation_extra_retransmissions_are_named_not_failed(tmp_path):
+    """A guest's run against a guest's baseline: a case that differs only by a repeated segment (the
+    emulator's timing) passes with a note; any other change still fails."""
+    folder = tmp_path / "baselines"
+    _emulated(Path(baseline.record(str(run_copy(tmp_path, "base")), str(folder))))
+    again = run_copy(tmp_path, "again")
+    seen = {}
+
+    def retransmit(case):
+        seen["id"] = case["id"]
+        case["behaviour"]["segments"].append(case["behaviour"]["segments"][-1])
+    _emulated(again / "results.json", retransmit)
+    ok, text = baseline.check(str(again), str(folder))
+    assert ok is True and "emulator's timing" in text and seen["id"] in text, text
+
+    def change(case):
+        case["behaviour"]["segments"][0] += " <changed>"
+    _emulated(again / "results.json", change)
+    ok, text = baseline.check(str(again), str(folder))
+    assert ok is False and "<changed>" in text
