@@ -351,9 +351,13 @@ class Lab(contextlib.AbstractContextManager):
         return [t for t in events if t.time >= self.start and (t.local in addrs or t.peer in addrs)]
 
     def timewait_events(self) -> list:
-        """The timewait probes' events of this case's namespaces (harness/timewait.py); [] without probes."""
+        """The timewait probes' events of this case's namespaces and addresses (harness/timewait.py); []
+        without probes. The address test matters: a namespace's inode number is reused as soon as a
+        namespace is freed, and a freed namespace's timewait sockets end (tw_kill) as it goes, so
+        another case's events can carry this case's inode (seen in TCG guests)."""
+        addrs = {trace._ip(a) for a in self.addresses()}     # v4-mapped IPv6 compares as its IPv4 form
         return [e for e in self._parsed(lambda text: timewait.parse(text, self.netns_inodes))
-                if e.time >= self.start]
+                if e.time >= self.start and (trace._ip(e.local) in addrs or trace._ip(e.peer) in addrs)]
 
     def _parsed(self, parse):
         """parse(the trace lines read so far), parsed once for as long as no line is added."""

@@ -104,7 +104,9 @@ def _boot_once(vng, image, rwdir, name, inner, cwd, env, emulator, cpus, memory,
     with open(script, "w") as fh:
         fh.write(_script(rwdir, name, inner, env, cwd, module_root(image)))
     console = os.path.join(rwdir, f"{name}.console.{emulator.lower()}.txt")
-    argv = [vng, "-r", image, "--cpus", str(cpus), "--memory", memory, "--rwdir", rwdir,
+    # --verbose: the guest kernel's messages go to the console file, so a guest that dies mid-run
+    # (a panic, the OOM killer) leaves its reason there, not an empty file.
+    argv = [vng, "--verbose", "-r", image, "--cpus", str(cpus), "--memory", memory, "--rwdir", rwdir,
             f"--qemu-opts=-virtfs local,path=/,mount_tag={RO_TAG},security_model=none,readonly=on,multidevs=remap"]
     if emulator == "TCG":
         argv.append("--disable-kvm")

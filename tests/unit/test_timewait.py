@@ -127,3 +127,19 @@ def test_event_group_names_carry_the_owner():
     assert names.event_group() == f"slab_{os.getpid()}"
     assert names.event_group_owner(names.event_group()) == os.getpid()
     assert names.event_group_owner("slab-12-x") is None and names.event_group_owner("kprobes") is None
+
+
+def test_a_case_keeps_only_timewait_events_of_its_own_addresses():
+    """A freed namespace's inode number is reused at once, and its timewait sockets end as it goes: an
+    event with this case's inode but another case's addresses is not this case's (seen under TCG)."""
+    from types import SimpleNamespace
+    from harness.lab import Lab
+    other = KILLED.replace("saddr=0x20012c6 daddr=0x10012c6", "saddr=0x20912c6 daddr=0x10912c6")
+    lab = Lab.__new__(Lab)
+    lab.trace_lines, lab._parse_cache, lab.netns_inodes, lab.start = [MADE, other, KILLED], {}, {NETNS}, 0.0
+    host = SimpleNamespace(addr=lambda f: {"ipv4": "198.18.0.1", "ipv6": "2001:db8::1"}[f])
+    peer = SimpleNamespace(addr=lambda f: {"ipv4": "198.18.0.2", "ipv6": "2001:db8::2"}[f])
+    lab.topology = SimpleNamespace(interfaces=[host, peer])
+    kept = lab.timewait_events()
+    assert [e.raw for e in kept] == [MADE, KILLED]
+    assert [e.local for e in timewait.parse(other)] == ["198.18.9.2"]        # the same inode: parsed, not kept
