@@ -231,10 +231,11 @@ def closing_waits_for_ack(rec: CaseRecord) -> Verdict:
 def test_simultaneous_close(lab, family):
     """Both close() with both FINs held until both are sent: the FINs cross; CLOSING; TIME-WAIT."""
     # No FIN is retransmitted while both are held (a second copy would wait in the queue too and make
-    # the record depend on how long the hold took): a retransmission timeout of at least 1 s, where the
-    # kernel has the setting.
+    # the record depend on how long the hold took): a retransmission timeout of at least 5 s, where the
+    # kernel has the setting. 1 s was enough here but not in an emulated guest, whose steps run 10-40x
+    # slower while the kernel's timers keep real time (a resent FIN and its D-SACK ACK appeared).
     for role in ("client", "server"):
-        lab.set_sysctl(role, "net.ipv4.tcp_rto_min_us", 1_000_000)
+        lab.set_sysctl(role, "net.ipv4.tcp_rto_min_us", 5_000_000)
     srv = _listener(lab)
     cli, conn, port = _connect(lab, srv)
     lab.observe("client port", port)

@@ -7,6 +7,10 @@ only on evidence, one of:
 
 - the segments differ only by repeats of a segment already sent (retransmissions), and the run that
   has more of them ran under emulation;
+- the same distinct segments were sent in another order (a crossed SYN's ACK before or after the
+  FIN, say), possibly with repeats and the D-SACK blocks that answer repeats, and one of the runs
+  ran under emulation; the transitions, if
+  they differ too, differ only by how TIME-WAIT was observed (below);
 - the case failed under emulation with a harness wait that expired (a call, a wait for a segment or
   an `ss` state, a program's start-up, a command) and passed on the reference run: the case stopped
   short, most likely because a kernel timer ran out while the emulated steps ran (worth a check on
@@ -54,6 +58,15 @@ def _dedupe(segments: list) -> list:
         seen.add(s)
         out.append(s)
     return out
+
+
+_SACK = re.compile(r"(?:,nop)*,sack [^>]*")
+
+
+def _without_sack(segments: list) -> set:
+    """The distinct segments with SACK blocks left out: a D-SACK only answers a segment that arrived
+    twice, so under emulation it belongs to the repeat it answers."""
+    return {_SACK.sub("", s) for s in _dedupe(segments)}
 
 
 def _retransmissions(segments: list) -> int:
@@ -124,11 +137,20 @@ def attribute(cmp) -> list[Attribution]:
             and _dedupe(before) == _dedupe(after) and extra != 0
         absent = _absent(cmp.case(d.run, d.id) or {})
         observed = _observed_differently(cmp, d)
+        reordered = (set(d.aspects) <= {"segments", "transitions"} and "segments" in d.aspects
+                     and before != after and _without_sack(before) == _without_sack(after)
+                     and ("transitions" not in d.aspects or _without_time_wait(d.before.get("transitions"))
+                          == _without_time_wait(d.after.get("transitions"))))
         if observed:
             out.append(Attribution(d.id, d.run, "observation", observed))
         elif only_timing and ((extra > 0 and emu) or (extra < 0 and ref_emu)):
             why = (f"{abs(extra)} {'extra' if extra > 0 else 'fewer'} retransmission(s) under "
                    f"{emu if extra > 0 else ref_emu}, the segments otherwise equal")
+            out.append(Attribution(d.id, d.run, "emulator", why))
+        elif reordered and (emu or ref_emu):
+            why = (f"the same segments in another order under {emu or ref_emu}"
+                   + (f", {abs(extra)} {'more' if extra > 0 else 'fewer'} repeated" if extra else "")
+                   + ("; TIME_WAIT observed differently" if "transitions" in d.aspects else ""))
             out.append(Attribution(d.id, d.run, "emulator", why))
         else:
             why = f"differs in {', '.join(d.aspects)}"

@@ -83,3 +83,30 @@ def test_the_same_edges_with_one_source_or_another_difference_are_the_kernels():
     host = run("6.18.44", None, [tw_case("a", HOST_SIDE, "ss (no kprobes)")])
     guest = run("6.1.192", "TCG", [tw_case("a", other, "kprobe")])
     assert [x.cause for x in attribute(compare_runs([host, guest]))] == ["kernel"]      # CLOSING is not FIN_WAIT2
+
+
+def test_the_same_segments_in_another_order_under_tcg_are_the_emulators():
+    """A crossed segment's ACK before or after the FIN: the same distinct segments, reordered (and
+    repeated), is the emulator's timing when a run was emulated; a new segment, or no emulator, is
+    the kernel's."""
+    host = run("6.18.44", None, [case("a", [SYN, SYNACK, ACK, FIN]), case("b", [SYN, SYNACK, ACK, FIN])])
+    guest = run("6.12.118", "TCG", [case("a", [SYN, SYN, SYNACK, FIN, ACK]),
+                                    case("b", [SYN, SYNACK, FIN, ACK.replace("ack 2", "ack 3")])])
+    causes = {a.case: (a.cause, a.why) for a in attribute(compare_runs([host, guest]))}
+    assert causes["a"][0] == "emulator" and "another order under TCG, 1 more repeated" in causes["a"][1]
+    assert causes["b"][0] == "kernel"
+    plain = run("6.19.1", None, [case("a", [SYN, SYN, SYNACK, FIN, ACK])])
+    assert [x.cause for x in attribute(compare_runs([host, plain]))] == ["kernel"]
+
+
+def test_a_dsack_answering_a_repeat_under_tcg_is_the_emulators():
+    """The receiver's D-SACK for a SYN+ACK it got twice exists only because of the repeat."""
+    dsack = "client > server  .   1:1(0) ack 1 <nop,nop,TS,nop,nop,sack 1>"
+    plain = "client > server  .   1:1(0) ack 1 <nop,nop,TS>"
+    base = run("7.3.4", "TCG", [case("a", [SYN, SYNACK, plain, FIN])])
+    again = run("7.3.4", "TCG", [case("a", [SYN, SYNACK, SYNACK, dsack, FIN])])
+    [a] = attribute(compare_runs([base, again]))
+    assert a.cause == "emulator"
+    host = run("6.18.44", None, [case("a", [SYN, SYNACK, plain, FIN])])
+    other = run("6.19.1", None, [case("a", [SYN, SYNACK, SYNACK, dsack, FIN])])
+    assert [x.cause for x in attribute(compare_runs([host, other]))] == ["kernel"]
