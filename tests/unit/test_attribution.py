@@ -110,3 +110,12 @@ def test_a_dsack_answering_a_repeat_under_tcg_is_the_emulators():
     host = run("6.18.44", None, [case("a", [SYN, SYNACK, plain, FIN])])
     other = run("6.19.1", None, [case("a", [SYN, SYNACK, SYNACK, dsack, FIN])])
     assert [x.cause for x in attribute(compare_runs([host, other]))] == ["kernel"]
+
+
+def test_timing_changed_by_a_setting_the_kernel_lacks_is_the_kernels():
+    """6.1 has no tcp_rto_min_us: its extra, reordered retransmissions follow from that, not the emulator."""
+    host = run("6.18.44", None, [case("a", [SYN, SYNACK, ACK, FIN])])
+    guest = run("6.1.192", "TCG", [case("a", [SYN, SYNACK, FIN, FIN, ACK],
+                                        sysctls={"client:net.ipv4.tcp_rto_min_us": "absent"})])
+    [a] = attribute(compare_runs([host, guest]))
+    assert a.cause == "kernel" and "lacks net.ipv4.tcp_rto_min_us" in a.why
