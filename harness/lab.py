@@ -344,7 +344,7 @@ class Lab(contextlib.AbstractContextManager):
             raise TraceUnavailable(f"kernel state transitions unavailable: {self.trace_unavailable}")
         addrs = self.addresses()
         try:
-            events = self._parsed(trace.parse)
+            events = self._parsed("tracepoint")
         except trace.TraceEventsLost as exc:
             self.trace_lost = {"count": exc.count, "lines": list(exc.lines)}
             events = exc.transitions
@@ -356,15 +356,18 @@ class Lab(contextlib.AbstractContextManager):
         namespace is freed, and a freed namespace's timewait sockets end (tw_kill) as it goes, so
         another case's events can carry this case's inode (seen in TCG guests)."""
         addrs = {trace._ip(a) for a in self.addresses()}     # v4-mapped IPv6 compares as its IPv4 form
-        return [e for e in self._parsed(lambda text: timewait.parse(text, self.netns_inodes))
+        return [e for e in self._parsed("timewait")
                 if e.time >= self.start and (trace._ip(e.local) in addrs or trace._ip(e.peer) in addrs)]
 
-    def _parsed(self, parse):
-        """parse(the trace lines read so far), parsed once for as long as no line is added."""
-        key = (parse.__name__ if parse is trace.parse else "timewait", len(self.trace_lines))
+    def _parsed(self, kind: str):
+        """The trace lines read so far as "tracepoint" transitions or "timewait" probe events, parsed
+        once for as long as no line is added."""
+        key = (kind, len(self.trace_lines))
         if key not in self._parse_cache:
+            text = "\n".join(self.trace_lines)
             try:
-                self._parse_cache[key] = (parse("\n".join(self.trace_lines)), None)
+                value = trace.parse(text) if kind == "tracepoint" else timewait.parse(text, self.netns_inodes)
+                self._parse_cache[key] = (value, None)
             except trace.TraceEventsLost as exc:
                 self._parse_cache[key] = (None, exc)
         value, error = self._parse_cache[key]
@@ -381,7 +384,7 @@ class Lab(contextlib.AbstractContextManager):
         self.capture.drain()
         self._read_trace()
         try:
-            events = [t for t in self._parsed(trace.parse) if t.time >= self.start]
+            events = [t for t in self._parsed("tracepoint") if t.time >= self.start]
         except trace.TraceEventsLost as exc:
             raise trace.TraceEventsLost(exc.count, exc.cpus, exc.lines, exc.transitions) from None
         hists = trace.group_by_socket(events, self.addresses(), self.connect_calls())

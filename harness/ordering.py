@@ -7,11 +7,11 @@ done. Sorted longest first, the short ones fill in at the end.
 The durations are the previous run's, from the newest results.json in the reports folder (each case
 entry carries its lab's duration). The controller reads them once and hands the same table to every
 worker (`workerinput`), so all workers collect the same order, as xdist requires, even while another
-run writes its results. xdist's load scheduler would hand each worker a run of consecutive cases at
-first (the first worker all the longest); with `--maxschedchunk 1`, which the plugin sets unless the
-user gave one, each worker holds at most two cases ahead, so the long ones spread over the workers the
-way a longest-first greedy schedule does. The cases that craft frames with scapy run on one
-worker (see grouped()). A serial run keeps the file order; a case without a previous duration counts
+run writes its results. Under `--dist loadgroup`, the plugin's choice (see grouped()), each case is
+a unit of its own except the scapy group, and a worker holds at most three units ahead, so the long
+ones spread over the workers the way a longest-first greedy schedule does. Under an explicit
+`--dist load`, whose first chunks would give one worker all the longest, the plugin sets
+`--maxschedchunk 1` unless the user gave one. A serial run keeps the file order; a case without a previous duration counts
 as UNKNOWN seconds.
 """
 
