@@ -273,25 +273,29 @@ class Topology(contextlib.AbstractContextManager):
                 ipr.link("add", ifname=client.ifname, kind="veth", mtu=self.mtu, address=client.mac,
                          peer={"ifname": router.ifname, "net_ns_fd": fds["router"], "mtu": self.mtu,
                                "address": router.mac})
-                self._configure(ipr, client)
+                self._link_up(ipr, client)          # addresses once every end is up (see _build_in_thread)
             nsutil.setns(fds["router"])
             with IPRoute() as ipr:
                 ipr.link("add", ifname=router_b.ifname, kind="veth", mtu=small, address=router_b.mac,
                          peer={"ifname": server.ifname, "net_ns_fd": fds["server"], "mtu": self.mtu,
                                "address": server.mac})
-                self._configure(ipr, router)
-                self._configure(ipr, router_b)
+                self._link_up(ipr, router)
+                self._link_up(ipr, router_b)
             nsutil.setns(fds["server"])
             with IPRoute() as ipr:
+                self._link_up(ipr, server)
                 self._configure(ipr, server)                 # every MAC is known from here on
                 self._add_neighbour(ipr, server, router_b)
                 self._default_route(ipr, router_b)
             nsutil.setns(fds["router"])
             with IPRoute() as ipr:
+                self._configure(ipr, router)
+                self._configure(ipr, router_b)
                 self._add_neighbour(ipr, router, client)
                 self._add_neighbour(ipr, router_b, server)
             nsutil.setns(fds["client"])
             with IPRoute() as ipr:
+                self._configure(ipr, client)
                 self._add_neighbour(ipr, client, router)
                 self._default_route(ipr, router)
         finally:
@@ -321,24 +325,33 @@ class Topology(contextlib.AbstractContextManager):
                 ipr_a.link("add", ifname=a.ifname, kind="veth", mtu=self.mtu, address=a.mac,
                            peer={"ifname": b.ifname, "net_ns_fd": fds[b.role], "mtu": self.mtu,
                                  "address": b.mac})
-                self._configure(ipr_a, a)
+                # Both ends come up before either has an address: an end that is up while its peer
+                # is down drops what it sends (the MLD reports of a new address's multicast group),
+                # and that drop would show in the case's drop counters.
+                self._link_up(ipr_a, a)
                 nsutil.setns(fds[b.role])
                 with IPRoute() as ipr_b:      # a netlink socket lives in the namespace it was opened in
+                    self._link_up(ipr_b, b)
                     self._configure(ipr_b, b)
                     self._add_neighbour(ipr_b, b, a)
+                self._configure(ipr_a, a)
                 self._add_neighbour(ipr_a, a, b)
         finally:
             for fd in fds.values():
                 os.close(fd)
 
-    def _configure(self, ipr, host: Host):
+    @staticmethod
+    def _link_up(ipr, host: Host):
         idx = host.ifindex = socket.if_nametoindex(host.ifname)   # in the thread's namespace, no dump
-        ipr.addr("add", index=idx, address=host.ipv4, prefixlen=30)
-        ipr.addr("add", index=idx, address=host.ipv6, prefixlen=host.prefixlen6, flags=IFA_F_NODAD)
         # One TCP segment per packet: with GSO the veth carries (and the capture sees) one large
         # packet where a real link carries several MSS-sized segments.
         ipr.link("set", index=idx, gso_max_segs=1, state="up")
         ipr.link("set", index=LOOPBACK_INDEX, state="up")
+
+    def _configure(self, ipr, host: Host):
+        idx = host.ifindex
+        ipr.addr("add", index=idx, address=host.ipv4, prefixlen=30)
+        ipr.addr("add", index=idx, address=host.ipv6, prefixlen=host.prefixlen6, flags=IFA_F_NODAD)
         host.sysctls.update({k: str(v) for k, v in self.extra_sysctls.items() if host.sysctls.get(k) != ABSENT})
 
     @staticmethod

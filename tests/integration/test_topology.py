@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -16,6 +17,7 @@ from harness.errors import SetupError
 from harness.lab import Lab
 from harness.command import Command
 from harness.topology import Topology
+from harness.wait import wait_until
 
 V4_RANGE = ipaddress.ip_network("198.18.0.0/15")
 V6_RANGE = ipaddress.ip_network("2001:db8::/32")
@@ -192,6 +194,26 @@ def test_ipv6_is_usable_at_once():
             for a in ip_json(host, "-6", "addr", "show", "dev", host.ifname)[0]["addr_info"]:
                 assert not a.get("tentative") and not a.get("dadfailed"), a
             assert host.get_sysctl("net.ipv6.conf.all.accept_dad") == "0"
+
+
+def _link_stats(host):
+    return ip_json(host, "-s", "link", "show", "dev", host.ifname)[0]["stats64"]
+
+
+@pytest.mark.parametrize("routed", [None, topology.Routed()], ids=["veth", "routed"])
+def test_setting_up_drops_nothing_even_when_one_end_comes_up_late(monkeypatch, routed):
+    """A case's drop counters are its own: an end that is up while its peer is still down drops
+    what it sends (the MLD reports of a new IPv6 address), so no end gets an address before every
+    end is up. Each end's coming up is slowed down here to open that window wide."""
+    link_up = Topology._link_up
+    monkeypatch.setattr(Topology, "_link_up", staticmethod(lambda ipr, host: (link_up(ipr, host), time.sleep(0.03))))
+    with Topology(routed=routed) as topo:
+        ends = [h for pair in topo.links.values() for h in pair]
+        # the reports of the new addresses' multicast groups go out a jiffy after the address
+        wait_until(lambda: all(_link_stats(h)["tx"]["packets"] for h in ends), 5, "an MLD report from every end")
+        for h in ends:
+            stats = _link_stats(h)
+            assert stats["tx"]["dropped"] == stats["rx"]["dropped"] == 0, (h.role, h.ifname, stats)
 
 
 @pytest.mark.parametrize("mtu", [1280, 9000])
