@@ -15,8 +15,9 @@ command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 # the test suite renders the HTML report in a real browser
 [ "${1:-}" = test ] && ! command -v chromium >/dev/null 2>&1 && need_pkgs+=(chromium)
-# the kernel matrix boots other kernels in QEMU with virtme-ng (depmod from kmod, busybox for its init)
-if [ "${1:-}" = matrix ]; then
+# the kernel matrix boots other kernels in QEMU with virtme-ng (depmod from kmod, busybox for its init);
+# the test suite includes its one-kernel smoke run (tests/integration/test_matrix.py)
+if [ "${1:-}" = matrix ] || [ "${1:-}" = test ]; then
     command -v qemu-system-x86_64 >/dev/null 2>&1 || need_pkgs+=(qemu-system-x86)
     command -v depmod >/dev/null 2>&1 || [ -x /sbin/depmod ] || need_pkgs+=(kmod)
     command -v busybox >/dev/null 2>&1 || need_pkgs+=(busybox-static)
@@ -35,7 +36,7 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 extras=test
-[ "${1:-}" = matrix ] && extras=test,matrix
+{ [ "${1:-}" = matrix ] || [ "${1:-}" = test ]; } && extras=test,matrix
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"
 
 case "${1:-}" in

@@ -11,8 +11,8 @@ run writes its results. Under `--dist loadgroup`, the plugin's choice (see group
 a unit of its own except the scapy group, and a worker holds at most three units ahead, so the long
 ones spread over the workers the way a longest-first greedy schedule does. Under an explicit
 `--dist load`, whose first chunks would give one worker all the longest, the plugin sets
-`--maxschedchunk 1` unless the user gave one. A serial run keeps the file order; a case without a previous duration counts
-as UNKNOWN seconds.
+`--maxschedchunk 1` unless the user gave one. A serial run keeps the file order; a test without a previous duration counts
+as its expected_duration marker says (the kernel matrix's smoke run: 80 s), else UNKNOWN seconds.
 """
 
 from __future__ import annotations
@@ -51,9 +51,13 @@ def previous_durations(reports_dir: str, *, exclude: str | None = None) -> dict[
 
 
 def longest_first(items: list, durations: dict[str, float]) -> None:
-    """Sort pytest items in place by their previous duration, longest first (stable for ties)."""
-    if durations:
-        items.sort(key=lambda item: -durations.get(item.nodeid, UNKNOWN))
+    """Sort pytest items in place by their previous duration, longest first (stable for ties). A test
+    with no previous duration (the harness's own tests: results.json has only cases) counts as its
+    `expected_duration(seconds)` marker says, else as UNKNOWN."""
+    def expected(item) -> float:
+        marker = item.get_closest_marker("expected_duration")
+        return float(marker.args[0]) if marker and marker.args else UNKNOWN
+    items.sort(key=lambda item: -durations.get(item.nodeid, expected(item)))
 
 
 def one_at_a_time(config) -> None:

@@ -58,7 +58,9 @@ def pytest_configure(config):
                  "slow: a case that waits out a long protocol timer; runs only with --socklab-slow",
                  "timing_dependent(aspect, why=...): this aspect of the case's behaviour (segments, ss, "
                  "transitions, steps) follows the machine's timing; comparisons name it but do not count it",
-                 "privileged: needs root (set on every case that uses a lab)"):
+                 "privileged: needs root (set on every case that uses a lab)",
+                 "expected_duration(seconds): how long a test takes, for the longest-first order under "
+                 "xdist when no previous run says (harness/ordering.py)"):
         config.addinivalue_line("markers", line)
     if hasattr(config, "workerinput"):
         run = config.workerinput["socklab_run"]

@@ -16,6 +16,8 @@ from harness.kernels import vm
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONNECTION = "CONN-NOLISTEN or CONN-NOACCEPT or CONN-DATA"
+# One guest for both tests (one xdist worker), started first: it is the suite's longest test.
+pytestmark = [pytest.mark.xdist_group("matrix"), pytest.mark.expected_duration(80)]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,85 @@
+"""The order xdist hands tests out: the previous run's durations, longest first (harness/ordering.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import types
+
+import pytest
+
+from harness import ordering
+
+
+def _run(folder, name, cases, mtime):
+    path = os.path.join(folder, name)
+    os.makedirs(path)
+    with open(os.path.join(path, "results.json"), "w") as fh:
+        json.dump({"cases": cases}, fh)
+    os.utime(os.path.join(path, "results.json"), (mtime, mtime))
+    return path
+
+
+def test_durations_come_from_the_newest_run_only(tmp_path):
+    _run(tmp_path, "old", [{"id": "a", "duration": 9.0}], 1000)
+    _run(tmp_path, "new", [{"id": "a", "duration": 2.5}, {"id": "b", "duration": 0.5},
+                           {"id": "c"}, {"id": "d", "duration": "slow"}], 2000)
+    assert ordering.previous_durations(str(tmp_path)) == {"a": 2.5, "b": 0.5}
+    assert ordering.previous_durations(str(tmp_path), exclude="new") == {"a": 9.0}
+
+
+def test_no_run_or_an_unreadable_one_gives_no_durations(tmp_path):
+    assert ordering.previous_durations(str(tmp_path / "missing")) == {}
+    path = _run(tmp_path, "broken", [], 1000)
+    with open(os.path.join(path, "results.json"), "w") as fh:
+        fh.write("{not json")
+    assert ordering.previous_durations(str(tmp_path)) == {}
+
+
+class _Item:
+    def __init__(self, nodeid, expected=None):
+        self.nodeid = nodeid
+        self._marker = types.SimpleNamespace(args=(expected,)) if expected is not None else None
+
+    def get_closest_marker(self, name):
+        return self._marker if name == "expected_duration" else None
+
+
+def test_longest_first_with_unknown_and_expected_durations():
+    items = [_Item("short"), _Item("new"), _Item("long"), _Item("smoke", expected=80), _Item("mid")]
+    ordering.longest_first(items, {"short": 0.2, "long": 3.5, "mid": 1.5})
+    # smoke: its marker (80 s); new: UNKNOWN (1 s), after mid's 1.5 s and before short's 0.2 s
+    assert [i.nodeid for i in items] == ["smoke", "long", "mid", "new", "short"]
+
+
+def test_without_durations_a_long_test_still_goes_first_and_the_rest_keep_their_order():
+    items = [_Item("a"), _Item("b"), _Item("smoke", expected=80), _Item("c")]
+    ordering.longest_first(items, {})
+    assert [i.nodeid for i in items] == ["smoke", "a", "b", "c"]
+
+
+def _config(dist="load", args=(), chunk=None):
+    return types.SimpleNamespace(option=types.SimpleNamespace(dist=dist, maxschedchunk=chunk),
+                                 invocation_params=types.SimpleNamespace(args=tuple(args)))
+
+
+@pytest.mark.parametrize("args, dist, want", [
+    ((), "load", "loadgroup"),                          # -n N alone: the plugin's choice
+    (("--dist", "load"), "load", "load"),               # the user's choice is kept
+    (("--dist=load",), "load", "load"),
+    (("-d",), "load", "load"),
+    ((), "loadscope", "loadscope"),
+])
+def test_loadgroup_unless_the_user_chose_a_dist(args, dist, want):
+    config = _config(dist, args)
+    ordering.grouped(config)
+    assert config.option.dist == want
+
+
+def test_one_at_a_time_unless_the_user_chose_a_chunk():
+    config = _config()
+    ordering.one_at_a_time(config)
+    assert config.option.maxschedchunk == 1
+    config = _config(chunk=4)
+    ordering.one_at_a_time(config)
+    assert config.option.maxschedchunk == 4
