@@ -102,7 +102,7 @@ def _boot_once(vng, image, rwdir, name, inner, cwd, env, emulator, cpus, memory,
             os.remove(path)
     script = os.path.join(rwdir, f"{name}.guest.sh")
     with open(script, "w") as fh:
-        fh.write(_script(rwdir, name, inner, env, cwd, module_root(image)))
+        fh.write(_script(rwdir, name, inner, env, cwd, module_root(image), tmp_paths(cwd, inner[0])))
     console = os.path.join(rwdir, f"{name}.console.{emulator.lower()}.txt")
     # --verbose: the guest kernel's messages go to the console file, so a guest that dies mid-run
     # (a panic, the OOM killer) leaves its reason there, not an empty file.
@@ -157,9 +157,20 @@ def _stop_group(proc) -> None:
             continue
 
 
-def _script(rwdir: str, name: str, inner: list[str], env: dict, cwd: str, modroot: str | None = None) -> str:
+def tmp_paths(cwd: str, python: str) -> list[str]:
+    """The folders the guest's command needs that lie under the host's /tmp (a clone in /tmp/x, its
+    venv): the chroot's /tmp is a tmpfs of its own, so the script binds these back in from the share."""
+    venv = os.path.dirname(os.path.dirname(os.path.abspath(python)))
+    under = sorted({os.path.abspath(p) for p in (cwd, venv) if os.path.abspath(p).startswith("/tmp/")})
+    return [p for p in under if not any(p.startswith(o + "/") for o in under if o != p)]
+
+
+def _script(rwdir: str, name: str, inner: list[str], env: dict, cwd: str, modroot: str | None = None,
+            from_tmp: list[str] = ()) -> str:
     """The guest's shell script (POSIX sh; runs as root in the guest)."""
     q = shlex.quote
+    tmp_binds = "".join(f'    mkdir -p "$ro"{q(p)} && mount --bind "$hosttmp"{q(p[len("/tmp"):])} "$ro"{q(p)}\n'
+                        for p in from_tmp)
     envs = " ".join(f"{k}={q(str(v))}" for k, v in env.items())
     cmd = f"cd {q(cwd)} && exec /usr/bin/env HOME=/tmp {envs} " + " ".join(q(a) for a in inner)
     return f"""#!/bin/sh
@@ -178,8 +189,12 @@ if mkdir -p "$ro" && mount -t 9p -o trans=virtio,version=9p2000.L,cache=loose,ro
     echo "$mp" > /proc/sys/kernel/modprobe
     for m in {" ".join(MODULES)}; do "$mp" -q "$m" || echo "socklab guest: module $m not loaded" >> "$log"; done
     echo "socklab guest: modules: $(cut -d' ' -f1 /proc/modules | tr '\\n' ' ')" >> "$log"
+    # the host's /tmp, before a tmpfs covers it in the chroot: what the command needs from there
+    hosttmp=/run/socklab-host-tmp
+    mkdir -p "$hosttmp" && mount --bind "$ro/tmp" "$hosttmp"
     for d in proc sys dev run; do mount --rbind "/$d" "$ro/$d"; done
     mount -t tmpfs tmpfs "$ro/tmp"
+{tmp_binds}    mkdir -p "$ro$RW"
     mount --bind "$RW" "$ro$RW"
     chroot "$ro" /bin/sh -c {q(cmd)} >> "$log" 2>&1
 else

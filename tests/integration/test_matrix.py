@@ -34,10 +34,21 @@ def matrix(tmp_path_factory):
         shutil.rmtree(reports, ignore_errors=True)
         pytest.skip(f"debian:6.1 could not be fetched: {proc.stderr.strip()[-300:]}")
     try:
-        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:] + _guest_logs(reports)
         yield os.path.join(reports, "smoke"), proc.stdout
     finally:
         shutil.rmtree(reports, ignore_errors=True)
+
+
+def _guest_logs(reports: str) -> str:
+    """The end of each guest's log (the folder is removed after the test, so a failure shows them)."""
+    out = []
+    for root, _, files in os.walk(reports):
+        for f in sorted(files):
+            if f.endswith(".log"):
+                with open(os.path.join(root, f), errors="replace") as fh:
+                    out.append(f"\n--- {f} (end) ---\n" + fh.read()[-3000:])
+    return "".join(out)
 
 
 def test_the_guest_ran_the_connection_cases_on_6_1(matrix):

@@ -96,6 +96,21 @@ def test_the_guest_script_runs_the_command_in_the_cached_share():
     assert text.index("booted") < text.index("mount -t 9p") < text.index("chroot")
 
 
+def test_a_clone_under_tmp_is_bound_into_the_guests_chroot():
+    """The chroot's /tmp is its own tmpfs: a clone in /tmp/x (and its venv) is bound back in from the
+    host's /tmp, after the tmpfs; a clone elsewhere needs nothing."""
+    assert vm.tmp_paths("/tmp/x", "/tmp/x/.venv/bin/python") == ["/tmp/x"]
+    assert vm.tmp_paths("/tmp/x", "/tmp/venv/bin/python") == ["/tmp/venv", "/tmp/x"]
+    assert vm.tmp_paths("/work/main", "/work/main/.venv/bin/python") == []
+    assert vm.tmp_paths("/tmpfoo/x", "/usr/bin/python3") == []
+    text = vm._script("/tmp/x/reports/m", "k1", ["/tmp/x/.venv/bin/python"], {}, "/tmp/x", None, ["/tmp/x"])
+    bind = 'mount --bind "$hosttmp"/x "$ro"/tmp/x'
+    assert 'mount --bind "$ro/tmp" "$hosttmp"' in text and bind in text
+    assert (text.index('mount --bind "$ro/tmp" "$hosttmp"') < text.index('mount -t tmpfs tmpfs "$ro/tmp"')
+            < text.index(bind) < text.index('mount --bind "$RW" "$ro$RW"') < text.index('chroot "$ro"'))
+    assert 'mount --bind "$hosttmp"' not in vm._script("/r/m", "k1", ["/v/bin/python"], {}, "/src")
+
+
 def test_time_factor_scales_harness_deadlines(monkeypatch):
     monkeypatch.delenv(timefactor.ENV, raising=False)
     assert timefactor.scaled(5.0) == 5.0 and timefactor.scaled(None) is None
