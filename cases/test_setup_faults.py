@@ -363,7 +363,13 @@ def closed_in_syn_recv(rec: CaseRecord) -> Verdict:
 
 
 @pytest.mark.claim(closed_in_syn_recv)
-@pytest.mark.parametrize("path", ["simultaneous-open", "fastopen"])
+@pytest.mark.parametrize("path", [
+    pytest.param("simultaneous-open", marks=pytest.mark.timing_dependent(
+        "segments", emulated=True,
+        why="under an emulator the steps between the held SYNs' release and close() outlast the kernel's 1 s "
+            "SYN timer (no sysctl lengthens it): SYNs and SYN+ACKs are resent, and the ACK of the crossed SYN "
+            "may leave before or after the FIN")),
+    "fastopen"])
 def test_close_in_syn_received(lab, family, path):
     """close() on a socket in SYN_RECEIVED: after a simultaneous open, or an accepted Fast Open child.
 

@@ -57,7 +57,8 @@ def pytest_configure(config):
                  "no_report: keep this test out of the run's results and report (the harness's own tests)",
                  "slow: a case that waits out a long protocol timer; runs only with --socklab-slow",
                  "timing_dependent(aspect, why=...): this aspect of the case's behaviour (segments, ss, "
-                 "transitions, steps) follows the machine's timing; comparisons name it but do not count it",
+                 "transitions, steps) follows the machine's timing; comparisons name it but do not count it; "
+                 "with emulated=True only in runs under an emulator",
                  "privileged: needs root (set on every case that uses a lab)",
                  "expected_duration(seconds): how long a test takes, for the longest-first order under "
                  "xdist when no previous run says (harness/ordering.py)"):
@@ -515,7 +516,12 @@ def _is_case(item) -> bool:
 
 
 def _timing(item) -> dict:
-    return {m.args[0]: m.kwargs.get("why", "") for m in item.iter_markers("timing_dependent")}
+    """{aspect: why} of the case's timing_dependent markers; one with `emulated=True` only counts in a
+    run under an emulator (SOCKLAB_EMULATOR, set by socklab matrix in a guest), where the emulated
+    steps can outlast a kernel timer that no setting lengthens."""
+    emulated = bool(os.environ.get("SOCKLAB_EMULATOR"))
+    return {m.args[0]: m.kwargs.get("why", "") for m in item.iter_markers("timing_dependent")
+            if emulated or not m.kwargs.get("emulated")}
 
 
 def _alone(item, outcome):

@@ -11,6 +11,9 @@ only on evidence, one of:
   FIN, say), possibly with repeats and the D-SACK blocks that answer repeats, and one of the runs
   ran under emulation; the transitions, if
   they differ too, differ only by how TIME-WAIT was observed (below);
+- the segments differ only by pure ACKs in the emulated run that a later segment of the same sender
+  acknowledges again with data or a FIN: the delayed-ACK timer fired before the program's reply
+  (slower under emulation) could carry the ACK;
 - the case failed under emulation with a harness wait that expired (a call, a wait for a segment or
   an `ss` state, a program's start-up, a command) and passed on the reference run: the case stopped
   short, most likely because a kernel timer ran out while the emulated steps ran (worth a check on
@@ -70,6 +73,30 @@ def _without_sack(segments: list) -> set:
     """The distinct segments with SACK blocks left out: a D-SACK only answers a segment that arrived
     twice, so under emulation it belongs to the repeat it answers."""
     return {_SACK.sub("", s) for s in _dedupe(segments)}
+
+
+_SEGMENT = re.compile(r"^(\S+) > (\S+)\s+(\S+)\s+\d+:\d+\((\d+)\)(?: ack (\d+))?")
+
+
+def _delayed_acks(short: list, long: list) -> int:
+    """How many pure ACKs `long` has beyond `short`, when `long` is `short` with only such ACKs added,
+    each acknowledging what a later segment of the same sender (with data or a FIN) acknowledges
+    again; 0 otherwise."""
+    short, long = short or [], long or []
+    i = extra = 0
+    for k, seg in enumerate(long):
+        if i < len(short) and seg == short[i]:
+            i += 1
+            continue
+        m = _SEGMENT.match(seg)
+        if not (m and m.group(3) == "." and m.group(4) == "0" and m.group(5)):
+            return 0
+        again = any((n := _SEGMENT.match(later)) and n.group(1) == m.group(1) and n.group(5) == m.group(5)
+                    and (n.group(4) != "0" or "F" in n.group(3)) for later in long[k + 1:])
+        if not again:
+            return 0
+        extra += 1
+    return extra if i == len(short) else 0
 
 
 def _retransmissions(segments: list) -> int:
@@ -144,8 +171,14 @@ def attribute(cmp) -> list[Attribution]:
                      and before != after and _without_sack(before) == _without_sack(after)
                      and ("transitions" not in d.aspects or _without_time_wait(d.before.get("transitions"))
                           == _without_time_wait(d.after.get("transitions"))))
+        delayed = _delayed_acks(before, after) if emu else 0
+        delayed_ref = _delayed_acks(after, before) if ref_emu else 0
         if observed:
             out.append(Attribution(d.id, d.run, "observation", observed))
+        elif set(d.aspects) == {"segments"} and (delayed or delayed_ref) and not absent:
+            why = (f"{delayed or delayed_ref} delayed ACK(s) under {emu if delayed else ref_emu} where the other run's "
+                   "reply carried the ACK, the segments otherwise equal")
+            out.append(Attribution(d.id, d.run, "emulator", why))
         elif only_timing and not absent and ((extra > 0 and emu) or (extra < 0 and ref_emu)):
             why = (f"{abs(extra)} {'extra' if extra > 0 else 'fewer'} retransmission(s) under "
                    f"{emu if extra > 0 else ref_emu}, the segments otherwise equal")

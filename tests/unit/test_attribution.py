@@ -119,3 +119,30 @@ def test_timing_changed_by_a_setting_the_kernel_lacks_is_the_kernels():
                                         sysctls={"client:net.ipv4.tcp_rto_min_us": "absent"})])
     [a] = attribute(compare_runs([host, guest]))
     assert a.cause == "kernel" and "lacks net.ipv4.tcp_rto_min_us" in a.why
+
+
+def test_a_delayed_ack_before_a_slow_reply_under_tcg_is_the_emulators():
+    """ONE-THREAD under TCG: the server's reply left after the delayed-ACK timer, so a pure ACK went
+    first, acknowledging what the reply acknowledges again. An ACK nothing re-acknowledges, one
+    acknowledging something else, or no emulator: the kernel's."""
+    request = "client > server  P.  1:4(3) ack 1 <nop,nop,TS>"
+    reply = "server > client  P.  1:54(53) ack 4 <nop,nop,TS>"
+    early = "server > client  .   1:1(0) ack 4 <nop,nop,TS>"
+    host = run("6.18.44", None, [case(c, [SYN, SYNACK, request, reply]) for c in "abcd"])
+    guest = run("6.12.118", "TCG", [
+        case("a", [SYN, SYNACK, request, early, reply]),
+        case("b", [SYN, SYNACK, request, reply, early]),                            # nothing after it
+        case("c", [SYN, SYNACK, request, early.replace("ack 4", "ack 3"), reply]),  # another ack
+        case("d", [SYN, SYNACK, request, early, reply.replace("1:54(53)", "1:60(59)")]),   # another reply
+    ])
+    causes = {a.case: (a.cause, a.why) for a in attribute(compare_runs([host, guest]))}
+    assert causes["a"] == ("emulator", "1 delayed ACK(s) under TCG where the other run's reply carried the ACK, "
+                                       "the segments otherwise equal")
+    assert {c: causes[c][0] for c in "bcd"} == {"b": "kernel", "c": "kernel", "d": "kernel"}
+    # the guest as the reference: the extra ACK is on the emulated side still
+    assert [x.cause for x in attribute(compare_runs([guest, host]))][0] == "emulator"
+    plain = run("6.19.1", None, [case("a", [SYN, SYNACK, request, early, reply])])
+    assert [x.cause for x in attribute(compare_runs([host, plain]))] == ["kernel"]
+    # the extra ACK in the run that was not emulated: not the emulator's slowness
+    assert [x.cause for x in attribute(compare_runs([run("6.12.118", "TCG", [case("a", [SYN, SYNACK, request, reply])]),
+                                                     plain]))] == ["kernel"]
