@@ -30,7 +30,7 @@ from . import nsutil
 from .nft import Nft
 from .errors import BadArgument, CommandError, ExpectationSyntaxError, SetupError, UnknownRole
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
-from .topology import NUD_PERMANENT
+from .rtnl import NUD_PERMANENT
 
 TABLE = "socklab"
 NFT_FLAGS = {"F": "fin", "S": "syn", "R": "rst", "P": "psh", ".": "ack"}

@@ -18,17 +18,15 @@ import socket
 import subprocess
 from dataclasses import dataclass, field
 
-from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
 from . import names, nsutil
+from .rtnl import Batch
 from .errors import CommandError, SetupError, StepTimeout, SysctlAbsent
 from .sysctls import check_key as check_sysctl_key
 from .timefactor import scaled
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 
-IFA_F_NODAD = 0x02
-NUD_PERMANENT = 0x80
 # IPv6 addresses are usable at once: no duplicate address detection, no router solicitations.
 # The ports cases choose (CASE_PORTS) are never handed out as ephemeral ports, so a client's
 # random port cannot collide with a port a case binds or filters on.
@@ -269,43 +267,22 @@ class Topology(contextlib.AbstractContextManager):
             for h in (client, router, router_b, server):
                 h.mac = mac_of(h.ifname)
             nsutil.setns(fds["client"])
-            with IPRoute() as ipr:
-                ipr.link("add", ifname=client.ifname, kind="veth", mtu=self.mtu, address=client.mac,
-                         peer={"ifname": router.ifname, "net_ns_fd": fds["router"], "mtu": self.mtu,
-                               "address": router.mac})
-                self._link_up(ipr, client)          # addresses once every end is up (see _build_in_thread)
+            Batch().veth(client.ifname, client.mac, self.mtu, router.ifname, router.mac, self.mtu, fds["router"]).send()
+            self._link_up(client)          # addresses once every end is up (see _build_in_thread)
             nsutil.setns(fds["router"])
-            with IPRoute() as ipr:
-                ipr.link("add", ifname=router_b.ifname, kind="veth", mtu=small, address=router_b.mac,
-                         peer={"ifname": server.ifname, "net_ns_fd": fds["server"], "mtu": self.mtu,
-                               "address": server.mac})
-                self._link_up(ipr, router)
-                self._link_up(ipr, router_b)
+            Batch().veth(router_b.ifname, router_b.mac, small, server.ifname, server.mac, self.mtu, fds["server"]).send()
+            self._link_up(router)
+            self._link_up(router_b)
             nsutil.setns(fds["server"])
-            with IPRoute() as ipr:
-                self._link_up(ipr, server)
-                self._configure(ipr, server)                 # every MAC is known from here on
-                self._add_neighbour(ipr, server, router_b)
-                self._default_route(ipr, router_b)
+            self._link_up(server)
+            self._configure(server).neighbours(server, router_b).default_route(router_b).send()
             nsutil.setns(fds["router"])
-            with IPRoute() as ipr:
-                self._configure(ipr, router)
-                self._configure(ipr, router_b)
-                self._add_neighbour(ipr, router, client)
-                self._add_neighbour(ipr, router_b, server)
+            self._configure(router, router_b).neighbours(router, client).neighbours(router_b, server).send()
             nsutil.setns(fds["client"])
-            with IPRoute() as ipr:
-                self._configure(ipr, client)
-                self._add_neighbour(ipr, client, router)
-                self._default_route(ipr, router)
+            self._configure(client).neighbours(client, router).default_route(router).send()
         finally:
             for fd in fds.values():
                 os.close(fd)
-
-    @staticmethod
-    def _default_route(ipr, gateway: Host):
-        ipr.route("add", dst="0.0.0.0/0", gateway=gateway.ipv4)
-        ipr.route("add", dst="::/0", gateway=gateway.ipv6, family=socket.AF_INET6)
 
     def _build_in_thread(self):
         a, b = (self.hosts[r] for r in self.roles)
@@ -319,47 +296,37 @@ class Topology(contextlib.AbstractContextManager):
                 fds[host.role] = os.open(host.netns_path, os.O_RDONLY | os.O_CLOEXEC)
             a.mac, b.mac = mac_of(a.ifname), mac_of(b.ifname)
             nsutil.setns(fds[a.role])
-            with IPRoute() as ipr_a:
-                # The veth is born inside the first namespace with its peer inside the second, so it
-                # never exists in the host's namespace and disappears with the namespaces.
-                ipr_a.link("add", ifname=a.ifname, kind="veth", mtu=self.mtu, address=a.mac,
-                           peer={"ifname": b.ifname, "net_ns_fd": fds[b.role], "mtu": self.mtu,
-                                 "address": b.mac})
-                # Both ends come up before either has an address: an end that is up while its peer
-                # is down drops what it sends (the MLD reports of a new address's multicast group),
-                # and that drop would show in the case's drop counters.
-                self._link_up(ipr_a, a)
-                nsutil.setns(fds[b.role])
-                with IPRoute() as ipr_b:      # a netlink socket lives in the namespace it was opened in
-                    self._link_up(ipr_b, b)
-                    self._configure(ipr_b, b)
-                    self._add_neighbour(ipr_b, b, a)
-                self._configure(ipr_a, a)
-                self._add_neighbour(ipr_a, a, b)
+            # The veth is born inside the first namespace with its peer inside the second, so it
+            # never exists in the host's namespace and disappears with the namespaces.
+            Batch().veth(a.ifname, a.mac, self.mtu, b.ifname, b.mac, self.mtu, fds[b.role]).send()
+            # Both ends come up before either has an address: an end that is up while its peer is
+            # down drops what it sends (the MLD reports of a new address's multicast group), and
+            # that drop would show in the case's drop counters.
+            self._link_up(a)
+            nsutil.setns(fds[b.role])
+            self._link_up(b)
+            self._configure(b).neighbours(b, a).send()
+            nsutil.setns(fds[a.role])
+            self._configure(a).neighbours(a, b).send()
         finally:
             for fd in fds.values():
                 os.close(fd)
 
     @staticmethod
-    def _link_up(ipr, host: Host):
-        idx = host.ifindex = socket.if_nametoindex(host.ifname)   # in the thread's namespace, no dump
+    def _link_up(host: Host):
+        """Bring the host's end of its link and its lo up, at once (in the thread's namespace)."""
+        idx = host.ifindex = socket.if_nametoindex(host.ifname)   # no link dump
         # One TCP segment per packet: with GSO the veth carries (and the capture sees) one large
         # packet where a real link carries several MSS-sized segments.
-        ipr.link("set", index=idx, gso_max_segs=1, state="up")
-        ipr.link("set", index=LOOPBACK_INDEX, state="up")
+        Batch().link_up(idx, gso_max_segs=1).link_up(LOOPBACK_INDEX).send()
 
-    def _configure(self, ipr, host: Host):
-        idx = host.ifindex
-        ipr.addr("add", index=idx, address=host.ipv4, prefixlen=30)
-        ipr.addr("add", index=idx, address=host.ipv6, prefixlen=host.prefixlen6, flags=IFA_F_NODAD)
-        host.sysctls.update({k: str(v) for k, v in self.extra_sysctls.items() if host.sysctls.get(k) != ABSENT})
-
-    @staticmethod
-    def _add_neighbour(ipr, host: Host, peer: Host):
-        # Permanent neighbour entries: no ARP or neighbour discovery racing the first segment.
-        idx = host.ifindex
-        for dst in (peer.ipv4, peer.ipv6):
-            ipr.neigh("add", dst=dst, lladdr=peer.mac, ifindex=idx, state=NUD_PERMANENT)
+    def _configure(self, *hosts: Host) -> "Batch":
+        """A batch with the hosts' addresses (same namespace), to which neighbours and routes are added."""
+        batch = Batch()
+        for host in hosts:
+            batch.addr(host.ifindex, host.ipv4, 30).addr(host.ifindex, host.ipv6, host.prefixlen6, nodad=True)
+            host.sysctls.update({k: str(v) for k, v in self.extra_sysctls.items() if host.sysctls.get(k) != ABSENT})
+        return batch
 
 
 LOOPBACK_INDEX = 1      # lo is the first interface of every network namespace

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -188,8 +189,11 @@ def site(tmp_path_factory) -> Site:
                    tmp / "net-case.json")
     print(f"timings: write_report {written:.2f} s, two Chromium renders {time.monotonic() - t:.2f} s")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(tmp / "overview.png", SHOTS / "overview.png")
-    shutil.copyfile(tmp / "case.png", SHOTS / "case-FIX-DROP.png")
+    # atomically: the module's tests can run on several xdist workers, each with its own site
+    for src, name in (("overview.png", "overview.png"), ("case.png", "case-FIX-DROP.png")):
+        part = SHOTS / f".{name}.{os.getpid()}"
+        shutil.copyfile(tmp / src, part)
+        os.replace(part, SHOTS / name)
     return Site(run, results, overview, case)
 
 
