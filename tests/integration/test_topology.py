@@ -380,3 +380,14 @@ def test_routed_topology_is_removed_when_the_body_raises(resources):
             pass
     base = int(ipaddress.IPv4Address("198.18.0.0"))
     assert not {(int(ipaddress.IPv4Address(a)) - base) // 4 for a in v4} & claimed
+
+
+def test_a_refused_netlink_request_names_itself_and_the_kernels_error():
+    """harness/rtnl.py: the kernel goes on after a refused request; the first refusal is the error."""
+    from harness.rtnl import Batch
+
+    def in_new_netns():        # run_in(new=True): a namespace of the thread's own, gone with it
+        Batch().link_up(1).addr(9999, "198.18.0.1", 30).neigh(1, "198.18.0.2", "02:00:00:00:00:01").send()
+
+    with pytest.raises(SetupError, match=r"netlink: address 198\.18\.0\.1/30 on link 9999: No such device \(ENODEV\)"):
+        nsutil.run_in(in_new_netns, new=True)
