@@ -24,6 +24,12 @@ from ..errors import SetupError
 RO_TAG = "socklabro"           # the cached read-only share of /
 RO_MOUNT = "/tmp/socklab-ro"   # where the guest mounts it (/tmp is the guest's own tmpfs)
 TIME_FACTOR = {"KVM": 3, "TCG": 10}
+# A base chain on every hook harness/faults.py uses (inet prerouting and output, netdev ingress)
+KEEPER_RULES = ("add table inet keep; "
+                "add chain inet keep pre { type filter hook prerouting priority 0; policy accept; }; "
+                "add chain inet keep out { type filter hook output priority 0; policy accept; }; "
+                "add table netdev keep; "
+                "add chain netdev keep in { type filter hook ingress device k0 priority 0; policy accept; }")
 # Modules the harness needs (veth link, nftables faults, sock_diag for ss, AF_PACKET capture), loaded
 # before the chroot, where module auto-loading finds no modules of the guest kernel.
 MODULES = ("veth", "nfnetlink", "nf_tables", "nft_limit", "nft_reject", "nft_reject_inet",
@@ -189,6 +195,11 @@ if mkdir -p "$ro" && mount -t 9p -o trans=virtio,version=9p2000.L,cache=loose,ro
     echo "$mp" > /proc/sys/kernel/modprobe
     for m in {" ".join(MODULES)}; do "$mp" -q "$m" || echo "socklab guest: module $m not loaded" >> "$log"; done
     echo "socklab guest: modules: $(cut -d' ' -f1 /proc/modules | tr '\\n' ' ')" >> "$log"
+    # Netfilter hooks the fault rules use stay registered for the whole run (a keeper namespace): as
+    # cases add and remove the only rules, the hooks' static keys flip and the kernel patches every
+    # NF_HOOK site; a 6.12 guest under TCG twice died of it ("Oops: int3" in ipv6_rcv).
+    ip netns add keeper && ip -n keeper link add k0 type veth peer name k1 && \\
+        ip netns exec keeper nft {q(KEEPER_RULES)} || echo "socklab guest: no keeper rules" >> "$log"
     # the host's /tmp, before a tmpfs covers it in the chroot: what the command needs from there
     hosttmp=/run/socklab-host-tmp
     mkdir -p "$hosttmp" && mount --bind "$ro/tmp" "$hosttmp"

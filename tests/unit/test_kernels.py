@@ -94,6 +94,9 @@ def test_the_guest_script_runs_the_command_in_the_cached_share():
     assert "echo \"$mp\" > /proc/sys/kernel/modprobe" in text
     assert "cd /src && exec /usr/bin/env HOME=/tmp SOCKLAB_TIME_FACTOR=10 /v/bin/python -m harness.cli run" in text
     assert text.index("booted") < text.index("mount -t 9p") < text.index("chroot")
+    # the netfilter hooks of the fault rules stay registered for the whole guest run (keeper namespace)
+    assert "ip netns exec keeper nft 'add table inet keep;" in text and "hook ingress device k0" in text
+    assert text.index("for m in veth") < text.index("ip netns add keeper") < text.index('chroot "$ro"')
 
 
 def test_a_clone_under_tmp_is_bound_into_the_guests_chroot():
