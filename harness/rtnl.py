@@ -24,6 +24,7 @@ from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from .errors import SetupError
+from .timefactor import scaled
 
 IFF_UP = 0x1
 IFA_F_NODAD = 0x02
@@ -31,6 +32,7 @@ NUD_PERMANENT = 0x80
 RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 3, 0, 1
 NEW = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 _HEADER = struct.Struct("=IHHII")       # struct nlmsghdr
+ACK_TIMEOUT = 5.0                       # s: the kernel acknowledges at once; this only bounds a bug
 
 
 def _family(address: str) -> int:
@@ -105,10 +107,16 @@ class Batch:
             return
         with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE) as sock:
             sock.bind((0, 0))
+            sock.settimeout(scaled(ACK_TIMEOUT))
             sock.sendto(b"".join(self._data), (0, 0))
             acked, failed = set(), None
             while len(acked) < len(self._data):
-                buf = sock.recv(65536)
+                try:
+                    buf = sock.recv(65536)
+                except socket.timeout:
+                    missing = [self._what[i] for i in range(len(self._data)) if i + 1 not in acked]
+                    raise SetupError(f"netlink: no acknowledgement within {ACK_TIMEOUT} s for: "
+                                     + "; ".join(missing)) from None
                 offset = 0
                 while offset + _HEADER.size <= len(buf):
                     length, kind, _, seq, _ = _HEADER.unpack_from(buf, offset)
