@@ -15,14 +15,21 @@ import time
 ENV = "SOCKLAB_TIME_FACTOR"
 
 
+_last: tuple[str, float] = ("1", 1.0)     # (the variable's text, its factor): every wait asks
+
+
 def factor() -> float:
     """The factor in force (>= 1); a malformed value is an error naming the variable."""
+    global _last
     raw = os.environ.get(ENV, "1")
+    if raw == _last[0]:
+        return _last[1]
     try:
-        value = float(raw)
+        value = max(float(raw), 1.0)
     except ValueError:
         raise ValueError(f"{ENV}={raw!r}: not a number (e.g. {ENV}=10 under emulation)") from None
-    return max(value, 1.0)
+    _last = (raw, value)
+    return value
 
 
 def scaled(seconds: float | None) -> float | None:
