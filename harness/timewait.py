@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import atexit
 import errno
+import hashlib
+import json
 import os
 import re
 import socket
@@ -280,6 +282,44 @@ def definitions(group: str, types: btf.Types, exists=None) -> list[str]:
     return out
 
 
+CACHE_DIR = os.path.join(os.environ.get("SOCKLAB_CACHE", "/var/cache/socklab"), "probes")
+_GROUP = "GROUP"      # the event group's place in a cached definition
+
+
+def _build_key() -> str:
+    """The running kernel build: release, version string and the size of its BTF."""
+    u = os.uname()
+    try:
+        size = os.path.getsize(btf.VMLINUX)
+    except OSError:
+        size = -1
+    return hashlib.sha256(f"{u.release}\0{u.version}\0{size}".encode()).hexdigest()[:16]
+
+
+def cached_definitions(group: str, cache_dir: str | None = None) -> list[str]:
+    """definitions() for this kernel build, kept in CACHE_DIR (SOCKLAB_CACHE, default /var/cache/socklab):
+    parsing the kernel's BTF costs every process 0.3 s of CPU (4 s in a TCG guest), and the answer
+    only changes with the build. A missing or unreadable cache file is made again (best effort)."""
+    cache_dir = cache_dir or CACHE_DIR
+    path = os.path.join(cache_dir, f"{os.uname().release}-{_build_key()}.json")
+    try:
+        with open(path) as fh:
+            lines = json.load(fh)
+        if isinstance(lines, list) and lines and all(isinstance(l, str) and l.startswith(f"p:{_GROUP}/") for l in lines):
+            return [f"p:{group}/" + l[len(f"p:{_GROUP}/"):] for l in lines]
+    except (OSError, ValueError):
+        pass
+    lines = definitions(_GROUP, btf.load())
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        with open(f"{path}.{os.getpid()}.tmp", "w") as fh:
+            json.dump(lines, fh)
+        os.replace(f"{path}.{os.getpid()}.tmp", path)
+    except OSError:
+        pass                # a read-only cache only costs the parse next time
+    return [f"p:{group}/" + l[len(f"p:{_GROUP}/"):] for l in lines]
+
+
 def unavailable() -> str | None:
     """None when this kernel can have kprobe events, else why not."""
     if not os.path.exists(os.path.join(tracefs.TRACEFS, DYNAMIC_EVENTS)):
@@ -317,8 +357,7 @@ class Probes:
 
     def _make(self):
         try:
-            types = btf.load()
-            lines = definitions(self.group, types)
+            lines = cached_definitions(self.group)
         except (btf.BTFError, ProbeError) as exc:
             self.reason = str(exc)
             return

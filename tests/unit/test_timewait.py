@@ -3,6 +3,7 @@ histories, probe definitions from the kernel's types, event groups named by owne
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -143,3 +144,24 @@ def test_a_case_keeps_only_timewait_events_of_its_own_addresses():
     kept = lab.timewait_events()
     assert [e.raw for e in kept] == [MADE, KILLED]
     assert [e.local for e in timewait.parse(other)] == ["198.18.9.2"]        # the same inode: parsed, not kept
+
+
+def test_probe_definitions_are_cached_per_kernel_build(tmp_path, monkeypatch):
+    """The BTF is parsed once per kernel build, not once per process: the second process reads the
+    cache, with its own event group; an unreadable cache file is made again; another build (or
+    another size of BTF) has a file of its own."""
+    loads = []
+    monkeypatch.setattr(btf, "load", lambda: loads.append(1) or "types")
+    monkeypatch.setattr(timewait, "definitions",
+                        lambda group, types: [f"p:{group}/tw_sched f a=1", f"p:{group}/tw_kill g a=1"])
+    first = timewait.cached_definitions("slab_1_a", str(tmp_path))
+    again = timewait.cached_definitions("slab_2_b", str(tmp_path))
+    assert first == ["p:slab_1_a/tw_sched f a=1", "p:slab_1_a/tw_kill g a=1"]
+    assert again == ["p:slab_2_b/tw_sched f a=1", "p:slab_2_b/tw_kill g a=1"] and len(loads) == 1
+    [cached] = tmp_path.iterdir()
+    cached.write_text("{broken")
+    assert timewait.cached_definitions("slab_3_c", str(tmp_path))[0] == "p:slab_3_c/tw_sched f a=1"
+    assert len(loads) == 2 and json.loads(cached.read_text())[0] == "p:GROUP/tw_sched f a=1"
+    monkeypatch.setattr(timewait.os.path, "getsize", lambda path: 12345)      # another BTF
+    timewait.cached_definitions("slab_4_d", str(tmp_path))
+    assert len(loads) == 3 and len(list(tmp_path.iterdir())) == 2
