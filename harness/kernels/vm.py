@@ -107,12 +107,17 @@ def _boot_once(vng, image, rwdir, name, inner, cwd, env, emulator, cpus, memory,
         if os.path.exists(path):
             os.remove(path)
     script = os.path.join(rwdir, f"{name}.guest.sh")
+    # The timewait probes' definitions cached per kernel build (harness/timewait.py) are kept on the
+    # host across guests: parsing a kernel's BTF costs each guest process about 4 s under TCG.
+    cache = _probe_cache()
     with open(script, "w") as fh:
-        fh.write(_script(rwdir, name, inner, env, cwd, module_root(image), tmp_paths(cwd, inner[0])))
+        fh.write(_script(rwdir, name, inner, env, cwd, module_root(image), tmp_paths(cwd, inner[0]),
+                         [cache] if cache else []))
     console = os.path.join(rwdir, f"{name}.console.{emulator.lower()}.txt")
     # --verbose: the guest kernel's messages go to the console file, so a guest that dies mid-run
     # (a panic, the OOM killer) leaves its reason there, not an empty file.
     argv = [vng, "--verbose", "-r", image, "--cpus", str(cpus), "--memory", memory, "--rwdir", rwdir,
+            *(["--rwdir", cache] if cache else []),
             f"--qemu-opts=-virtfs local,path=/,mount_tag={RO_TAG},security_model=none,readonly=on,multidevs=remap"]
     if emulator == "TCG":
         argv.append("--disable-kvm")
@@ -163,6 +168,16 @@ def _stop_group(proc) -> None:
             continue
 
 
+def _probe_cache() -> str | None:
+    """The host's folder of cached probe definitions, made if missing; None where it cannot be."""
+    from ..timewait import CACHE_DIR
+    try:
+        os.makedirs(CACHE_DIR, exist_ok=True)
+    except OSError:
+        return None
+    return CACHE_DIR
+
+
 def tmp_paths(cwd: str, python: str) -> list[str]:
     """The folders the guest's command needs that lie under the host's /tmp (a clone in /tmp/x, its
     venv): the chroot's /tmp is a tmpfs of its own, so the script binds these back in from the share."""
@@ -172,9 +187,11 @@ def tmp_paths(cwd: str, python: str) -> list[str]:
 
 
 def _script(rwdir: str, name: str, inner: list[str], env: dict, cwd: str, modroot: str | None = None,
-            from_tmp: list[str] = ()) -> str:
-    """The guest's shell script (POSIX sh; runs as root in the guest)."""
+            from_tmp: list[str] = (), shared: list[str] = ()) -> str:
+    """The guest's shell script (POSIX sh; runs as root in the guest). `shared`: more writable folders
+    the guest has at their host paths (vng --rwdir), bound into the chroot too."""
     q = shlex.quote
+    shared_binds = "".join(f'    mkdir -p "$ro"{q(p)} && mount --bind {q(p)} "$ro"{q(p)}\n' for p in shared)
     tmp_binds = "".join(f'    mkdir -p "$ro"{q(p)} && mount --bind "$hosttmp"{q(p[len("/tmp"):])} "$ro"{q(p)}\n'
                         for p in from_tmp)
     envs = " ".join(f"{k}={q(str(v))}" for k, v in env.items())
@@ -207,7 +224,7 @@ if mkdir -p "$ro" && mount -t 9p -o trans=virtio,version=9p2000.L,cache=loose,ro
     mount -t tmpfs tmpfs "$ro/tmp"
 {tmp_binds}    mkdir -p "$ro$RW"
     mount --bind "$RW" "$ro$RW"
-    chroot "$ro" /bin/sh -c {q(cmd)} >> "$log" 2>&1
+{shared_binds}    chroot "$ro" /bin/sh -c {q(cmd)} >> "$log" 2>&1
 else
     echo "socklab: the cached share did not mount; running from the uncached root (slow)" >> "$log"
     /bin/sh -c {q(cmd)} >> "$log" 2>&1

@@ -97,6 +97,10 @@ def test_the_guest_script_runs_the_command_in_the_cached_share():
     # the netfilter hooks of the fault rules stay registered for the whole guest run (keeper namespace)
     assert "ip netns exec keeper nft 'add table inet keep;" in text and "hook ingress device k0" in text
     assert text.index("for m in veth") < text.index("ip netns add keeper") < text.index('chroot "$ro"')
+    # a shared writable folder (the probe definitions' cache) is bound into the chroot at its own path
+    shared = vm._script("/r/m", "k1", ["/v/bin/python"], {}, "/src", None, [], ["/var/cache/socklab/probes"])
+    bind = 'mount --bind /var/cache/socklab/probes "$ro"/var/cache/socklab/probes'
+    assert bind in shared and shared.index('mount --bind "$RW" "$ro$RW"') < shared.index(bind) < shared.index('chroot "$ro"')
 
 
 def test_a_clone_under_tmp_is_bound_into_the_guests_chroot():
