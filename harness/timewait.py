@@ -283,7 +283,8 @@ def definitions(group: str, types: btf.Types, exists=None) -> list[str]:
 
 
 CACHE_DIR = os.path.join(os.environ.get("SOCKLAB_CACHE", "/var/cache/socklab"), "probes")
-_GROUP = "GROUP"      # the event group's place in a cached definition
+_GROUP = "GROUP"                 # the event group's place in a cached definition
+_CACHED_GROUP = f"p:{_GROUP}/"
 
 
 def _build_key() -> str:
@@ -302,22 +303,23 @@ def cached_definitions(group: str, cache_dir: str | None = None) -> list[str]:
     only changes with the build. A missing or unreadable cache file is made again (best effort)."""
     cache_dir = cache_dir or CACHE_DIR
     path = os.path.join(cache_dir, f"{os.uname().release}-{_build_key()}.json")
+    lines = None
     try:
         with open(path) as fh:
             lines = json.load(fh)
-        if isinstance(lines, list) and lines and all(isinstance(l, str) and l.startswith(f"p:{_GROUP}/") for l in lines):
-            return [f"p:{group}/" + l[len(f"p:{_GROUP}/"):] for l in lines]
     except (OSError, ValueError):
         pass
-    lines = definitions(_GROUP, btf.load())
-    try:
-        os.makedirs(cache_dir, exist_ok=True)
-        with open(f"{path}.{os.getpid()}.tmp", "w") as fh:
-            json.dump(lines, fh)
-        os.replace(f"{path}.{os.getpid()}.tmp", path)
-    except OSError:
-        pass                # a read-only cache only costs the parse next time
-    return [f"p:{group}/" + l[len(f"p:{_GROUP}/"):] for l in lines]
+    if not (isinstance(lines, list) and lines and all(isinstance(l, str) and l.startswith(_CACHED_GROUP) for l in lines)):
+        lines = definitions(_GROUP, btf.load())
+        part = f"{path}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(cache_dir, exist_ok=True)
+            with open(part, "w") as fh:
+                json.dump(lines, fh)
+            os.replace(part, path)
+        except OSError:
+            pass            # a read-only cache only costs the parse next time
+    return [f"p:{group}/" + l[len(_CACHED_GROUP):] for l in lines]
 
 
 def unavailable() -> str | None:

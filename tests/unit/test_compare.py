@@ -214,3 +214,21 @@ def test_an_aspect_declared_timing_dependent_is_named_not_counted(tmp_path):
     d = results("d", ["S", "S.", ".", "."], {}, {})
     e = results("e", ["S", "S.", "."], {}, {})
     assert _compare([d, e]).changed
+
+
+def test_a_timing_mark_for_emulators_counts_only_in_an_emulated_run(monkeypatch):
+    """timing_dependent(..., emulated=True) (SYNRCVD-CLOSE's simultaneous open): recorded for a run
+    under an emulator, so its differences are named, not counted; on a real machine the aspect is
+    compared strictly. A plain mark counts everywhere."""
+    from harness.plugin import _timing
+
+    class Item:
+        def iter_markers(self, name):
+            assert name == "timing_dependent"
+            return [pytest.mark.timing_dependent("segments", why="steps outlast the SYN timer", emulated=True).mark,
+                    pytest.mark.timing_dependent("ss", why="reads interleave").mark]
+
+    monkeypatch.delenv("SOCKLAB_EMULATOR", raising=False)
+    assert _timing(Item()) == {"ss": "reads interleave"}
+    monkeypatch.setenv("SOCKLAB_EMULATOR", "TCG")
+    assert _timing(Item()) == {"segments": "steps outlast the SYN timer", "ss": "reads interleave"}
