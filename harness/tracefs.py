@@ -150,15 +150,18 @@ class Instance:
             _write(os.path.join(self.path, "trace_clock"), "mono")
             _write(os.path.join(self.path, EVENT, "filter"), "protocol == 6")
             _write(os.path.join(self.path, EVENT, "enable"), "1")
+            # Opened here, in the pool's background thread: opening (and closing) trace_pipe takes the
+            # kernel's global trace_types_lock, which another instance's mkdir or rmdir holds for
+            # 20-40 ms; a case that opened it itself would wait that long.
+            self._pipe = os.open(os.path.join(self.path, "trace_pipe"), os.O_RDONLY | os.O_NONBLOCK)
         except BaseException:
             remove_instance(self.path)
             raise
-        self._pipe = None
 
     def read(self) -> str:
         """Consume and return whatever the instance has buffered so far (never blocks)."""
         if self._pipe is None:
-            self._pipe = os.open(os.path.join(self.path, "trace_pipe"), os.O_RDONLY | os.O_NONBLOCK)
+            return ""           # released: the instance is being removed
         chunks = []
         while True:
             try:
@@ -208,13 +211,13 @@ class InstancePool:
     """Hands out ready instances; preparing and removing them happens in the background."""
 
     def __init__(self):
-        self._made: set[str] = set()
+        self._made: dict[str, Instance | None] = {}     # name -> instance (None while being made)
         self._next = background.submit(self._make)
 
     def _make(self) -> Instance:
         name = names.resource_name(names.next_index(), "trace")
-        self._made.add(name)
-        inst = Instance(name)
+        self._made[name] = None
+        inst = self._made[name] = Instance(name)
         for hook in list(MADE_HOOKS):      # e.g. the timewait probes enabled while no case waits
             hook(inst)
         return inst
@@ -230,13 +233,14 @@ class InstancePool:
             raise SetupError(f"tracefs: cannot create an instance: {exc}") from exc
 
     def release(self, inst: Instance) -> None:
-        """Stop reading and remove the instance (in the background: the rmdir waits ~40 ms)."""
-        inst.close_reader()
+        """Stop reading and remove the instance, in the background: closing the reader waits for the
+        global trace lock and the rmdir for RCU grace periods (~40 ms)."""
         background.submit(self._remove, inst)
 
     def _remove(self, inst: Instance) -> None:
+        inst.close_reader()
         remove_instance(inst.path)
-        self._made.discard(inst.name)
+        self._made.pop(inst.name, None)
 
     def close(self) -> None:
         """Remove every instance this pool made, the prepared spare included; safe to call twice."""
@@ -246,9 +250,11 @@ class InstancePool:
         except Exception:
             pass
         background.flush()
-        for name in list(self._made):
+        for name, inst in list(self._made.items()):
+            if inst is not None:
+                inst.close_reader()         # a case's instance never released (no lab closed it)
             remove_instance(os.path.join(TRACEFS, "instances", name))
-            self._made.discard(name)
+            self._made.pop(name, None)
 
 
 _pool: InstancePool | None = None
