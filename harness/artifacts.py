@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import os
 
-from . import timewait, trace
+from . import ss, timewait, trace
 from .kernels import version as kernel_version
-from .record import (CallRecord, CaseRecord, Counters, Event, HistoryRecord, SegmentRecord, SnapshotRecord, SsRow,
-                     Timer)
+from .record import (CallRecord, CaseRecord, Counters, Event, HistoryRecord, RecordError, SegmentRecord,
+                     SnapshotRecord, SsRow, Timer)
 from .segment import windows
 
 
@@ -42,13 +42,15 @@ def record(lab, segs) -> CaseRecord:
                                  raw_ack=s.raw_ack) for s in segs],
         ss=[SnapshotRecord(t=rel(sn.time), role=getattr(sn, "role", None) or "", label=sn.label, text=sn.text,
                            before=rel(sn.before), after=rel(sn.after),
+                           source="sock_diag" if sn.argv[:1] == ("sock_diag",) else "ss",
+                           diag=diag_name(i, sn) if getattr(sn, "replay", False) else None,
                            rows=[SsRow(state=r.state, recv_q=r.recv_q, send_q=r.send_q, local=r.local,
                                        local_port=r.local_port, peer=r.peer, peer_port=r.peer_port,
                                        timer=None if r.timer is None else
                                        Timer(r.timer.name, r.timer.remaining, r.timer.retrans),
                                        info=_plain(r.info))
                                  for r in sn.rows])
-            for sn in lab.snapshots],
+            for i, sn in enumerate(lab.snapshots)],
         transitions=[HistoryRecord(local=h.key[0], local_role=lab.role_of(h.key[0]), local_port=h.key[1],
                                    peer=h.key[2], peer_role=lab.role_of(h.key[2]), peer_port=h.key[3],
                                    states=h.states(), times=[rel(t.time) for t in h.transitions],
@@ -97,11 +99,12 @@ def write(lab, segs) -> None:
             notes = ([w] if w else []) + ([f"dropped by {s.dropped_by}"] if s.dropped_by else [])
             lines.append(s.text() + ("  # " + "; ".join(notes) if notes else ""))
         fh.write("\n".join(lines) + "\n")
-    with open(os.path.join(d, "ss.txt"), "w") as fh:
-        for snap in lab.snapshots:
-            fh.write(f"### {getattr(snap, 'role', '?')} [{snap.label}] t={(snap.time - lab.start) * 1000:.3f} ms\n")
-            fh.write(snap.text if snap.text.endswith("\n") else snap.text + "\n")
-            fh.write("\n")
+    for i, snap in enumerate(lab.snapshots):
+        if getattr(snap, "replay", False):      # the kernel's answer, for `ss` to print after the run
+            with open(os.path.join(d, diag_name(i, snap)), "wb") as fh:
+                fh.write(snap.dump)
+    _write_ss_txt(d, [(getattr(snap, "role", "?"), snap.label, snap.time - lab.start, snap.text)
+                      for snap in lab.snapshots])
     with open(os.path.join(d, "transitions.txt"), "w") as fh:
         if lab.trace is not None:
             fh.write("".join(t.raw.rstrip("\n") + "\n" for t in lab.own_transitions()))
@@ -113,3 +116,41 @@ def write(lab, segs) -> None:
     with open(os.path.join(d, "timeline.json"), "w") as fh:
         json.dump(lab.timeline.to_json(), fh, separators=(",", ":"))
     lab.record(segs).save(os.path.join(d, "case.json"))
+
+
+def diag_name(index: int, snap) -> str:
+    """The file (in the case folder) of a snapshot's recorded sock_diag answer."""
+    return f"ss-{index:03d}-{getattr(snap, 'role', None) or 'host'}.diag"
+
+
+def _write_ss_txt(case_dir: str, snaps) -> None:
+    """ss.txt: each snapshot's text under a `### role [label] t=... ms` line; snaps: (role, label, t, text)."""
+    with open(os.path.join(case_dir, "ss.txt"), "w") as fh:
+        for role, label, t, text in snaps:
+            fh.write(f"### {role} [{label}] t={t * 1000:.3f} ms\n")
+            fh.write(text if text.endswith("\n") else text + "\n")
+            fh.write("\n")
+
+
+def replay_ss(run_dir: str) -> int:
+    """Have `ss -tanoi` print every snapshot of a run that kept the kernel's answer for later
+    (SOCKLAB_SS=replay, harness/lab.py ss()): each case.json's text becomes ss's, its source "ss
+    replay", and ss.txt is written again. Returns how many snapshots were printed. The rows, and
+    so every verdict, stay those read from the answer at the moment."""
+    from .results import case_dirs
+    done = 0
+    for case_dir in case_dirs(run_dir):
+        path = os.path.join(case_dir, "case.json")
+        try:
+            rec = CaseRecord.load(path)
+        except (OSError, RecordError):
+            continue                    # results.py reports unreadable records; nothing to print here
+        todo = [s for s in rec.ss if s.diag and s.source == "sock_diag"]
+        for snap in todo:
+            snap.text = ss.replay(os.path.join(case_dir, snap.diag))
+            snap.source = "ss replay"
+        if todo:
+            rec.save(path)
+            _write_ss_txt(case_dir, [(s.role or "?", s.label, s.t, s.text) for s in rec.ss])
+            done += len(todo)
+    return done

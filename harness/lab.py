@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import os
 import re
 import time
 from typing import NamedTuple
@@ -309,11 +310,20 @@ class Lab(contextlib.AbstractContextManager):
 
     # -- observation --------------------------------------------------------------------------
     def ss(self, label: str | None = None) -> dict:
-        """Snapshot `ss` in every host now; returns {role: Snapshot} and keeps them for the report."""
+        """Snapshot `ss` in every host now; returns {role: Snapshot} and keeps them for the report.
+
+        With SOCKLAB_SS=replay (socklab matrix sets it in emulated guests, where an `ss` process
+        costs 130-170 ms) the kernel's sock_diag answer is recorded now, the rows read from it, and
+        `ss -tanoi` prints the recorded answer after the run (artifacts.replay_ss)."""
         label = label or f"checkpoint {len(self.snapshots) // len(self.topology.hosts) + 1}"
+        replay = os.environ.get("SOCKLAB_SS") == "replay"
         out = {}
         for role, host in self.topology.hosts.items():
-            snap = ss.take(host.netns, label=label)
+            if replay:
+                snap = self.sockets(role, label=label)
+                snap.replay = True
+            else:
+                snap = ss.take(host.netns, label=label)
             snap.role = role
             self.snapshots.append(snap)
             self.timeline.add(snap.time, "ss", role, f"[{label}] " + (", ".join(snap.states()) or "no sockets"))

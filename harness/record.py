@@ -132,6 +132,11 @@ class SnapshotRecord:
     rows: list[SsRow] = field(default_factory=list)
     before: float | None = None      # when ss was started and when it returned (the reading lies between)
     after: float | None = None
+    # "ss": `ss -tanoi` ran at the moment; "sock_diag": rows from the kernel's sock_diag answer, text
+    # laid out by the harness; "ss replay": that answer kept in the file `diag` (case folder) and
+    # printed by `ss -tanoi` after the run (harness/ss.py replay).
+    source: str = "ss"
+    diag: str | None = None
 
     def states(self) -> list[str]:
         return [r.state for r in self.rows]

@@ -6,7 +6,7 @@ DiagSocket runs each request through an asyncio loop: ~10 ms a request, more tha
 `ss.parse()` gives (state spelled as ss spells it, queues, addresses, ports, timer), so a predicate
 written against an `ss` snapshot works on either; the snapshot's text is the same rows laid out
 like `ss -tanoi`, generated from the kernel's answer (verbatim `ss` text is what `lab.ss(label)`
-keeps). The netlink socket is opened in a thread that entered the namespace (nsutil.run_in) and
+keeps). The answer itself is kept too (`Snapshot.dump`): `ss` can print it later (ss.replay). The netlink socket is opened in a thread that entered the namespace (nsutil.run_in) and
 answers for that namespace from any thread.
 """
 
@@ -27,7 +27,9 @@ SS_STATE = {1: "ESTAB", 2: "SYN-SENT", 3: "SYN-RECV", 4: "FIN-WAIT-1", 5: "FIN-W
 # idiag_timer -> ss's timer names (ss.c tmr_name); above 4 ss prints "unknown".
 TIMER_NAME = {1: "on", 2: "keepalive", 3: "timewait", 4: "persist"}
 ALL_STATES = (1 << 13) - 1          # every state, request sockets (NEW_SYN_RECV) included
-INET_DIAG_INFO_BIT = 1 << (2 - 1)   # ask for tcp_info (INET_DIAG_INFO = 2)
+# The extensions `ss -tanoi` asks for (ss.c, show_tcpinfo): tcp_info (INET_DIAG_INFO = 2), Vegas
+# info (3) and the congestion control's name (4); a recorded answer then renders as ss prints it.
+SS_EXT = (1 << (2 - 1)) | (1 << (3 - 1)) | (1 << (4 - 1))
 NETLINK_SOCK_DIAG = 4
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -56,14 +58,17 @@ class SockDiag:
             self._sock = None
 
     def take(self, *, label: str) -> Snapshot:
-        """The TCP sockets of the namespace now, as a Snapshot (text generated; argv names sock_diag)."""
+        """The TCP sockets of the namespace now, as a Snapshot (text generated; argv names sock_diag).
+        `Snapshot.dump` keeps the kernel's answer as `ss --diag=FILE` writes one, for ss.replay()."""
         before = time.monotonic()
-        rows = [row(msg) for family in (socket.AF_INET, socket.AF_INET6) for msg in self._dump(family)]
+        raw: list[bytes] = []
+        rows = [row(msg) for family in (socket.AF_INET, socket.AF_INET6) for msg in self._dump(family, raw)]
         after = time.monotonic()       # ss's order: IPv4 sockets, then IPv6, each in the kernel's order
         return Snapshot(label=label, netns=self.netns, time=(before + after) / 2, text=render(rows), rows=rows,
-                        before=before, after=after, argv=("sock_diag", self.netns))
+                        before=before, after=after, argv=("sock_diag", self.netns),
+                        dump=b"".join(raw) + _DONE)
 
-    def _dump(self, family: int) -> list:
+    def _dump(self, family: int, raw: list) -> list:
         from pyroute2.netlink.diag import inet_diag_msg
         self._seq += 1
         data = bytearray(_request(family))
@@ -81,10 +86,16 @@ class SockDiag:
                     if kind == NLMSG_ERROR:
                         err = -struct.unpack_from("=i", buf, off + 16)[0]
                         raise OSError(err, f"sock_diag dump in {self.netns}: {os.strerror(err)}")
-                    msg = inet_diag_msg(buf[off:off + length])
+                    message = buf[off:off + ((length + 3) & ~3)]
+                    raw.append(message)
+                    msg = inet_diag_msg(message[:length])
                     msg.decode()
                     out.append(msg)
                 off += (length + 3) & ~3
+
+
+# The end of a recorded answer: ss stops reading $TCPDIAG_FILE at NLMSG_DONE.
+_DONE = struct.pack("=IHHIIi", 20, NLMSG_DONE, 0, 0, 0, 0)
 
 
 @functools.lru_cache(maxsize=None)
@@ -96,7 +107,7 @@ def _request(family: int) -> bytes:
     req["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
     req["header"]["sequence_number"] = 0
     req["sdiag_family"], req["sdiag_protocol"] = family, socket.IPPROTO_TCP
-    req["idiag_states"], req["idiag_ext"] = ALL_STATES, INET_DIAG_INFO_BIT
+    req["idiag_states"], req["idiag_ext"] = ALL_STATES, SS_EXT
     req.encode()
     return bytes(req.data)
 

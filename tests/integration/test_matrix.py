@@ -74,3 +74,25 @@ def test_6_1_behaves_like_the_host_in_the_connection_cases(matrix):
     assert cmp.runs[1]["emulator"] in ("KVM", "TCG") and cmp.runs[1]["kernel_version"].startswith("6.1.")
     html = open(os.path.join(folder, "matrix.html")).read()
     assert "socklab matrix" in html and cmp.runs[1]["kernel"] in html
+
+
+def test_the_guests_ss_snapshots_are_printed_by_ss_after_the_run(matrix):
+    """In the guest a named snapshot keeps the kernel's sock_diag answer; on the host `ss -tanoi` prints it."""
+    from harness.record import CaseRecord
+    folder, out = matrix
+    guest = next(os.path.join(folder, d) for d in os.listdir(folder)
+                 if os.path.isdir(os.path.join(folder, d)) and not d.startswith("host-"))
+    snaps = []
+    for case in os.listdir(os.path.join(guest, "cases")):
+        case_dir = os.path.join(guest, "cases", case)
+        rec = CaseRecord.load(os.path.join(case_dir, "case.json"))
+        named = [s for s in rec.ss if s.diag]
+        snaps += named
+        for s in named:
+            assert os.path.getsize(os.path.join(case_dir, s.diag)) > 0
+            assert s.text in open(os.path.join(case_dir, "ss.txt")).read()
+    assert snaps, "the connection cases took no named ss snapshot in the guest"
+    for s in snaps:
+        assert s.source == "ss replay", (s.label, s.source)
+        assert s.text.splitlines()[0].split()[:2] == ["State", "Recv-Q"] and s.text.splitlines()[0].rstrip().endswith("Process")
+    assert re.search(r"\d+ ss snapshots printed by ss from the answers the guest recorded", out), out[-2000:]

@@ -1,0 +1,74 @@
+"""SOCKLAB_SS=replay (what socklab matrix sets in its guests): a named snapshot keeps the kernel's
+sock_diag answer instead of starting `ss`, and `ss -tanoi` prints that answer after the run."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+from harness import artifacts, background, ss
+from harness.lab import Lab
+from harness.record import CaseRecord
+
+PORT = 50000
+
+
+def _shape(text: str) -> str:
+    """ss's text without the values that move while nothing happens (ms since the last send/receipt)."""
+    return re.sub(r" last(snd|rcv|ack):\d+", "", text)
+
+
+def test_a_replayed_snapshot_is_what_ss_prints(lab, family, monkeypatch, tmp_path):
+    """No `ss` process at the snapshot; `ss` prints the recorded answer as it prints the kernel's own."""
+    lab.establish(PORT)
+    started = []
+    real = subprocess.Popen.__init__
+
+    def counting(self, args, *a, **kw):
+        started.append(list(args))
+        real(self, args, *a, **kw)
+    monkeypatch.setenv("SOCKLAB_SS", "replay")
+    monkeypatch.setattr(subprocess.Popen, "__init__", counting)
+    snaps = lab.ss("recorded")
+    monkeypatch.undo()
+    assert [a for a in started if a[:1] == ["ss"]] == []
+    for role, snap in snaps.items():
+        live = ss.take(lab.topology.hosts[role].netns, label="live")
+        path = tmp_path / f"{role}.diag"
+        path.write_bytes(snap.dump)
+        printed = ss.replay(str(path))
+        assert _shape(printed) == _shape(live.text), (printed, live.text)
+        assert [r.state for r in ss.parse(printed)] == snap.states() != []
+
+
+def test_a_run_folder_is_printed_once_and_its_records_say_so(monkeypatch, tmp_path):
+    """replay_ss sets each snapshot's text and source in case.json and ss.txt; a second pass finds nothing."""
+    case_dir = tmp_path / "run" / "cases" / "one"
+    monkeypatch.setenv("SOCKLAB_SS", "replay")
+    with Lab(artifacts_dir=str(case_dir)) as lab:
+        lab.establish(PORT)
+        lab.ss("established")
+    monkeypatch.delenv("SOCKLAB_SS")
+    background.flush()
+    before = CaseRecord.load(str(case_dir / "case.json")).ss
+    named = [s for s in before if s.diag]
+    assert [(s.role, s.source) for s in named] == [("client", "sock_diag"), ("server", "sock_diag")]
+    assert all(os.path.getsize(case_dir / s.diag) > 0 for s in named)
+
+    assert artifacts.replay_ss(str(tmp_path / "run")) == 2
+    after = {(s.role, s.label): s for s in CaseRecord.load(str(case_dir / "case.json")).ss}
+    text = (case_dir / "ss.txt").read_text()
+    for s in named:
+        done = after[(s.role, s.label)]
+        assert done.source == "ss replay" and done.text != s.text and done.text in text
+        assert done.text.splitlines()[0].rstrip().endswith("Process")       # ss's header, not the harness's
+        assert [r.state for r in done.rows] == [r.state for r in s.rows]     # the rows judged stay
+    assert artifacts.replay_ss(str(tmp_path / "run")) == 0
+
+
+def test_without_replay_a_named_snapshot_runs_ss(lab):
+    """The default: `ss` runs at the moment; nothing is kept for later."""
+    lab.establish(PORT)
+    snaps = lab.ss("printed")
+    assert all(s.argv[:1] == ("ss",) and getattr(s, "replay", False) is False for s in snaps.values())
