@@ -150,7 +150,10 @@ def replay_ss(run_dir: str) -> int:
             snap.text = ss.replay(os.path.join(case_dir, snap.diag))
             snap.source = "ss replay"
         if todo:
+            st = os.stat(path)
             rec.save(path)
+            # keep the time the case ended: `socklab bench --matrix` reads a guest's phases from it
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
             _write_ss_txt(case_dir, [(s.role or "?", s.label, s.t, s.text) for s in rec.ss])
             done += len(todo)
     return done

@@ -29,7 +29,8 @@ that differ only there, between two runs whose `timewait_source` differs, are pu
 Everything else is the kernel's (tracepoint addresses, missing sysctls, changed defaults, options).
 A case whose kernel lacks a setting the case asked for (recorded as absent, e.g. 6.1 has no
 `tcp_rto_min_us`) is the kernel's even when its segments differ only in timing: the missing setting
-is what changed the timing.
+is what changed the timing. Not when the reference run lacked it too (a guest checked against the
+baseline of its own kernel): then both ran without it, and the timing rules above decide.
 """
 
 from __future__ import annotations
@@ -165,7 +166,8 @@ def attribute(cmp) -> list[Attribution]:
         extra = _retransmissions(after) - _retransmissions(before)
         only_timing = set(d.aspects) <= {"segments", "ss", "transitions", "steps"} and "segments" in d.aspects \
             and _dedupe(before) == _dedupe(after) and extra != 0
-        absent = _absent(cmp.case(d.run, d.id) or {})
+        # a setting the reference lacked too (a baseline of the same kernel) changed nothing between them
+        absent = sorted(set(_absent(cmp.case(d.run, d.id) or {})) - set(_absent(cmp.case(0, d.id) or {})))
         observed = _observed_differently(cmp, d)
         reordered = (set(d.aspects) <= {"segments", "transitions"} and "segments" in d.aspects
                      and before != after and _without_sack(before) == _without_sack(after)

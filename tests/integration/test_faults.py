@@ -201,11 +201,12 @@ def test_rules_are_removed_at_the_end_of_a_case(privileged):
 
 def test_nft_runs_in_process_and_its_contexts_end_with_the_case(privileged):
     """With the nftables binding (bootstrap installs it) the rules go in through libnftables, no nft
-    process; each host's context is freed when the lab closes (its netlink socket would keep the
-    namespace alive), and nft's refusal is a CommandError carrying nft's own message."""
+    process; each host's context is freed once the lab has closed (by a background thread; its
+    netlink socket would keep the namespace alive), and nft's refusal is a CommandError carrying
+    nft's own message."""
     import gc
     import weakref
-    from harness import nft
+    from harness import background, nft
     from harness.errors import CommandError
     if nft.binding() is None:
         pytest.skip("no nftables binding here (apt-get install python3-nftables): faults run the nft program")
@@ -215,6 +216,7 @@ def test_nft_runs_in_process_and_its_contexts_end_with_the_case(privileged):
         assert ctx() is not None
         with pytest.raises(CommandError, match="No such file or directory|does not exist"):
             lab.faults.nft(lab.hosts.hosts["server"]).run("delete table inet no_such_table\n")
+    background.flush()
     gc.collect()
     assert ctx() is None
 
@@ -249,3 +251,24 @@ def test_without_the_binding_the_nft_program_does_the_same(privileged, monkeypat
         cli.connect(lab.hosts.server, PORT, check=False, timeout=2)
         rule.release()
         assert rule.final_count == 1
+
+
+def test_a_hosts_nft_context_is_freed_in_the_background(lab):
+    """Closing libnftables' netlink socket waits for nf_tables' destroy work (an RCU grace period
+    after rules were removed): the case's teardown hands the context's last reference to a
+    background thread."""
+    import threading
+    import weakref
+
+    from harness import background
+    from harness.nft import Nft
+    nft = Nft(lab.topology.hosts["client"])
+    nft.run("add table inet socklab_test")
+    nft.run("delete table inet socklab_test")
+    if nft._ctx is None:
+        pytest.skip("no libnftables binding here: nft runs as a program")
+    freed = []
+    weakref.finalize(nft._ctx, lambda: freed.append(threading.current_thread().name))
+    nft.close()
+    background.flush()
+    assert len(freed) == 1 and freed[0].startswith("socklab-bg"), freed

@@ -56,7 +56,9 @@ def test_a_run_folder_is_printed_once_and_its_records_say_so(monkeypatch, tmp_pa
     assert [(s.role, s.source) for s in named] == [("client", "sock_diag"), ("server", "sock_diag")]
     assert all(os.path.getsize(case_dir / s.diag) > 0 for s in named)
 
+    ended = os.stat(case_dir / "case.json").st_mtime_ns
     assert artifacts.replay_ss(str(tmp_path / "run")) == 2
+    assert os.stat(case_dir / "case.json").st_mtime_ns == ended       # a guest's phases are read from it
     after = {(s.role, s.label): s for s in CaseRecord.load(str(case_dir / "case.json")).ss}
     text = (case_dir / "ss.txt").read_text()
     for s in named:

@@ -146,3 +146,16 @@ def test_a_delayed_ack_before_a_slow_reply_under_tcg_is_the_emulators():
     # the extra ACK in the run that was not emulated: not the emulator's slowness
     assert [x.cause for x in attribute(compare_runs([run("6.12.118", "TCG", [case("a", [SYN, SYNACK, request, reply])]),
                                                      plain]))] == ["kernel"]
+
+
+def test_a_setting_both_runs_lacked_does_not_make_timing_the_kernels():
+    """A 6.1 guest against 6.1's own baseline: both lack tcp_rto_min_us, so a retransmission fewer
+    under TCG is the emulator's; against a run that had the setting, still the kernel's."""
+    lacks = {"client:net.ipv4.tcp_rto_min_us": "absent"}
+    base = run("6.1.192", "TCG", [case("a", [SYN, SYNACK, FIN, FIN, ACK], sysctls=lacks)])
+    again = run("6.1.192", "TCG", [case("a", [SYN, SYNACK, FIN, ACK], sysctls=lacks)])
+    [a] = attribute(compare_runs([base, again]))
+    assert a.cause == "emulator" and "1 fewer retransmission(s) under TCG" in a.why
+    had = run("6.1.192", "TCG", [case("a", [SYN, SYNACK, FIN, FIN, ACK])])
+    [b] = attribute(compare_runs([had, again]))
+    assert b.cause == "kernel" and "lacks net.ipv4.tcp_rto_min_us" in b.why
