@@ -5,8 +5,9 @@ case that races a retransmission timer may see extra retransmissions, and a harn
 expire. Those differences say nothing about the kernel. A difference is put down to the emulator
 only on evidence, one of:
 
-- the segments differ only by repeats of a segment already sent (retransmissions), and the run that
-  has more of them ran under emulation;
+- the segments differ only by repeats of a segment already sent (retransmissions: the same sender,
+  flags and sequence range, the ack number possibly newer; a pure ACK only when identical), and the
+  run that has more of them ran under emulation;
 - the same distinct segments were sent in another order (a crossed SYN's ACK before or after the
   FIN, say), possibly with repeats and the D-SACK blocks that answer repeats, and one of the runs
   ran under emulation; the transitions, if
@@ -55,14 +56,28 @@ def emulator_of(results: dict) -> str | None:
     return results.get("emulator")
 
 
+_SENT = re.compile(r"^(\S+ > \S+\s+(\S+)\s+\d+:\d+\((\d+)\))")
+
+
+def _repeat_key(segment: str) -> str:
+    """What a retransmission repeats: for a segment that takes sequence space (SYN, FIN, data) its
+    sender, flags and sequence range (a resent FIN may carry a newer ack, other options); a pure
+    ACK only repeats when it is identical (a new ack number is a new ACK)."""
+    m = _SENT.match(segment)
+    if m and (m.group(3) != "0" or "S" in m.group(2) or "F" in m.group(2)):
+        return m.group(1)
+    return segment
+
+
 def _dedupe(segments: list) -> list:
-    """Segments with repeats of an earlier identical segment (retransmissions) removed."""
+    """Segments with repeats of an earlier segment (retransmissions) removed; the first one stays."""
     seen, out = set(), []
     for s in segments or []:
         s = re.sub(r"\s*\(dropped\)", "", s)
-        if s in seen:
+        key = _repeat_key(s)
+        if key in seen:
             continue
-        seen.add(s)
+        seen.add(key)
         out.append(s)
     return out
 

@@ -159,3 +159,25 @@ def test_a_setting_both_runs_lacked_does_not_make_timing_the_kernels():
     had = run("6.1.192", "TCG", [case("a", [SYN, SYNACK, FIN, FIN, ACK])])
     [b] = attribute(compare_runs([had, again]))
     assert b.cause == "kernel" and "lacks net.ipv4.tcp_rto_min_us" in b.why
+
+
+def test_a_fin_resent_with_a_newer_ack_is_a_retransmission_a_new_pure_ack_is_not():
+    """SIM-CLOSE on 6.1 under TCG: the client's FIN went again after the server's FIN, so it carries
+    ack 2; the baseline's went again before it. Both are the FIN's retransmission. An extra pure ACK
+    with another ack number is not a repeat of anything."""
+    fin2 = "client > server  F.  1:1(0) ack 2 <nop,nop,TS>"
+    sfin = "server > client  F.  1:1(0) ack 1 <nop,nop,TS>"
+    cack = "client > server  .   2:2(0) ack 2 <nop,nop,TS>"
+    sack = "server > client  .   2:2(0) ack 2 <nop,nop,TS>"
+    dsack = "server > client  .   2:2(0) ack 2 <nop,nop,TS,nop,nop,sack 1>"
+    lacks = {"client:net.ipv4.tcp_rto_min_us": "absent"}
+    base = run("6.1.192", "TCG", [case("a", [SYN, SYNACK, FIN, FIN, sfin, cack, sack, dsack], sysctls=lacks)])
+    again = run("6.1.192", "TCG", [case("a", [SYN, SYNACK, FIN, sfin, cack, fin2, sack], sysctls=lacks)])
+    [a] = attribute(compare_runs([base, again]))
+    assert a.cause == "emulator" and "another order" in a.why
+    host = run("6.18.44", None, [case("a", [SYN, SYNACK, FIN, sfin, cack, sack])])
+    plain = run("6.19.1", None, [case("a", [SYN, SYNACK, FIN, sfin, cack, fin2, sack])])
+    assert [x.cause for x in attribute(compare_runs([host, plain]))] == ["kernel"]
+    more_acks = run("6.1.192", "TCG", [case("a", [SYN, SYNACK, FIN, sfin, cack, cack.replace("ack 2", "ack 3"), sack])])
+    [b] = attribute(compare_runs([host, more_acks]))
+    assert b.cause == "kernel", b.why
