@@ -33,6 +33,7 @@ class KernelRun:
     exit_code: int | None = None
     outcomes: dict = field(default_factory=dict)
     kernel: str | None = None
+    died_at_boot: list = field(default_factory=list)    # consoles of boots that died before the command
 
 
 def checkout() -> str:
@@ -138,6 +139,10 @@ def run_matrix(specs: list[str], pytest_args: list, *, reports: str = "reports",
                         env={"SOCKLAB_SS": "replay"})
             try_kvm = g.emulator == "KVM"       # KVM that could not boot one kernel is not tried again
             kr.emulator, kr.exit_code, kr.boot, kr.wall = g.emulator, g.exit_code, g.boot, g.wall
+            kr.died_at_boot = g.died_at_boot
+            for console in g.died_at_boot:
+                log(f"{prefix}: a boot under {g.emulator} died before the guest's first command and was "
+                    f"started again; its console: {console}")
             _print_recorded_ss(run_dir, prefix, log)
         kr.outcomes, kr.kernel = _outcomes(run_dir)
         log(f"{prefix}: done in {_clock(kr.wall)}" + (f" (boot {kr.boot:.0f} s, {kr.emulator})" if kr.boot else "")

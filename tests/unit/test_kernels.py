@@ -1,6 +1,8 @@
 """harness.kernels without booting anything: Debian's archive listings, KERNEL arguments, the guest script,
 and the time factor."""
 
+import os
+
 import pytest
 
 from harness import timefactor
@@ -128,3 +130,38 @@ def test_time_factor_scales_harness_deadlines(monkeypatch):
     monkeypatch.setenv(timefactor.ENV, "fast")
     with pytest.raises(ValueError, match="SOCKLAB_TIME_FACTOR='fast': not a number"):
         timefactor.scaled(1.0)
+
+
+def _fake_boots(monkeypatch, tmp_path, booted):
+    """vm.boot over a fake _boot_once whose n-th call gets as far as the guest's command when booted[n]."""
+    calls = []
+
+    def boot_once(vng, image, rwdir, name, inner, cwd, env, emulator, *rest):
+        console = os.path.join(rwdir, f"{name}.console.{emulator.lower()}.txt")
+        with open(console, "w") as fh:
+            fh.write(f"boot {len(calls)}\n")
+        ok = booted[len(calls)]
+        calls.append(emulator)
+        return vm.GuestRun(emulator, 0 if ok else 255, 20.0 if ok else None, 30.0, console)
+    monkeypatch.setattr(vm, "_vng", lambda: "vng")
+    monkeypatch.setattr(vm, "_boot_once", boot_once)
+    monkeypatch.setattr(vm, "kvm_usable", lambda: False)
+    return calls
+
+
+def test_a_tcg_boot_that_dies_before_the_command_is_started_once_more(monkeypatch, tmp_path):
+    """A guest kernel that oopses at boot under TCG (7.3: int3 in sched_clock_cpu) gets one more
+    boot; the dead boot's console is kept. A second death is the answer, not retried again."""
+    calls = _fake_boots(monkeypatch, tmp_path, [False, True])
+    run = vm.boot("/k/vmlinuz", str(tmp_path), "k1", ["true"], cwd="/")
+    assert calls == ["TCG", "TCG"] and run.boot == 20.0 and run.exit_code == 0
+    assert run.died_at_boot == [str(tmp_path / "k1.console.tcg-died-1.txt")]
+    assert open(run.died_at_boot[0]).read() == "boot 0\n" and open(run.console).read() == "boot 1\n"
+
+    calls = _fake_boots(monkeypatch, tmp_path, [False, False, True])
+    run = vm.boot("/k/vmlinuz", str(tmp_path), "k2", ["true"], cwd="/")
+    assert calls == ["TCG", "TCG"] and run.boot is None and run.exit_code == 255
+
+    calls = _fake_boots(monkeypatch, tmp_path, [True])
+    run = vm.boot("/k/vmlinuz", str(tmp_path), "k3", ["true"], cwd="/")
+    assert calls == ["TCG"] and run.died_at_boot == []
