@@ -320,7 +320,7 @@ class Lab(contextlib.AbstractContextManager):
         out = {}
         for role, host in self.topology.hosts.items():
             if replay:
-                snap = self.sockets(role, label=label)
+                snap = self.sockets(role, label=label, as_ss=True)
                 snap.replay = True
             else:
                 snap = ss.take(host.netns, label=label)
@@ -519,13 +519,13 @@ class Lab(contextlib.AbstractContextManager):
             self.note(f"not seen within {timeout:g} s: a segment {what}")
             return None
 
-    def sockets(self, role: str, label: str = "sock_diag") -> ss.Snapshot:
+    def sockets(self, role: str, label: str = "sock_diag", *, as_ss: bool = False) -> ss.Snapshot:
         """The TCP sockets of host `role` now, from sock_diag (no process started): rows as `ss` shows
         them; the text is generated from them. For the verbatim `ss -tanoi` text use lab.ss(label)."""
         diag = self._diags.get(role)
         if diag is None:
             diag = self._diags[role] = self._stack.enter_context(SockDiag(self.topology.hosts[role].netns))
-        snap = diag.take(label=label)
+        snap = diag.take(label=label, as_ss=as_ss)
         snap.role = role
         return snap
 

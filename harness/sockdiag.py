@@ -30,6 +30,7 @@ ALL_STATES = (1 << 13) - 1          # every state, request sockets (NEW_SYN_RECV
 # The extensions `ss -tanoi` asks for (ss.c, show_tcpinfo): tcp_info (INET_DIAG_INFO = 2), Vegas
 # info (3) and the congestion control's name (4); a recorded answer then renders as ss prints it.
 SS_EXT = (1 << (2 - 1)) | (1 << (3 - 1)) | (1 << (4 - 1))
+INFO_EXT = 1 << (2 - 1)             # what a poll needs: tcp_info only
 NETLINK_SOCK_DIAG = 4
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -57,21 +58,23 @@ class SockDiag:
             self._sock.close()
             self._sock = None
 
-    def take(self, *, label: str) -> Snapshot:
+    def take(self, *, label: str, as_ss: bool = False) -> Snapshot:
         """The TCP sockets of the namespace now, as a Snapshot (text generated; argv names sock_diag).
-        `Snapshot.dump` keeps the kernel's answer as `ss --diag=FILE` writes one, for ss.replay()."""
+        `Snapshot.dump` keeps the kernel's answer as `ss --diag=FILE` writes one, for ss.replay();
+        as_ss=True asks for everything `ss -tanoi` asks for, so that ss prints it as its own."""
         before = time.monotonic()
         raw: list[bytes] = []
-        rows = [row(msg) for family in (socket.AF_INET, socket.AF_INET6) for msg in self._dump(family, raw)]
+        ext = SS_EXT if as_ss else INFO_EXT
+        rows = [row(msg) for family in (socket.AF_INET, socket.AF_INET6) for msg in self._dump(family, ext, raw)]
         after = time.monotonic()       # ss's order: IPv4 sockets, then IPv6, each in the kernel's order
         return Snapshot(label=label, netns=self.netns, time=(before + after) / 2, text=render(rows), rows=rows,
                         before=before, after=after, argv=("sock_diag", self.netns),
                         dump=b"".join(raw) + _DONE)
 
-    def _dump(self, family: int, raw: list) -> list:
+    def _dump(self, family: int, ext: int, raw: list) -> list:
         from pyroute2.netlink.diag import inet_diag_msg
         self._seq += 1
-        data = bytearray(_request(family))
+        data = bytearray(_request(family, ext))
         struct.pack_into("=I", data, 8, self._seq)        # nlmsghdr's sequence number
         self._sock.send(data)
         out = []
@@ -99,7 +102,7 @@ _DONE = struct.pack("=IHHIIi", 20, NLMSG_DONE, 0, 0, 0, 0)
 
 
 @functools.lru_cache(maxsize=None)
-def _request(family: int) -> bytes:
+def _request(family: int, ext: int) -> bytes:
     """The dump request of one address family, encoded by pyroute2 once (sequence number 0)."""
     from pyroute2.netlink.diag import SOCK_DIAG_BY_FAMILY, inet_diag_req
     req = inet_diag_req()
@@ -107,7 +110,7 @@ def _request(family: int) -> bytes:
     req["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
     req["header"]["sequence_number"] = 0
     req["sdiag_family"], req["sdiag_protocol"] = family, socket.IPPROTO_TCP
-    req["idiag_states"], req["idiag_ext"] = ALL_STATES, SS_EXT
+    req["idiag_states"], req["idiag_ext"] = ALL_STATES, ext
     req.encode()
     return bytes(req.data)
 
