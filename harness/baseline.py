@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 
 from .compare import compare_runs
@@ -29,14 +30,23 @@ def path_for(folder: str, version: str | None = None) -> str:
 
 
 def available(folder: str) -> dict:
-    """{version: path} of the baselines in `folder` (file names of older releases are read too)."""
+    """{version: path} of the baselines in `folder`. A file named by its version (`6.1.192.json`, as
+    record() names them) is taken at its name; one named otherwise (a build string, from older
+    releases) is read for its version."""
     out = {}
     for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+        stem = os.path.basename(path)[:-len(".json")]
+        if _VERSION_NAME.match(stem):
+            out.setdefault(stem, path)
+            continue
         try:
             out.setdefault(version_of_results(load_results(path)), path)
         except ResultsError:
             continue
     return out
+
+
+_VERSION_NAME = re.compile(r"^\d+(?:\.\d+)+$")
 
 
 def record(run_dir: str, folder: str) -> str:
@@ -77,7 +87,10 @@ def check(run_dir: str, folder: str) -> tuple[bool | None, str]:
     if base_path is None:
         return None, (f"no baseline for kernel {version} ({run['kernel']}) in {folder}; record one with "
                       f"`socklab baseline` (runs the catalogue and keeps its results)")
-    base = load_results(base_path)
+    try:
+        base = load_results(base_path)
+    except ResultsError as exc:
+        return False, f"the baseline cannot be read, so nothing was checked: {exc}"
     base_version = version_of_results(base)
     base_cases = {c["id"]: c for c in base["cases"]}
     ran = [c for c in run["cases"] if c.get("behaviour") is not None]

@@ -131,3 +131,13 @@ def test_under_emulation_extra_retransmissions_are_named_not_failed(tmp_path):
     _emulated(again / "results.json", change)
     ok, text = baseline.check(str(again), str(folder))
     assert ok is False and "<changed>" in text
+
+
+def test_a_baseline_that_cannot_be_read_fails_the_check_with_its_path(tmp_path):
+    """A file named by a version is taken at its name (nothing read until it is needed); if it is not
+    a results file, the check fails saying which file and why, not with a traceback or a silent pass."""
+    folder = tmp_path / "baselines"
+    path = Path(baseline.record(str(run_copy(tmp_path, "base")), str(folder)))
+    path.write_text("garbage")
+    ok, text = baseline.check(str(run_copy(tmp_path, "again")), str(folder))
+    assert ok is False and str(path) in text and "cannot be read" in text, text
