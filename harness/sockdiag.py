@@ -60,18 +60,19 @@ class SockDiag:
 
     def take(self, *, label: str, as_ss: bool = False) -> Snapshot:
         """The TCP sockets of the namespace now, as a Snapshot (text generated; argv names sock_diag).
-        `Snapshot.dump` keeps the kernel's answer as `ss --diag=FILE` writes one, for ss.replay();
-        as_ss=True asks for everything `ss -tanoi` asks for, so that ss prints it as its own."""
+        as_ss=True asks for everything `ss -tanoi` asks for and keeps the kernel's answer in
+        `Snapshot.dump` as `ss --diag=FILE` writes one, for ss.replay() to print as ss's own."""
         before = time.monotonic()
-        raw: list[bytes] = []
+        raw: list[bytes] | None = [] if as_ss else None
         ext = SS_EXT if as_ss else INFO_EXT
         rows = [row(msg) for family in (socket.AF_INET, socket.AF_INET6) for msg in self._dump(family, ext, raw)]
         after = time.monotonic()       # ss's order: IPv4 sockets, then IPv6, each in the kernel's order
         return Snapshot(label=label, netns=self.netns, time=(before + after) / 2, text=render(rows), rows=rows,
                         before=before, after=after, argv=("sock_diag", self.netns),
-                        dump=b"".join(raw) + _DONE)
+                        dump=None if raw is None else b"".join(raw) + _DONE)
 
-    def _dump(self, family: int, ext: int, raw: list) -> list:
+    def _dump(self, family: int, ext: int, raw: list | None) -> list:
+        """The decoded answer of one family's dump; its messages' bytes appended to `raw` when given."""
         from pyroute2.netlink.diag import inet_diag_msg
         self._seq += 1
         data = bytearray(_request(family, ext))
@@ -89,9 +90,9 @@ class SockDiag:
                     if kind == NLMSG_ERROR:
                         err = -struct.unpack_from("=i", buf, off + 16)[0]
                         raise OSError(err, f"sock_diag dump in {self.netns}: {os.strerror(err)}")
-                    message = buf[off:off + ((length + 3) & ~3)]
-                    raw.append(message)
-                    msg = inet_diag_msg(message[:length])
+                    if raw is not None:
+                        raw.append(buf[off:off + ((length + 3) & ~3)])
+                    msg = inet_diag_msg(buf[off:off + length])
                     msg.decode()
                     out.append(msg)
                 off += (length + 3) & ~3
