@@ -173,10 +173,6 @@ class Instance:
             chunks.append(chunk)
         return b"".join(chunks).decode(errors="replace")
 
-    def fileno(self) -> int:
-        self.read()
-        return self._pipe
-
     def close_reader(self):
         if self._pipe is not None:
             os.close(self._pipe)
