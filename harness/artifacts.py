@@ -43,7 +43,7 @@ def record(lab, segs) -> CaseRecord:
         ss=[SnapshotRecord(t=rel(sn.time), role=getattr(sn, "role", None) or "", label=sn.label, text=sn.text,
                            before=rel(sn.before), after=rel(sn.after),
                            source="sock_diag" if sn.argv[:1] == ("sock_diag",) else "ss",
-                           diag=diag_name(i, sn) if getattr(sn, "replay", False) else None,
+                           diag=diag_name(i, sn) if sn.dump is not None else None,
                            rows=[SsRow(state=r.state, recv_q=r.recv_q, send_q=r.send_q, local=r.local,
                                        local_port=r.local_port, peer=r.peer, peer_port=r.peer_port,
                                        timer=None if r.timer is None else
@@ -100,7 +100,7 @@ def write(lab, segs) -> None:
             lines.append(s.text() + ("  # " + "; ".join(notes) if notes else ""))
         fh.write("\n".join(lines) + "\n")
     for i, snap in enumerate(lab.snapshots):
-        if getattr(snap, "replay", False):      # the kernel's answer, for `ss` to print after the run
+        if snap.dump is not None:       # the kernel's answer, for `ss` to print after the run
             with open(os.path.join(d, diag_name(i, snap)), "wb") as fh:
                 fh.write(snap.dump)
     _write_ss_txt(d, [(getattr(snap, "role", "?"), snap.label, snap.time - lab.start, snap.text)

@@ -320,8 +320,7 @@ class Lab(contextlib.AbstractContextManager):
         out = {}
         for role, host in self.topology.hosts.items():
             if replay:
-                snap = self.sockets(role, label=label, as_ss=True)
-                snap.replay = True
+                snap = self.sockets(role, label=label, as_ss=True)     # keeps the answer: snap.dump
             else:
                 snap = ss.take(host.netns, label=label)
             snap.role = role

@@ -6,8 +6,9 @@ DiagSocket runs each request through an asyncio loop: ~10 ms a request, more tha
 `ss.parse()` gives (state spelled as ss spells it, queues, addresses, ports, timer), so a predicate
 written against an `ss` snapshot works on either; the snapshot's text is the same rows laid out
 like `ss -tanoi`, generated from the kernel's answer (verbatim `ss` text is what `lab.ss(label)`
-keeps). The answer itself is kept too (`Snapshot.dump`): `ss` can print it later (ss.replay). The netlink socket is opened in a thread that entered the namespace (nsutil.run_in) and
-answers for that namespace from any thread.
+keeps). A snapshot taken as_ss also keeps the kernel's answer (`Snapshot.dump`), which `ss` can
+print later (ss.replay). The netlink socket is opened in a thread that entered the namespace
+(nsutil.run_in) and answers for that namespace from any thread.
 """
 
 from __future__ import annotations

@@ -73,4 +73,4 @@ def test_without_replay_a_named_snapshot_runs_ss(lab):
     """The default: `ss` runs at the moment; nothing is kept for later."""
     lab.establish(PORT)
     snaps = lab.ss("printed")
-    assert all(s.argv[:1] == ("ss",) and getattr(s, "replay", False) is False for s in snaps.values())
+    assert all(s.argv[:1] == ("ss",) and s.dump is None for s in snaps.values())
