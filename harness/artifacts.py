@@ -62,6 +62,7 @@ def record(lab, segs) -> CaseRecord:
         counters=[Counters(rel(t), role, label, values) for t, role, label, values in lab.counters],
         facts=dict(lab.facts),
         trace_unavailable=lab.trace_unavailable,
+        trace_clock=_clock_text(lab.trace),
         trace_lost=lab.trace_lost,
         drops=lab.drops or {},
         verdicts=list(lab.verdicts),
@@ -107,6 +108,7 @@ def write(lab, segs) -> None:
                       for snap in lab.snapshots])
     with open(os.path.join(d, "transitions.txt"), "w") as fh:
         if lab.trace is not None:
+            fh.write(f"# trace clock: {_clock_text(lab.trace)}\n")
             fh.write("".join(t.raw.rstrip("\n") + "\n" for t in lab.own_transitions()))
             fh.write("".join(e.raw.rstrip("\n") + "\n" for e in lab.timewait_events()))
         else:
@@ -116,6 +118,15 @@ def write(lab, segs) -> None:
     with open(os.path.join(d, "timeline.json"), "w") as fh:
         json.dump(lab.timeline.to_json(), fh, separators=(",", ":"))
     lab.record(segs).save(os.path.join(d, "case.json"))
+
+
+def _clock_text(inst) -> str | None:
+    """How the trace's printed times relate to CLOCK_MONOTONIC, for the record and transitions.txt."""
+    if inst is None:
+        return None
+    if inst.clock == "mono":
+        return "mono" + (f" ({inst.clock_note})" if inst.clock_note else "")
+    return f"{inst.clock}, calibrated: CLOCK_MONOTONIC = printed time {inst.offset:+.6f} s"
 
 
 def diag_name(index: int, snap) -> str:

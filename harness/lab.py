@@ -375,7 +375,9 @@ class Lab(contextlib.AbstractContextManager):
         if key not in self._parse_cache:
             text = "\n".join(self.trace_lines)
             try:
-                value = trace.parse(text) if kind == "tracepoint" else timewait.parse(text, self.netns_inodes)
+                offset = self.trace.offset if self.trace is not None else 0.0
+                value = (trace.parse(text, offset) if kind == "tracepoint"
+                         else timewait.parse(text, self.netns_inodes, offset))
                 self._parse_cache[key] = (value, None)
             except trace.TraceEventsLost as exc:
                 self._parse_cache[key] = (None, exc)

@@ -263,6 +263,7 @@ class CaseRecord:
     counters: list[Counters] = field(default_factory=list)
     facts: dict = field(default_factory=dict)
     trace_unavailable: str | None = None
+    trace_clock: str | None = None        # how the trace's times became CLOCK_MONOTONIC (tracefs.Instance)
     timewait_source: str | None = None   # "kprobe", or "ss (why the timewait probes could not be made)"
     trace_lost: dict | None = None        # {"count": n or None, "lines": [...]}: the trace buffer overflowed
     drops: dict = field(default_factory=dict)   # per host: {"links": {if: rx/tx drops}, "counters": {nonzero}}

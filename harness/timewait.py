@@ -111,8 +111,9 @@ def _be16(value: str) -> int:
     return int.from_bytes(int(value, 0).to_bytes(2, sys.byteorder), "big")
 
 
-def parse_line(line: str) -> TwEvent | None:
-    """The timewait event on one trace line, None for any other line (tracepoint lines included)."""
+def parse_line(line: str, offset: float = 0.0) -> TwEvent | None:
+    """The timewait event on one trace line, None for any other line (tracepoint lines included);
+    `offset` makes the printed time CLOCK_MONOTONIC (tracefs.Instance.offset)."""
     m = _LINE_RE.match(line)
     if not m:
         return None
@@ -126,7 +127,7 @@ def parse_line(line: str) -> TwEvent | None:
         event = m["event"]
         kind = {"tw_sched": "rearmed" if int(f.get("rearm", "0"), 0) else "made",
                 "tw_kill": "killed", "tw_expire": "killed", "tw_desched": "killed"}[event]
-        return TwEvent(time=float(m["time"]), kind=kind, substate=sub, family=6 if v6 else 4,
+        return TwEvent(time=float(m["time"]) + offset, kind=kind, substate=sub, family=6 if v6 else 4,
                        local=_addr6(f["saddr6"]) if v6 else _addr4(f["saddr"]), local_port=int(f["sport"], 0),
                        peer=_addr6(f["daddr6"]) if v6 else _addr4(f["daddr"]), peer_port=_be16(f["dport"]),
                        netns=int(f["netns"], 0), probe=m["where"].split("+")[0], raw=line.rstrip("\n"))
@@ -134,9 +135,9 @@ def parse_line(line: str) -> TwEvent | None:
         return None
 
 
-def parse(text: str, netns=None) -> list[TwEvent]:
+def parse(text: str, netns=None, offset: float = 0.0) -> list[TwEvent]:
     """Every timewait event in `text`, in time order; only those of namespaces `netns` when given."""
-    out = [e for e in map(parse_line, text.splitlines()) if e is not None]
+    out = [e for e in (parse_line(line, offset) for line in text.splitlines()) if e is not None]
     if netns is not None:
         out = [e for e in out if e.netns in netns]
     return sorted(out, key=lambda e: e.time)

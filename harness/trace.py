@@ -1,8 +1,8 @@
 """Kernel TCP state transitions from the `sock:inet_sock_set_state` tracepoint, per socket.
 
 harness/tracefs.py owns the tracefs instance and hands over text; this module parses its lines
-and groups them into one history per socket. A line as `trace_pipe` prints it (trace_clock=mono,
-default options), here from the v6 server side of a loopback connection:
+and groups them into one history per socket. A line as `trace_pipe` prints it (the instance's
+clock, default options), here from the v6 server side of a loopback connection:
 
     sl w-1 x-4220    [001] ..s2.   352.049619: inet_sock_set_state: family=AF_INET6
       protocol=IPPROTO_TCP sport=50006 dport=43092 saddr=127.0.0.6 daddr=127.0.0.6
@@ -71,7 +71,7 @@ class TraceEventsLost(SocklabError):
 class Transition:
     """One state change of one socket, as the tracepoint reported it."""
 
-    time: float         # CLOCK_MONOTONIC seconds (trace_clock=mono), microsecond resolution
+    time: float         # CLOCK_MONOTONIC seconds (printed time + the instance's offset), microsecond resolution
     family: int         # 4 or 6 (the socket's family: a v4-mapped peer of a v6 socket is 6)
     local: str          # "198.18.0.1", "::1", "::ffff:127.0.0.1"; as the kernel printed it
     local_port: int     # 0 in a client's first event (CLOSE -> SYN_SENT): bound right after
@@ -111,8 +111,9 @@ class SocketHistory:
         return f"{_endpoint(local, lport)} > {_endpoint(peer, pport)}  {' -> '.join(self.states())}"
 
 
-def parse_line(line: str) -> Transition | None:
-    """The transition on one trace line; None for other lines; TraceEventsLost for a LOST line."""
+def parse_line(line: str, offset: float = 0.0) -> Transition | None:
+    """The transition on one trace line; None for other lines; TraceEventsLost for a LOST line.
+    `offset`: added to the printed time to make it CLOCK_MONOTONIC (tracefs.Instance.offset)."""
     lost = _LOST_RE.match(line)
     if lost:
         count = int(lost["count"]) if lost["count"] else None
@@ -129,7 +130,7 @@ def parse_line(line: str) -> Transition | None:
     try:
         v6 = f["family"] == "AF_INET6"
         local, peer = (f["saddrv6"], f["daddrv6"]) if v6 else (f["saddr"], f["daddr"])
-        return Transition(time=float(m["time"]), family=6 if v6 else 4,
+        return Transition(time=float(m["time"]) + offset, family=6 if v6 else 4,
                           local=local, local_port=int(f["sport"]), peer=peer, peer_port=int(f["dport"]),
                           old=f["oldstate"].removeprefix("TCP_"), new=f["newstate"].removeprefix("TCP_"),
                           comm=m["comm"].strip(), pid=int(m["pid"]), raw=line.rstrip("\n"))
@@ -159,12 +160,12 @@ def lines_of(lines, addresses, netns=()) -> list[str]:
     return out
 
 
-def parse(text: str) -> list[Transition]:
+def parse(text: str, offset: float = 0.0) -> list[Transition]:
     """Every transition in `text`, in order; raises TraceEventsLost at the end if any were lost."""
     out, lost_lines, cpus, total = [], [], [], 0
     for line in text.splitlines():
         try:
-            t = parse_line(line)
+            t = parse_line(line, offset)
         except TraceEventsLost as exc:
             lost_lines += exc.lines
             cpus += [c for c in exc.cpus if c not in cpus]

@@ -1,10 +1,20 @@
 """tracefs instances of our own for the `sock:inet_sock_set_state` tracepoint.
 
-Each case reads from an instance of its own (own buffer, trace_clock=mono so event times compare
-with time.monotonic()). Creating an instance costs ~30 ms and removing one ~40 ms on this kind of
-machine (RCU grace periods in the kernel), so a per-process `InstancePool` prepares the next instance
-in a background thread while a case runs and removes used ones behind it; `close()` (at exit, on
-SIGTERM) waits until every instance it made is gone.
+Each case reads from an instance of its own (own buffer), whose event times are made comparable with
+time.monotonic(): `Instance.offset` is added to a printed time. Creating an instance costs ~2 ms and
+removing one ~30 ms on this kind of machine (RCU grace periods in the kernel, under a lock every
+instance shares), so a per-process `InstancePool` prepares the next instance in a background thread
+while a case runs and removes used ones behind it; `close()` (at exit, on SIGTERM) waits until every
+instance it made is gone.
+
+The clock: setting an instance's trace_clock to mono resets its buffers under that same machine-wide
+lock (~21 ms, as much again as the rmdir), so where the kernel's default clock (`local`, sched_clock)
+is the TSC and the same on every CPU, the instance keeps it and is calibrated instead: before its
+event is enabled, markers written to its trace_marker between two time.monotonic() reads give the
+offset (to ~1 us: the tightest of CALIBRATION_MARKERS brackets is ~1.6 us). Once per process the
+offset is measured on every CPU; if they disagree by more than CPU_AGREEMENT, or the clocksource is
+not the TSC (a TCG guest whose TSC the kernel marked unstable), instances are set to mono as before.
+Drift between the two clocks measured here: ~0.1 us a second (1.2 us over 10 s).
 """
 
 from __future__ import annotations
@@ -14,7 +24,9 @@ import ctypes
 import errno
 import fcntl
 import os
+import re
 import threading
+import time
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from . import background, names
@@ -139,24 +151,116 @@ def _write(path, value):
         fh.write(value)
 
 
+CALIBRATION_MARKERS = 5      # markers per calibration; the tightest monotonic bracket is used
+CPU_AGREEMENT = 20e-6        # s: the local clock's offsets on the CPUs must agree this closely
+CLOCKSOURCE = "/sys/devices/system/clocksource/clocksource0/current_clocksource"
+_MARK_RE = re.compile(r"(\d+\.\d+): tracing_mark_write: socklab-cal (\d+)")
+_local_clock: dict = {}      # the process's decision: {"usable": bool, "why": str}
+
+
+def _current_clock(path: str) -> str:
+    with open(os.path.join(path, "trace_clock")) as fh:
+        m = re.search(r"\[(\S+)\]", fh.read())
+    return m[1] if m else "?"
+
+
+def _tsc_clocksource() -> str | None:
+    """None when the kernel's clocksource is the TSC (so sched_clock is stable), else why it is not used."""
+    try:
+        with open(CLOCKSOURCE) as fh:
+            source = fh.read().strip()
+    except OSError as exc:
+        return f"clocksource unknown ({exc.strerror})"
+    return None if source in ("tsc", "tsc-early") else f"clocksource {source}, not the TSC"
+
+
+def _calibrate(path: str, pipe: int) -> float:
+    """CLOCK_MONOTONIC minus the instance's clock, in seconds, from markers written on this CPU (the
+    pipe holds nothing else yet: the event is not enabled)."""
+    fd = os.open(os.path.join(path, "trace_marker"), os.O_WRONLY)
+    try:
+        brackets = []
+        for i in range(CALIBRATION_MARKERS):
+            before = time.monotonic()
+            os.write(fd, b"socklab-cal %d" % i)
+            brackets.append((time.monotonic() - before, before))
+    finally:
+        os.close(fd)
+    text = b""
+    while True:
+        try:
+            chunk = os.read(pipe, 1 << 16)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        text += chunk
+    printed = {int(m[2]): float(m[1]) for m in _MARK_RE.finditer(text.decode(errors="replace"))}
+    if not printed:
+        raise ValueError(f"no calibration marker came back through {path}/trace_pipe")
+    width, i, before = min((w, i, b) for i, (w, b) in enumerate(brackets) if i in printed)
+    return before + width / 2 - printed[i]
+
+
+def _local_clock_usable(path: str, pipe: int) -> tuple[bool, str]:
+    """Once per process: may instances keep the local clock? Checks the clocksource, then calibrates
+    on every CPU this process may run on and compares."""
+    if not _local_clock:
+        why = _tsc_clocksource()
+        if why is None:
+            offsets = {}
+            allowed = os.sched_getaffinity(0)
+            try:
+                for cpu in sorted(allowed)[:16]:
+                    os.sched_setaffinity(0, {cpu})      # this (background) thread only
+                    offsets[cpu] = _calibrate(path, pipe)
+            except (OSError, ValueError) as exc:
+                why = f"cannot calibrate the local clock per CPU: {exc}"
+            finally:
+                os.sched_setaffinity(0, allowed)
+            if why is None and max(offsets.values()) - min(offsets.values()) > CPU_AGREEMENT:
+                spread = (max(offsets.values()) - min(offsets.values())) * 1e6
+                why = f"the local clock differs between CPUs by {spread:.0f} us"
+        _local_clock.update(usable=why is None, why=why or "")
+    return _local_clock["usable"], _local_clock["why"]
+
+
 class Instance:
-    """One tracefs instance with the state-change event enabled and the mono clock."""
+    """One tracefs instance with the state-change event enabled; a printed event time plus `offset` is
+    CLOCK_MONOTONIC (`clock` says how: "mono", or "local" calibrated)."""
 
     def __init__(self, name: str):
         self.name = name
         self.path = os.path.join(TRACEFS, "instances", name)
         os.mkdir(self.path)
+        self._pipe = None
+        self.clock_note = ""
         try:
-            _write(os.path.join(self.path, "trace_clock"), "mono")
-            _write(os.path.join(self.path, EVENT, "filter"), "protocol == 6")
-            _write(os.path.join(self.path, EVENT, "enable"), "1")
+            self.clock, self.offset = _current_clock(self.path), 0.0
+            if self.clock != "mono" and (self.clock != "local" or _local_clock.get("usable") is False):
+                self._set_mono(_local_clock.get("why") or f"default clock {self.clock}")
             # Opened here, in the pool's background thread: opening (and closing) trace_pipe takes the
             # kernel's global trace_types_lock, which another instance's mkdir or rmdir holds for
             # 20-40 ms; a case that opened it itself would wait that long.
             self._pipe = os.open(os.path.join(self.path, "trace_pipe"), os.O_RDONLY | os.O_NONBLOCK)
+            if self.clock == "local":
+                usable, why = _local_clock_usable(self.path, self._pipe)
+                try:
+                    self.offset = _calibrate(self.path, self._pipe) if usable else 0.0
+                except ValueError as exc:
+                    usable, why = False, str(exc)
+                if not usable:
+                    self._set_mono(why)
+            _write(os.path.join(self.path, EVENT, "filter"), "protocol == 6")
+            _write(os.path.join(self.path, EVENT, "enable"), "1")
         except BaseException:
+            self.close_reader()
             remove_instance(self.path)
             raise
+
+    def _set_mono(self, why: str) -> None:
+        _write(os.path.join(self.path, "trace_clock"), "mono")
+        self.clock, self.offset, self.clock_note = "mono", 0.0, why
 
     def read(self) -> str:
         """Consume and return whatever the instance has buffered so far (never blocks)."""

@@ -7,6 +7,8 @@ import os
 import select
 import time
 
+import pytest
+
 from harness import tracefs
 from harness.lab import Lab
 
@@ -100,8 +102,10 @@ def test_port_zero_event_goes_to_its_own_socket_when_handshakes_finish_out_of_or
             f"[{connect.t0:.6f}, {connect.t1:.6f}]")
 
 
-def test_transition_times_line_up_with_the_segments(lab, family):
-    """SYN_SENT before the SYN, ESTABLISHED after the SYN+ACK; the server's socket is born at the ACK."""
+def assert_times_line_up(lab):
+    """SYN_SENT before the SYN, ESTABLISHED after the SYN+ACK; the server's socket is born at the ACK.
+    The client's ESTABLISHED falls 4-11 us after the SYN+ACK is captured and before its ACK: a clock
+    offset wrong by more than that fails here."""
     connect_and_close(lab)
     wait_history(lab, "server", "CLOSE")
     segs = lab.segments(PORT)
@@ -117,6 +121,29 @@ def test_transition_times_line_up_with_the_segments(lab, family):
     assert ack.time <= srv["SYN_RECV"] <= srv["ESTABLISHED"]
     assert cli["FIN_WAIT1"] <= client_fin.time <= srv["CLOSE_WAIT"]
     assert srv["LAST_ACK"] <= server_fin.time
+
+
+def test_transition_times_line_up_with_the_segments(lab, family):
+    """With the process's clock (here: the local clock, calibrated)."""
+    assert_times_line_up(lab)
+
+
+@pytest.fixture
+def mono_instances(monkeypatch):
+    """Instances made while this fixture holds are set to trace_clock=mono (the fallback)."""
+    tracefs.close_pool()        # its spare was made under the process's decision
+    monkeypatch.setattr(tracefs, "_local_clock", {"usable": False, "why": "forced by the test"})
+    yield
+    tracefs.close_pool()
+
+
+def test_transition_times_line_up_with_the_mono_clock(mono_instances, family):
+    """The fallback where the local clock is not the TSC or differs between CPUs."""
+    with Lab(family=family) as lab:
+        with open(os.path.join(lab.trace.path, "trace_clock")) as fh:
+            assert "[mono]" in fh.read()
+        assert (lab.trace.clock, lab.trace.offset, lab.trace.clock_note) == ("mono", 0.0, "forced by the test")
+        assert_times_line_up(lab)
 
 
 def test_another_labs_events_stay_out_of_this_labs_histories(lab, family):

@@ -138,6 +138,7 @@ def test_a_case_keeps_only_timewait_events_of_its_own_addresses():
     other = KILLED.replace("saddr=0x20012c6 daddr=0x10012c6", "saddr=0x20912c6 daddr=0x10912c6")
     lab = Lab.__new__(Lab)
     lab.trace_lines, lab._parse_cache, lab.netns_inodes, lab.start = [MADE, other, KILLED], {}, {NETNS}, 0.0
+    lab.trace = None     # lines given directly: no instance, no clock offset
     host = SimpleNamespace(addr=lambda f: {"ipv4": "198.18.0.1", "ipv6": "2001:db8::1"}[f])
     peer = SimpleNamespace(addr=lambda f: {"ipv4": "198.18.0.2", "ipv6": "2001:db8::2"}[f])
     lab.topology = SimpleNamespace(interfaces=[host, peer])

@@ -251,3 +251,10 @@ def test_lines_of_keeps_only_lines_that_can_concern_the_case():
                           {4026532890})
     assert kept == [ours, child, lost, tw_ours]
     assert [t.local for t in trace.parse("\n".join([ours, child]))] == ["198.18.0.1", "198.18.9.1"]
+
+
+def test_an_offset_moves_every_time_and_nothing_else(main):
+    """tracefs.Instance.offset (a calibrated local clock) is added to each printed time."""
+    shifted = trace.parse((DATA / "trace_main.txt").read_text(), offset=-0.031163)
+    assert [round(t.time - u.time, 6) for t, u in zip(shifted, main)] == [-0.031163] * len(main)
+    assert [replace(t, time=0) for t in shifted] == [replace(t, time=0) for t in main]
