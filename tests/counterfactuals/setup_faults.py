@@ -23,6 +23,15 @@ def _synrcvd_then_established(rec):
     h.times = h.times[:i] + [h.times[i]] + h.times[i:]
 
 
+def _slow_answer(rec):
+    """The client answers the retransmitted SYN+ACK a tenth of the held wait later (ack and after)."""
+    synacks = [s for s in rec.segments_ if s.src == "server" and s.flags == "S."]
+    late = (synacks[-1].t - synacks[0].t) / 10
+    for s in rec.segments_:
+        if s.t > synacks[-1].t:
+            s.t += late
+
+
 FLIPS = [
     Flip("CONN-SYNSENT-DROP:drops_keep_syn_sent", "CONN-SYNSENT-DROP.json",
          lambda r: set_states(r, "client", "while the SYNs are dropped", []),
@@ -41,6 +50,9 @@ FLIPS = [
     Flip("SYNRCVD-HOLD:held_ack_shows_syn_recv", "SYNRCVD-HOLD.json",
          lambda r: remove_rows(r, "SYN-RECV", role="server", label="the final ACK held"),
          "refuted", "ss shows no SYN-RECV even with the final ACK held"),
+    Flip("SYNRCVD-HOLD:held_ack_shows_syn_recv", "SYNRCVD-HOLD.json", _slow_answer,
+         "refuted", "un-held, the client's answer takes as long as a tenth of the held wait: SYN_RECEIVED is "
+                    "long enough to see"),
     Flip("SYNRCVD-HOLD:syn_recv_waits_for_ack", "SYNRCVD-HOLD.json",
          lambda r: (drop_segments(r, lambda s: s.src == "server" and s.flags == "S."),
                     remove_rows(r, "SYN-RECV", role="server")),
