@@ -448,7 +448,10 @@ def pytest_runtest_call(item):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    """After the case's last report: its summary and page, in the background (results.write_summary)."""
+    """After the case's last report: its summary and page, in the background (results.write_summary).
+    Before it: the lab's tracefs pool prepares a spare instance only if another test follows in this
+    process (a one-case run does not make, and wait at exit to remove, an instance nobody uses)."""
+    tracefs.more_cases(nextitem is not None)
     try:
         return (yield)
     finally:

@@ -323,8 +323,10 @@ class InstancePool:
         return inst
 
     def get(self, timeout: float = 10.0) -> Instance:
-        """A ready instance (prepared while the previous case ran), and start preparing the next."""
-        fut, self._next = self._next, background.submit(self._make)
+        """A ready instance (prepared while the previous case ran), and start preparing the next unless
+        no more cases are expected (more_cases(False))."""
+        fut = self._next if self._next is not None else background.submit(self._make)
+        self._next = background.submit(self._make) if _more_cases else None
         try:
             return fut.result(scaled(timeout))
         except FutureTimeout:
@@ -345,8 +347,8 @@ class InstancePool:
     def close(self) -> None:
         """Remove every instance this pool made, the prepared spare included; safe to call twice."""
         try:
-            spare = self._next.result(30)
-            self._remove(spare)
+            if self._next is not None:
+                self._remove(self._next.result(30))
         except Exception:
             pass
         background.flush()
@@ -359,6 +361,14 @@ class InstancePool:
 
 _pool: InstancePool | None = None
 _pool_lock = threading.Lock()
+_more_cases = True
+
+
+def more_cases(expected: bool) -> None:
+    """Whether another case is expected in this process after the next `get()` (the pytest plugin
+    says so per test from pytest's `nextitem`); without one no spare instance is prepared."""
+    global _more_cases
+    _more_cases = expected
 
 
 def pool() -> InstancePool:

@@ -172,3 +172,25 @@ def test_instances_are_removed_when_the_pool_closes(resources):
         assert used.startswith(f"slab-{pid}-") and used in resources.instances(pid)
     tracefs.close_pool()
     assert resources.instances(pid) == []
+
+
+def test_no_spare_instance_when_no_case_follows(resources):
+    """more_cases(False) (the plugin's last test of a process): get() prepares no spare, so a one-case
+    run neither makes nor waits at exit to remove an instance nobody uses; a lab made after all
+    still gets one, made on demand."""
+    pid = os.getpid()
+    tracefs.close_pool()
+    tracefs.more_cases(False)
+    try:
+        pool = tracefs.pool()
+        first = pool.get()
+        assert pool._next is None
+        assert resources.instances(pid) == [first.name]
+        second = pool.get()
+        assert second.name != first.name and sorted(resources.instances(pid)) == sorted([first.name, second.name])
+        pool.release(first)
+        pool.release(second)
+    finally:
+        tracefs.more_cases(True)
+        tracefs.close_pool()
+    assert resources.instances(pid) == []
