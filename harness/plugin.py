@@ -459,6 +459,10 @@ def pytest_runtest_protocol(item, nextitem):
             the_lab = item.stash.get(LAB_KEY, None)
             writes = item.stash.get(WRITES_KEY, []) + ([the_lab.written] if the_lab is not None and the_lab.written else [])
             background.submit(_summarise, item.config.socklab_dir, _case_dir(item.config, item.nodeid), writes)
+            if the_lab is not None:
+                # Every report of the case is made: the lab (its frames, segments, snapshots) need not
+                # live until the session ends, where pytest's final collections would walk it.
+                del item.stash[LAB_KEY]
 
 
 def _summarise(run_dir: str, case_dir: str, writes: list) -> None:

@@ -220,6 +220,31 @@ def test_the_case_record_carries_the_pytest_outcome_and_no_outcome_json_is_writt
     assert results["test_skipped_at_setup"]["behaviour"] is None
 
 
+RELEASED = '''
+import gc
+import weakref
+
+seen = []
+
+
+def test_builds_a_lab(lab):
+    seen.append(weakref.ref(lab))
+    lab.client.socket()
+
+
+def test_the_lab_before_is_gone(request):
+    gc.collect()
+    assert seen and seen[0]() is None, gc.get_referrers(seen[0]())
+'''
+
+
+def test_a_case_lab_is_released_once_its_reports_are_made(run_pytest):
+    """The plugin drops its reference to a case's Lab after the case's last report: the labs of a
+    worker (frames, segments, snapshots) do not pile up until the session ends."""
+    run = run_pytest(RELEASED)
+    assert run.returncode == pytest.ExitCode.OK, run.output
+
+
 TEXT_CLAIM = '''
 import pytest
 
