@@ -153,13 +153,36 @@ def segment_line(seg: dict, conn: int | None = None) -> str:
     return out
 
 
+def connection_numbers(segs: list) -> list[int]:
+    """Each segment's connection, numbered from 1 in the order connections first appear. A connection
+    is a port pair, and a new one starts on a pair seen before when a SYN comes with another ISN than
+    its sender's SYN before it (the kernel picked the freed ephemeral port again, or a 4-tuple came
+    back out of TIME-WAIT): whether a port was reused is the kernel's random choice, not behaviour.
+    Records without the raw sequence numbers number by port pair alone."""
+    current: dict = {}      # port pair -> its connection number now
+    isn: dict = {}          # (port pair, sender) -> raw ISN of that sender's last SYN on the pair
+    out, count = [], 0
+    for s in segs:
+        pair = frozenset((s.get("sport"), s.get("dport")))
+        raw = s.get("raw_seq")
+        if "S" in (s.get("flags") or "") and raw is not None:
+            before = isn.get((pair, s.get("src")))
+            if before is not None and before != raw:
+                current.pop(pair, None)         # a new incarnation of the pair
+                isn = {k: v for k, v in isn.items() if k[0] != pair}
+            isn[(pair, s.get("src"))] = raw
+        if pair not in current:
+            count += 1
+            current[pair] = count
+        out.append(current[pair])
+    return out
+
+
 def normal_segments(rec: dict) -> list[str]:
     segs = rec.get("segments", [])
-    conns: dict = {}
-    for s in segs:
-        conns.setdefault(frozenset((s.get("sport"), s.get("dport"))), len(conns) + 1)
-    many = len(conns) > 1
-    numbered = [(conns[frozenset((s.get("sport"), s.get("dport")))], s) for s in segs]
+    numbers = connection_numbers(segs)
+    many = len(set(numbers)) > 1
+    numbered = list(zip(numbers, segs))
     # Connection by connection: the interleaving of different connections' segments follows
     # their timers and races (a SYN retransmission of #4 against a SYN-ACK retransmission of #2).
     numbered.sort(key=lambda ns: ns[0])

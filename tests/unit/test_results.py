@@ -175,6 +175,33 @@ def test_second_connection_is_numbered_and_ports_become_eph():
     assert results.normal_transitions(rec) == [{"socket": "client:eph > server:50000", "states": ["CLOSE", "SYN_SENT"]}]
 
 
+def _syn(src, sport, raw_seq, flags="S", dport=50000):
+    dst = "server" if src == "client" else "client"
+    ports = (sport, dport) if src == "client" else (dport, sport)
+    return dict(src=src, dst=dst, flags=flags, seq=0, len=0, ack=None if flags == "S" else 1, options=[],
+                sport=ports[0], dport=ports[1], raw_seq=raw_seq)
+
+
+def test_a_new_syn_on_a_used_port_pair_is_a_new_connection():
+    """A SYN with a new ISN on a port pair seen before starts a connection of its own (the kernel
+    chose the freed port again, or a 4-tuple reused out of TIME-WAIT): numbered as it comes, so a
+    run where the port was reused and one where it was not normalise alike."""
+    reused = {"segments": [_syn("client", 40001, 111), _syn("client", 40001, 111),       # a retransmission
+                           _syn("client", 40002, 222), _syn("client", 40001, 333),       # the freed port again
+                           _syn("server", 40001, 444, flags="S.")]}
+    fresh = {"segments": [_syn("client", 40001, 111), _syn("client", 40001, 111),
+                          _syn("client", 40002, 222), _syn("client", 40003, 333),
+                          _syn("server", 40003, 444, flags="S.")]}
+    assert [s[-2:] for s in results.normal_segments(reused)] == ["#1", "#1", "#2", "#3", "#3"]
+    assert results.normal_segments(reused) == results.normal_segments(fresh)
+    # A simultaneous open (each side's first SYN) is one connection; a record without raw numbers
+    # (before they were kept) numbers by port pair as before.
+    both = {"segments": [_syn("client", 40001, 111), _syn("server", 40001, 555), _syn("client", 40001, 111)]}
+    assert not [s for s in results.normal_segments(both) if "#" in s]
+    old = {"segments": [dict(s, raw_seq=None) for s in reused["segments"]]}
+    assert [s[-2:] for s in results.normal_segments(old)] == ["#1", "#1", "#1", "#1", "#2"]
+
+
 def test_summary_verdict_order():
     assert results.summary_verdict([]) is None
     assert results.summary_verdict([{"verdict": "confirmed"}, {"verdict": "differs"}]) == "differs"
