@@ -23,7 +23,7 @@ from .errors import StepTimeout, TraceUnavailable, UnknownRole, check_port
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 from .command import Command
 from . import launcher
-from .program import Call, Program
+from .program import Call, Program, close_all
 from .segment import windows
 from .timefactor import scaled
 from .timeline import Timeline
@@ -130,11 +130,13 @@ class Lab(contextlib.AbstractContextManager):
         from .faults import Faults
         self.faults = Faults(self.topology, self.capture)
         self._stack.callback(self.faults.clear)
+        started = []
+        self._stack.callback(close_all, started)     # told at once, then reaped: their exits overlap
         for role in self.roles if self.start_programs else ():
             prog = Program(self.topology.hosts[role], role, family=self.family, on_call=self._on_call,
                            output_dir=self.artifacts_dir, call_timeout=self.call_timeout, epoch=self.start).start()
             self.programs[role] = prog
-            self._stack.callback(prog.close)
+            started.append(prog)
         self._later = self._stack.enter_context(contextlib.ExitStack())   # programs and commands started
         self._stack.callback(self._write_artifacts)
         self._stack.callback(self.finish)     # runs first on exit: drained while everything is alive

@@ -234,13 +234,24 @@ class Program:
 
     def close(self):
         """End the program (EOF on its control socket) and reap it; kill it if it lingers."""
+        self.hang_up()
+        self.reap_exit()
+
+    def hang_up(self):
+        """The first half of close(): EOF on the control sockets of the program and its children, so
+        that several programs can be told at once and then reaped (close_all)."""
         for child in self.children:
-            child.close()
+            child.hang_up()
         try:
             self.control.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         self.control.close()
+
+    def reap_exit(self):
+        """The second half of close(): wait for the exit (of the children too), kill if it lingers."""
+        for child in self.children:
+            child.reap_exit()
         if self._pidfd is not None:
             if not launcher.wait_exit(self._pidfd, 1.0):
                 launcher.kill(self._pidfd)
@@ -549,3 +560,11 @@ class Socket:
     def getpeername(self):
         return tuple(self._call("getpeername").ret)
 
+
+def close_all(programs) -> None:
+    """Close several programs: all told first, then each reaped, so their exits overlap."""
+    programs = list(programs)
+    for prog in programs:
+        prog.hang_up()
+    for prog in programs:
+        prog.reap_exit()

@@ -378,3 +378,16 @@ def test_read_returns_what_is_queued_and_never_blocks(lab, family):
     cli.close()
     t1 = time.monotonic()
     assert lab.read(conn, 100).errno == "ECONNRESET" and time.monotonic() - t1 < 3
+
+
+def test_close_all_ends_every_program_and_its_children(lab, family):
+    """program.close_all (the lab's teardown): each program and a forked child see EOF and exit 0,
+    and each is reaped (its status collected)."""
+    from harness.program import close_all
+    extra = lab.program("server", "second")
+    child = lab.client.fork()
+    for prog in (lab.client, extra, child):
+        prog.socket()                    # each answers: started and serving
+    close_all([lab.client, extra])
+    assert (lab.client.returncode, extra.returncode) == (0, 0)
+    assert child.exited, "the forked child was not reaped with its parent"
