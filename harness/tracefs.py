@@ -247,8 +247,8 @@ class Instance:
                 usable, why = _local_clock_usable(self.path, self._pipe)
                 try:
                     self.offset = _calibrate(self.path, self._pipe) if usable else 0.0
-                except ValueError as exc:
-                    usable, why = False, str(exc)
+                except (OSError, ValueError) as exc:
+                    usable, why = False, f"calibration failed: {exc}"
                 if not usable:
                     self._set_mono(why)
             _write(os.path.join(self.path, EVENT, "filter"), "protocol == 6")

@@ -61,3 +61,36 @@ def test_mono_when_the_clocksource_is_not_the_tsc(monkeypatch, tmp_path, decisio
     clocksource(monkeypatch, tmp_path, "hpet")
     fake_calibration(monkeypatch, {c: 0.0 for c in os.sched_getaffinity(0)})
     assert tracefs._local_clock_usable("unused", -1) == (False, "clocksource hpet, not the TSC")
+
+
+def test_a_calibration_that_fails_later_falls_back_to_mono(monkeypatch, tmp_path, decision):
+    """The process decided for the local clock, then one instance's markers do not come back (or the
+    marker file cannot be written): that instance is set to mono, saying why, instead of failing."""
+    decision.update(usable=True, why="")
+    written = {}
+    inst_dir = tmp_path / "instances" / "slab-1-0-trace"
+
+    def mkdir(path):
+        inst_dir.mkdir(parents=True)
+        (inst_dir / "trace_clock").write_text("[local] global mono\n")
+        (inst_dir / "trace_pipe").write_text("")
+        (inst_dir / tracefs.EVENT).mkdir(parents=True)
+    class OsWithFakeMkdir:          # tracefs's own `os`, its mkdir making a fake instance folder
+        def __getattr__(self, name):
+            return getattr(os, name)
+    fake_os = OsWithFakeMkdir()
+    fake_os.mkdir = mkdir
+    monkeypatch.setattr(tracefs, "TRACEFS", str(tmp_path))
+    monkeypatch.setattr(tracefs, "os", fake_os)
+    monkeypatch.setattr(tracefs, "_write", lambda path, value: written.__setitem__(os.path.basename(path), value))
+
+    def fail(path, pipe):
+        raise OSError(13, "Permission denied")
+    monkeypatch.setattr(tracefs, "_calibrate", fail)
+    inst = tracefs.Instance("slab-1-0-trace")
+    try:
+        assert (inst.clock, inst.offset) == ("mono", 0.0)
+        assert written["trace_clock"] == "mono" and written["enable"] == "1"
+        assert inst.clock_note == "calibration failed: [Errno 13] Permission denied"
+    finally:
+        inst.close_reader()
