@@ -116,7 +116,7 @@ def write(lab, segs) -> None:
     with open(os.path.join(d, "timeline.txt"), "w") as fh:
         fh.write(lab.timeline.text())
     with open(os.path.join(d, "timeline.json"), "w") as fh:
-        json.dump(lab.timeline.to_json(), fh, separators=(",", ":"))
+        fh.write(json.dumps(lab.timeline.to_json(), separators=(",", ":")))     # dumps: the C encoder
     lab.record(segs).save(os.path.join(d, "case.json"))
 
 

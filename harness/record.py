@@ -311,10 +311,11 @@ class CaseRecord:
 
     def save(self, path: str) -> None:
         """Write case.json atomically: a killed writer leaves the old file or the new one, never half."""
-        # Compact: the indented form costs ~6x the time (json's C encoder only writes unindented);
+        # Compact and through json.dumps: json's C encoder serves only dumps() without indent
+        # (json.dump to a file always runs the Python one: 1.67 ms against 0.36 ms for a case.json);
         # `python3 -m json.tool case.json` shows it laid out.
         with open(path + ".tmp", "w", encoding="utf-8") as fh:
-            json.dump(self.to_json(), fh, separators=(",", ":"))
+            fh.write(json.dumps(self.to_json(), separators=(",", ":")))
         os.replace(path + ".tmp", path)
 
     def copy(self) -> "CaseRecord":

@@ -394,7 +394,7 @@ def write_summary(run_dir: str, case_dir: str) -> None:
     data = {"case_json": os.stat(os.path.join(case_dir, "case.json")).st_mtime_ns, "result": entry, "view": view}
     path = os.path.join(case_dir, SUMMARY)
     with open(path + ".tmp", "w") as fh:
-        json.dump(data, fh)
+        fh.write(json.dumps(data))         # dumps: the C encoder (json.dump runs the Python one)
     os.replace(path + ".tmp", path)
     write(os.path.join(run_dir, casepage.page_path(entry)),
           casepage.render(run_dir, entry, {"run": os.path.basename(run_dir.rstrip(os.sep)),
