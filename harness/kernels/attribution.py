@@ -115,6 +115,15 @@ def _delayed_acks(short: list, long: list) -> int:
     return extra if i == len(short) else 0
 
 
+def delayed_acks_only(d) -> int:
+    """How many pure ACKs one run of a comparison difference (harness.compare) has beyond the other,
+    when they are all its difference (see _delayed_acks); 0 otherwise."""
+    if set(d.aspects) != {"segments"}:
+        return 0
+    before, after = d.before.get("segments"), d.after.get("segments")
+    return _delayed_acks(before, after) or _delayed_acks(after, before)
+
+
 def _retransmissions(segments: list) -> int:
     return len(segments or []) - len(_dedupe(segments))
 

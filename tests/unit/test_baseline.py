@@ -141,3 +141,28 @@ def test_a_baseline_that_cannot_be_read_fails_the_check_with_its_path(tmp_path):
     path.write_text("garbage")
     ok, text = baseline.check(str(run_copy(tmp_path, "again")), str(folder))
     assert ok is False and str(path) in text and "cannot be read" in text, text
+
+
+def test_on_the_machine_a_delayed_ack_before_a_slow_reply_is_named_not_failed(tmp_path):
+    """A run on the machine itself (no emulator) whose only difference is a pure ACK that the
+    sender's next data segment acknowledges again (the delayed-ACK timer beat a slow reply) passes
+    naming the case; an extra ACK that no later segment repeats still fails."""
+    folder = tmp_path / "baselines"
+    path = Path(baseline.record(str(run_copy(tmp_path, "base")), str(folder)))
+    data = json.loads(path.read_text())
+    case = next(c for c in data["cases"] if c["behaviour"] and c["behaviour"]["segments"])
+    reply = "server > client  P.  1:54(53) ack 7"
+    case["behaviour"]["segments"] += [reply]
+    path.write_text(json.dumps(data))
+    again = run_copy(tmp_path, "again")
+    results = json.loads((again / "results.json").read_text())
+    mine = next(c for c in results["cases"] if c["id"] == case["id"])
+    mine["behaviour"]["segments"] += ["server > client  .   1:1(0) ack 7", reply]
+    (again / "results.json").write_text(json.dumps(results))
+    ok, text = baseline.check(str(again), str(folder))
+    assert ok is True and "delayed ACK" in text and case["id"] in text, text
+
+    mine["behaviour"]["segments"][-2] = "server > client  .   1:1(0) ack 5"     # not acked again later
+    (again / "results.json").write_text(json.dumps(results))
+    ok, text = baseline.check(str(again), str(folder))
+    assert ok is False and "ack 5" in text, text
