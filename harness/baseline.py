@@ -127,8 +127,9 @@ def check(run_dir: str, folder: str) -> tuple[bool | None, str]:
         # reply slower than the 40 ms delayed-ACK timer: a pure ACK the reply would have carried goes
         # alone. A case differing only by such ACKs is named, not counted; anything else fails.
         from .kernels.attribution import delayed_acks_only
-        timing = sorted({d.id for d in cmp.diffs if delayed_acks_only(d)})
-        if timing and not [d for d in cmp.diffs if not delayed_acks_only(d)] and not cmp.flips:
+        acks = {d.id: delayed_acks_only(d) for d in cmp.diffs}
+        timing = sorted(i for i, n in acks.items() if n)
+        if timing and all(acks.values()) and not cmp.flips:
             return True, (f"{len(same)} cases reproduce the baseline {base_path}{note}; {len(timing)} differ only "
                           f"by a delayed ACK sent before a slow reply (the machine's timing, not failures): "
                           f"{', '.join(timing)}")

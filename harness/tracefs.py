@@ -158,6 +158,20 @@ _MARK_RE = re.compile(r"(\d+\.\d+): tracing_mark_write: socklab-cal (\d+)")
 _local_clock: dict = {}      # the process's decision: {"usable": bool, "why": str}
 
 
+def _drain(pipe: int) -> str:
+    """Everything a non-blocking trace_pipe holds now, consumed."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(pipe, 1 << 16)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
 def _current_clock(path: str) -> str:
     with open(os.path.join(path, "trace_clock")) as fh:
         m = re.search(r"\[(\S+)\]", fh.read())
@@ -186,16 +200,7 @@ def _calibrate(path: str, pipe: int) -> float:
             brackets.append((time.monotonic() - before, before))
     finally:
         os.close(fd)
-    text = b""
-    while True:
-        try:
-            chunk = os.read(pipe, 1 << 16)
-        except BlockingIOError:
-            break
-        if not chunk:
-            break
-        text += chunk
-    printed = {int(m[2]): float(m[1]) for m in _MARK_RE.finditer(text.decode(errors="replace"))}
+    printed = {int(m[2]): float(m[1]) for m in _MARK_RE.finditer(_drain(pipe))}
     if not printed:
         raise ValueError(f"no calibration marker came back through {path}/trace_pipe")
     width, i, before = min((w, i, b) for i, (w, b) in enumerate(brackets) if i in printed)
@@ -266,16 +271,7 @@ class Instance:
         """Consume and return whatever the instance has buffered so far (never blocks)."""
         if self._pipe is None:
             return ""           # released: the instance is being removed
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(self._pipe, 1 << 16)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks).decode(errors="replace")
+        return _drain(self._pipe)
 
     def close_reader(self):
         if self._pipe is not None:
