@@ -165,3 +165,23 @@ def test_a_tcg_boot_that_dies_before_the_command_is_started_once_more(monkeypatc
     calls = _fake_boots(monkeypatch, tmp_path, [True])
     run = vm.boot("/k/vmlinuz", str(tmp_path), "k3", ["true"], cwd="/")
     assert calls == ["TCG"] and run.died_at_boot == []
+
+
+@pytest.mark.parametrize("qemu_exit, usable", [(0, True), (134, False)])
+def test_kvm_is_tried_only_where_a_paused_qemu_gets_through_its_set_up(monkeypatch, tmp_path, qemu_exit, usable):
+    """kvm_usable() asks QEMU itself (the CPU model vng uses under KVM, told to quit by its monitor):
+    a QEMU that aborts there (this machine's nested backend: "failed to set MSR 0x10a") means TCG from
+    the start, not a KVM boot that takes 20 s to fail."""
+    fake = tmp_path / "qemu-system-x86_64"
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/argv\nread cmd\necho "$cmd" > {tmp_path}/said\nexit {qemu_exit}\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    access = os.access
+    monkeypatch.setattr(vm.os, "access", lambda path, mode: path == "/dev/kvm" or access(path, mode))
+    vm.kvm_usable.cache_clear()
+    try:
+        assert vm.kvm_usable() is usable
+        assert "-accel kvm -cpu host,topoext=on" in (tmp_path / "argv").read_text()
+        assert (tmp_path / "said").read_text() == "quit\n"
+    finally:
+        vm.kvm_usable.cache_clear()
