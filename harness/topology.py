@@ -8,6 +8,7 @@ different for every test of every process so concurrent runs never share an addr
 
 from __future__ import annotations
 
+import array
 import contextlib
 import errno
 import fcntl
@@ -15,7 +16,9 @@ import ipaddress
 import hashlib
 import os
 import socket
+import struct
 import subprocess
+import time
 from dataclasses import dataclass, field
 
 from pyroute2 import netns as pr_netns
@@ -25,6 +28,7 @@ from .rtnl import Batch
 from .errors import CommandError, SetupError, StepTimeout, SysctlAbsent
 from .sysctls import check_key as check_sysctl_key
 from .timefactor import scaled
+from .wait import wait_until
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 
 # IPv6 addresses are usable at once: no duplicate address detection, no router solicitations.
@@ -321,15 +325,44 @@ class Topology(contextlib.AbstractContextManager):
         Batch().link_up(idx, gso_max_segs=1).link_up(LOOPBACK_INDEX).send()
 
     def _configure(self, *hosts: Host) -> "Batch":
-        """A batch with the hosts' addresses (same namespace), to which neighbours and routes are added."""
+        """A batch with the hosts' addresses (same namespace), to which neighbours and routes are added.
+        Each host's end is running first (see `_wait_running`)."""
         batch = Batch()
         for host in hosts:
+            _wait_running(host)
             batch.addr(host.ifindex, host.ipv4, 30).addr(host.ifindex, host.ipv6, host.prefixlen6, nodad=True)
             host.sysctls.update({k: str(v) for k, v in self.extra_sysctls.items() if host.sysctls.get(k) != ABSENT})
         return batch
 
 
 LOOPBACK_INDEX = 1      # lo is the first interface of every network namespace
+SIOCGIFFLAGS, SIOCETHTOOL, ETHTOOL_GLINK, IFF_RUNNING = 0x8913, 0x8946, 0x0000000A, 0x40
+RUNNING_TIMEOUT = 2.0   # s: the kernel's link watch runs within microseconds; this bounds a bug
+
+
+def _wait_running(host: Host) -> None:
+    """Wait (in the thread's namespace) until the host's end is running: its peer's coming up turned
+    its carrier on, but the kernel's link watch, a work item of its own, gives the end its queue a
+    moment later, and until then whatever the end sends is dropped and counted in its tx_dropped.
+    An address added in that moment sends its MLD report into that drop (seen in about 1 of 100
+    routed topologies built on a loaded machine: the router's second end, tx_dropped 1). The link
+    watch marks the end running (IFF_RUNNING) and gives it its queue under the same lock that
+    adding an address takes, so once running is seen the next request comes after it. Asking the
+    link state through ethtool runs a pending link watch at once where the kernel's
+    ethtool_op_get_link syncs it (recent kernels); elsewhere the wait is a few polls."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        name = host.ifname.encode()
+
+        def running() -> bool:
+            ifreq = fcntl.ioctl(sock, SIOCGIFFLAGS, struct.pack("16sH22x", name, 0))
+            return bool(struct.unpack_from("16sH", ifreq)[1] & IFF_RUNNING)
+
+        if running():
+            return
+        request = array.array("I", [ETHTOOL_GLINK, 0])
+        fcntl.ioctl(sock, SIOCETHTOOL, struct.pack("16sP16x", name, request.buffer_info()[0]))
+        wait_until(running, RUNNING_TIMEOUT, f"{host.role}'s veth end {host.ifname} in {host.netns} running "
+                   "(up, with the carrier its peer's coming up gives it)", interval=0.0002, error=SetupError)
 
 
 def mac_of(ifname: str) -> str:
