@@ -24,8 +24,6 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from pyroute2 import IPRoute
-
 from . import nsutil
 from .nft import Nft
 from .errors import BadArgument, CommandError, ExpectationSyntaxError, SetupError, UnknownRole
@@ -244,6 +242,7 @@ class Delay:
         self.faults.events.append((self.started, self.host.role, f"delay: {self.host.role}'s segments wait in its neighbour queue"))
 
     def _neighbours(self, op):
+        from pyroute2.iproute import IPRoute        # the delay fault only: pyroute2's IPRoute is heavy
         with IPRoute() as ipr:
             idx = self.host.ifindex
             for dst in (self.peer.ipv4, self.peer.ipv6):

@@ -19,7 +19,7 @@ import socket
 import struct
 import time
 
-from . import nsutil
+from . import nsutil, pyroute2_import  # noqa: F401  (pyroute2's modules without its __init__)
 from .ss import Snapshot, SsRow, Timer
 
 # inet_diag's idiag_state (the kernel's TCP_* numbers) -> ss's spelling (ss.c sstate_name).

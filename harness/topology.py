@@ -21,6 +21,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
+from . import pyroute2_import  # noqa: F401  (first: pyroute2's modules without its __init__)
 from pyroute2 import netns as pr_netns
 
 from . import names, nsutil
