@@ -17,6 +17,7 @@ from .compare import compare_runs
 from .kernels.version import key as version_key
 from .kernels.version import running, version_of
 from .results import ResultsError, load_results
+from .sysctls import recorded_key
 
 
 def version_of_results(results: dict) -> str:
@@ -73,6 +74,12 @@ def find(folder: str, version: str) -> tuple[str | None, bool]:
     return None, False
 
 
+def _settings(case: dict) -> tuple:
+    """A case's settings as compared: its sysctls, a per-interface key naming the veth end `<veth>` (as
+    results now record it; older ones carry the end's own name, which changes every run), and its MTU."""
+    return {recorded_key(k): v for k, v in (case.get("sysctls") or {}).items()}, case.get("mtu")
+
+
 def check(run_dir: str, folder: str) -> tuple[bool | None, str]:
     """Compare a run with its kernel version's baseline, over the cases the run executed.
 
@@ -95,8 +102,7 @@ def check(run_dir: str, folder: str) -> tuple[bool | None, str]:
     base_cases = {c["id"]: c for c in base["cases"]}
     ran = [c for c in run["cases"] if c.get("behaviour") is not None]
     # Only cases that ran with the baseline's own settings (per-case sysctls, MTU) are comparable.
-    same = {c["id"] for c in ran if c["id"] in base_cases
-            and (c.get("sysctls"), c.get("mtu")) == (base_cases[c["id"]].get("sysctls"), base_cases[c["id"]].get("mtu"))}
+    same = {c["id"] for c in ran if c["id"] in base_cases and _settings(c) == _settings(base_cases[c["id"]])}
     new = [c["id"] for c in ran if c["id"] not in base_cases]
     if ran and not same and not new:
         return None, (f"this run's settings differ from the baseline's ({base_path}): "

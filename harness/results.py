@@ -31,6 +31,7 @@ import re
 import time
 
 from .errors import SocklabError
+from .sysctls import recorded_key
 from .kernels import version as kernel_version
 
 SCHEMA = 2
@@ -344,7 +345,7 @@ def _case_sysctls(rec: dict) -> dict:
         for k, v in (values or {}).items():
             if out.get(k) != str(v):
                 out[f"{role}:{k}"] = str(v)
-    return out
+    return {recorded_key(k): v for k, v in out.items()}
 
 
 def settings_of(cases: list[dict], profile: str | None = None) -> dict:

@@ -31,6 +31,23 @@ class SysctlAbsent(SysctlError, errors.SysctlAbsent):
     """The key does not exist inside a network namespace (this kernel lacks it, or it is host-only)."""
 
 
+PER_INTERFACE = ("conf", "neigh")           # net.ipv4.conf.IF.*, net.ipv6.neigh.IF.*, ...
+NOT_AN_INTERFACE = ("all", "default", "lo")
+VETH = "<veth>"
+
+
+def recorded_key(key: str) -> str:
+    """The key as results and baselines keep it: a per-interface key names the host's veth end as
+    `<veth>`, since its real name carries the run's process id and counter (a case that sets
+    net.ipv4.neigh.sl1a2b3c.retrans_time_ms would otherwise never have the settings of its baseline).
+    A role prefix ("client:") is kept."""
+    role, sep, bare = key.rpartition(":")
+    parts = bare.split(".")
+    if len(parts) > 4 and parts[0] == "net" and parts[2] in PER_INTERFACE and parts[3] not in NOT_AN_INTERFACE:
+        parts[3] = VETH
+    return role + sep + ".".join(parts)
+
+
 def check_key(key: str, where: str) -> None:
     """Refuse a key outside net.* (it would be the host's), naming where it came from."""
     if not isinstance(key, str) or not key.startswith(ALLOWED_PREFIX) or ".." in key or "/" in key:

@@ -166,3 +166,32 @@ def test_on_the_machine_a_delayed_ack_before_a_slow_reply_is_named_not_failed(tm
     (again / "results.json").write_text(json.dumps(results))
     ok, text = baseline.check(str(again), str(folder))
     assert ok is False and "ack 5" in text, text
+
+
+def test_a_per_interface_sysctl_is_the_same_setting_whatever_the_veth_end_was_called(tmp_path):
+    """A case that sets net.ipv4.neigh.<its veth end>.retrans_time_ms is compared with its baseline:
+    the end's name carries the run's pid and counter, so results record it as <veth> (and the check
+    reads older results' real names the same way). A different value is still another setting."""
+    from harness.sysctls import recorded_key
+    assert recorded_key("client:net.ipv4.neigh.sl1a2b3c.retrans_time_ms") == "client:net.ipv4.neigh.<veth>.retrans_time_ms"
+    assert recorded_key("net.ipv6.conf.sl9zzzs.accept_dad") == "net.ipv6.conf.<veth>.accept_dad"
+    for kept in ("net.ipv6.conf.all.accept_dad", "net.ipv4.conf.default.rp_filter", "net.ipv4.neigh.lo.gc_stale_time",
+                 "net.ipv4.tcp_rto_min_us", "server:net.core.somaxconn"):
+        assert recorded_key(kept) == kept
+    folder = tmp_path / "baselines"
+    path = Path(baseline.record(str(run_copy(tmp_path, "base")), str(folder)))
+    data = json.loads(path.read_text())
+    case = data["cases"][0]
+    case["sysctls"] = {**case["sysctls"], "client:net.ipv4.neigh.sl111aac.retrans_time_ms": "200"}
+    path.write_text(json.dumps(data))
+    run = run_copy(tmp_path, "again")
+    results = json.loads((run / "results.json").read_text())
+    ran = next(c for c in results["cases"] if c["id"] == case["id"])
+    ran["sysctls"] = {**ran["sysctls"], "client:net.ipv4.neigh.sl222bbc.retrans_time_ms": "200"}   # this run's end
+    (run / "results.json").write_text(json.dumps(results))
+    ok, text = baseline.check(str(run), str(folder))
+    assert ok is True and "other settings" not in text, text
+    ran["sysctls"]["client:net.ipv4.neigh.sl222bbc.retrans_time_ms"] = "400"
+    (run / "results.json").write_text(json.dumps(results))
+    ok, text = baseline.check(str(run), str(folder))
+    assert "1 ran with other settings" in text, text
