@@ -14,9 +14,12 @@ print later (ss.replay). The netlink socket is opened in a thread that entered t
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import socket
 import struct
+import sys
+import threading
 import time
 
 from . import nsutil, pyroute2_import  # noqa: F401  (pyroute2's modules without its __init__)
@@ -35,6 +38,24 @@ INFO_EXT = 1 << (2 - 1)             # what a poll needs: tcp_info only
 NETLINK_SOCK_DIAG = 4
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
+
+
+DIAG_MODULE = "pyroute2.netlink.diag"
+
+
+def import_ahead() -> None:
+    """Start importing pyroute2's inet_diag messages in a thread, once per process: 40 ms (its socket
+    layer imports asyncio and ssl) that the first case of a process then spends while it waits for
+    the kernel (a delayed ACK, a program's start), not in its first wait on sockets. A thread that
+    needs the module before the import ends waits for it (the import system's module lock)."""
+    global _ahead
+    if _ahead is None and DIAG_MODULE not in sys.modules:
+        _ahead = threading.Thread(target=importlib.import_module, args=(DIAG_MODULE,), daemon=True,
+                                  name="socklab-import-diag")
+        _ahead.start()
+
+
+_ahead: threading.Thread | None = None
 
 
 class SockDiag:
