@@ -171,7 +171,7 @@ def test_a_tcg_boot_that_dies_before_the_command_is_started_once_more(monkeypatc
 def test_kvm_is_tried_only_where_a_paused_qemu_gets_through_its_set_up(monkeypatch, tmp_path, qemu_exit, usable):
     """kvm_usable() asks QEMU itself (the CPU model vng uses under KVM, told to quit by its monitor):
     a QEMU that aborts there (this machine's nested backend: "failed to set MSR 0x10a") means TCG from
-    the start, not a KVM boot that takes 20 s to fail."""
+    the start, not a KVM boot through vng that takes 3.6 s to fail."""
     fake = tmp_path / "qemu-system-x86_64"
     fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/argv\nread cmd\necho "$cmd" > {tmp_path}/said\nexit {qemu_exit}\n')
     fake.chmod(0o755)
