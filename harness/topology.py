@@ -18,7 +18,6 @@ import os
 import socket
 import struct
 import subprocess
-import time
 from dataclasses import dataclass, field
 
 from . import pyroute2_import  # noqa: F401  (first: pyroute2's modules without its __init__)
@@ -361,7 +360,8 @@ def _wait_running(host: Host) -> None:
         if running():
             return
         request = array.array("I", [ETHTOOL_GLINK, 0])
-        fcntl.ioctl(sock, SIOCETHTOOL, struct.pack("16sP16x", name, request.buffer_info()[0]))
+        with contextlib.suppress(OSError):      # only a shortcut: the wait below decides
+            fcntl.ioctl(sock, SIOCETHTOOL, struct.pack("16sP16x", name, request.buffer_info()[0]))
         wait_until(running, RUNNING_TIMEOUT, f"{host.role}'s veth end {host.ifname} in {host.netns} running "
                    "(up, with the carrier its peer's coming up gives it)", interval=0.0002, error=SetupError)
 

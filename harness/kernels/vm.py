@@ -5,8 +5,9 @@ the guest's root (9p, read-only) and DIR writable; the command's exit status com
 first where a paused QEMU gets through its set-up under KVM (`kvm_usable`: on this kind of machine
 /dev/kvm is a nested software backend that aborts there); where a KVM boot still cannot run the
 kernel, the boot is repeated under TCG (`--disable-kvm`), and which one ran is returned. The root
-share is 9p without caching, which makes importing the harness take 25-120 s, so a second read-only share of `/` mounted with cache=loose carries the interpreter, venv and code:
-the guest script chroots into it with /proc, /sys, /dev, /run and the writable folder bound in.
+share is 9p without caching, which makes importing the harness take 25-120 s, so a second read-only
+share of `/` mounted with cache=loose carries the interpreter, venv and code: the guest script
+chroots into it with /proc, /sys, /dev, /run and the writable folder bound in.
 """
 
 from __future__ import annotations
@@ -84,8 +85,7 @@ def kvm_usable() -> bool:
     model virtme-ng asks for under KVM (`-cpu host,topoext=on`) gets through QEMU's set-up, told to
     quit by its monitor. On this kind of machine the nested backend rejects an MSR write there
     ("failed to set MSR 0x10a") and QEMU aborts in 0.05 s, where a KVM boot through vng took 3.6 s
-    to fail before its TCG fallback (measured at 10:38; the matrix's progress line, every 20 s, made
-    it look like 20 s)."""
+    to fail before its TCG fallback."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK) or not shutil.which("qemu-system-x86_64"):
         return False
     argv = ["qemu-system-x86_64", "-accel", "kvm", "-cpu", "host,topoext=on", "-display", "none", "-nodefaults",
