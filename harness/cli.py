@@ -249,6 +249,9 @@ def _compare(args) -> int:
         print(f"socklab compare: {exc}", file=sys.stderr)
         return 2
     print(comparison.text(), end="")
+    if comparison.changed:            # which differences are the kernel's, the emulator's, the observation's
+        from .kernels.attribution import attribute, cause_lines
+        print("\n".join(cause_lines(comparison, attribute(comparison))))
     if args.html:
         print(f"socklab compare: {write_compare_html(comparison, args.html)}")
     return 1 if comparison.changed else 0

@@ -10,7 +10,9 @@ only on evidence, one of:
   run that has more of them ran under emulation;
 - the same distinct segments were sent in another order (a crossed SYN's ACK before or after the
   FIN, say), possibly with repeats and the D-SACK blocks that answer repeats, and one of the runs
-  ran under emulation; the transitions, if
+  ran under emulation, the one with more repeats if their number differs (an emulated run that
+  repeats less, like 6.1's two SYNs against three where linear SYN timeouts exist, and a D-SACK on
+  the same segments with the same repeats are the kernel's); the transitions, if
   they differ too, differ only by how TIME-WAIT was observed (below);
 - the segments differ only by pure ACKs in the emulated run that a later segment of the same sender
   acknowledges again with data or a FIN: the delayed-ACK timer fired before the program's reply
@@ -83,6 +85,12 @@ def _dedupe(segments: list) -> list:
 
 
 _SACK = re.compile(r"(?:,nop)*,sack [^>]*")
+
+
+def _sack_only(before: list, after: list) -> bool:
+    """The same segments, in the same order, with the same repeats and drops, differing only in SACK
+    blocks: no repeat the other run lacks for a D-SACK to answer, so the kernel chose the option."""
+    return [_SACK.sub("", s) for s in before or []] == [_SACK.sub("", s) for s in after or []]
 
 
 def _without_sack(segments: list) -> set:
@@ -195,8 +203,11 @@ def attribute(cmp) -> list[Attribution]:
         observed = _observed_differently(cmp, d)
         reordered = (set(d.aspects) <= {"segments", "transitions"} and "segments" in d.aspects
                      and before != after and _without_sack(before) == _without_sack(after)
+                     and not _sack_only(before, after)
                      and ("transitions" not in d.aspects or _without_time_wait(d.before.get("transitions"))
                           == _without_time_wait(d.after.get("transitions"))))
+        # more repeats where the steps ran slower; the emulated run repeating less is not its timing
+        slower_repeats = extra == 0 or (extra > 0 and emu) or (extra < 0 and ref_emu)
         delayed = _delayed_acks(before, after) if emu else 0
         delayed_ref = _delayed_acks(after, before) if ref_emu else 0
         if observed:
@@ -209,13 +220,18 @@ def attribute(cmp) -> list[Attribution]:
             why = (f"{abs(extra)} {'extra' if extra > 0 else 'fewer'} retransmission(s) under "
                    f"{emu if extra > 0 else ref_emu}, the segments otherwise equal")
             out.append(Attribution(d.id, d.run, "emulator", why))
-        elif reordered and not absent and (emu or ref_emu):
+        elif reordered and not absent and (emu or ref_emu) and slower_repeats:
             why = (f"the same segments in another order under {emu or ref_emu}"
                    + (f", {abs(extra)} {'more' if extra > 0 else 'fewer'} repeated" if extra else "")
                    + ("; TIME_WAIT observed differently" if "transitions" in d.aspects else ""))
             out.append(Attribution(d.id, d.run, "emulator", why))
         else:
             why = f"differs in {', '.join(d.aspects)}"
+            if "segments" in d.aspects and before != after and _sack_only(before, after):
+                why += ": the same segments, only their SACK blocks differ"
+            elif "segments" in d.aspects and _without_sack(before) == _without_sack(after) and not slower_repeats:
+                why += (f": {abs(extra)} {'more' if extra > 0 else 'fewer'} repeat(s) on {cmp.letter(d.run)}, "
+                        f"the emulated run repeating less")
             if absent:
                 why += f"; this kernel lacks {', '.join(absent)}"
             out.append(Attribution(d.id, d.run, "kernel", why))
@@ -226,6 +242,15 @@ def attribute(cmp) -> list[Attribution]:
         out.append(Attribution(f.id, f.run, "kernel", f"outcome {f.before} -> {f.after}"))
         seen.add((f.id, f.run))
     return out
+
+
+def cause_lines(cmp, attributions: list[Attribution]) -> list[str]:
+    """The "Causes of the differences" section of a comparison's text (socklab matrix, socklab compare)."""
+    if not attributions:
+        return []
+    lines = ["", "Causes of the differences (kernel behaviour or the emulator's timing):"]
+    lines += ["  " + s for s in summary(cmp, attributions)]
+    return lines + [f"  {cmp.letter(a.run)} {a.case}: {a.cause}: {a.why}" for a in attributions]
 
 
 def summary(cmp, attributions: list[Attribution]) -> list[str]:

@@ -198,10 +198,7 @@ def write_report(folder: str, run_dirs: list[str], log=print) -> int:
         return 1
     cmp = compare(run_dirs)
     attrs = attribution.attribute(cmp)
-    lines = ["", "Causes of the differences (kernel behaviour or the emulator's timing):"]
-    lines += ["  " + s for s in attribution.summary(cmp, attrs)]
-    lines += [f"  {cmp.letter(a.run)} {a.case}: {a.cause}: {a.why}" for a in attrs]
-    text = cmp.text() + "\n".join(lines) + "\n"
+    text = cmp.text() + "\n".join(attribution.cause_lines(cmp, attrs)) + "\n"
     with open(os.path.join(folder, "matrix.txt"), "w") as fh:
         fh.write(text)
     html = render_compare_html(cmp).replace("<h1>socklab compare</h1>", "<h1>socklab matrix</h1>" + _causes_html(cmp, attrs), 1)

@@ -181,3 +181,20 @@ def test_a_fin_resent_with_a_newer_ack_is_a_retransmission_a_new_pure_ack_is_not
     more_acks = run("6.1.192", "TCG", [case("a", [SYN, SYNACK, FIN, sfin, cack, cack.replace("ack 2", "ack 3"), sack])])
     [b] = attribute(compare_runs([host, more_acks]))
     assert b.cause == "kernel", b.why
+
+
+def test_fewer_repeats_under_tcg_and_a_dsack_on_the_same_segments_are_the_kernels():
+    """Slow emulated steps make a run repeat more, never less: 6.1 sends two SYNs where kernels with
+    linear SYN timeouts send three within the same give-up time. And a D-SACK on the same segments,
+    in the same order with the same repeats, answers no repeat the other run lacked: 6.1 D-SACKs the
+    crossed SYN+ACK of a simultaneous open, later kernels do not. Both were put down to the emulator
+    ("the same segments in another order") in every matrix until 2026-11-30."""
+    dsack = "client > server  .   1:1(0) ack 1 <nop,nop,TS,nop,nop,sack 1>"
+    plain = "client > server  .   1:1(0) ack 1 <nop,nop,TS>"
+    host = run("6.18.44", None, [case("syns", [SYN + " (dropped)"] * 3), case("open", [SYN, SYNACK, SYNACK, plain])])
+    old = run("6.1.192", "TCG", [case("syns", [SYN + " (dropped)"] * 2), case("open", [SYN, SYNACK, SYNACK, dsack])])
+    causes = {a.case: (a.cause, a.why) for a in attribute(compare_runs([host, old]))}
+    assert causes["syns"] == ("kernel", "differs in segments: 1 fewer repeat(s) on B, the emulated run repeating less")
+    assert causes["open"] == ("kernel", "differs in segments: the same segments, only their SACK blocks differ")
+    more = run("6.1.192", "TCG", [case("syns", [SYN + " (dropped)"] * 4), case("open", [SYN, SYNACK, SYNACK, SYNACK, dsack])])
+    assert {a.case: a.cause for a in attribute(compare_runs([host, more]))} == {"syns": "emulator", "open": "emulator"}
