@@ -32,6 +32,9 @@ KEEPER_RULES = ("add table inet keep; "
                 "add chain inet keep out { type filter hook output priority 0; policy accept; }; "
                 "add table netdev keep; "
                 "add chain netdev keep in { type filter hook ingress device k0 priority 0; policy accept; }")
+# Holds one socket with SO_TIMESTAMPNS (35) until the guest powers off (see _script).
+STAMP_HOLDER = ("import signal, socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                "s.setsockopt(socket.SOL_SOCKET, 35, 1); signal.pause()")
 # Modules the harness needs (veth link, nftables faults, sock_diag for ss, AF_PACKET capture), loaded
 # before the chroot, where module auto-loading finds no modules of the guest kernel.
 MODULES = ("veth", "nfnetlink", "nf_tables", "nft_limit", "nft_reject", "nft_reject_inet",
@@ -250,7 +253,12 @@ if mkdir -p "$ro" && mount -t 9p -o trans=virtio,version=9p2000.L,cache=loose,ro
     mount -t tmpfs tmpfs "$ro/tmp"
 {tmp_binds}    mkdir -p "$ro$RW"
     mount --bind "$RW" "$ro$RW"
-{shared_binds}    chroot "$ro" /bin/sh -c {q(cmd)} >> "$log" 2>&1
+{shared_binds}    # A socket asking for receive timestamps, held for the whole run: each case's capture socket asks
+    # for them too (SO_TIMESTAMPNS), and whenever the last one closed the kernel turned its netstamp
+    # static key off and patched every net_timestamp_check site, on again for the next case; a 6.12
+    # guest under TCG died of it ("Oops: int3" in __netif_receive_skb_core, matrix-s3, 2026-11-30).
+    chroot "$ro" {q(sys.executable)} -S -c {q(STAMP_HOLDER)} &
+    chroot "$ro" /bin/sh -c {q(cmd)} >> "$log" 2>&1
 else
     echo "socklab: the cached share did not mount; running from the uncached root (slow)" >> "$log"
     /bin/sh -c {q(cmd)} >> "$log" 2>&1

@@ -2,6 +2,8 @@
 and the time factor."""
 
 import os
+import sys
+import subprocess
 
 import pytest
 
@@ -99,6 +101,17 @@ def test_the_guest_script_runs_the_command_in_the_cached_share():
     # the netfilter hooks of the fault rules stay registered for the whole guest run (keeper namespace)
     assert "ip netns exec keeper nft 'add table inet keep;" in text and "hook ingress device k0" in text
     assert text.index("for m in veth") < text.index("ip netns add keeper") < text.index('chroot "$ro"')
+    # and so does one socket with receive timestamps (the netstamp static key), started in the background
+    holder = f"chroot \"$ro\" {sys.executable} -S -c '{vm.STAMP_HOLDER}' &"
+    assert holder in text and text.index(holder) < text.index("chroot \"$ro\" /bin/sh -c")
+
+
+def test_the_timestamp_holder_asks_for_receive_timestamps():
+    """The guest's holder socket (see vm._script) has SO_TIMESTAMPNS on, which is what keeps the
+    kernel's netstamp key from flipping between cases."""
+    code = vm.STAMP_HOLDER.replace("signal.pause()", "print(s.getsockopt(socket.SOL_SOCKET, 35))")   # SO_TIMESTAMPNS
+    assert code != vm.STAMP_HOLDER
+    assert subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True).stdout == "1\n"
     # a shared writable folder (the probe definitions' cache) is bound into the chroot at its own path
     shared = vm._script("/r/m", "k1", ["/v/bin/python"], {}, "/src", None, [], ["/var/cache/socklab/probes"])
     bind = 'mount --bind /var/cache/socklab/probes "$ro"/var/cache/socklab/probes'
