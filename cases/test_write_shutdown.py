@@ -18,8 +18,9 @@ FIN_TIMEOUT = 1             # a short per-namespace tcp_fin_timeout, seconds
 NOSIGNAL = ("MSG_NOSIGNAL",)
 DONTWAIT = ("MSG_DONTWAIT",)
 UNACKED = 1000              # bytes sent and kept unacknowledged by a drop (SHUT-WR-UNACKED)
-UNACKED_RTO_US = 1_000_000  # SHUT-WR-UNACKED's minimum retransmission timeout: the drop ends well before it
-HELD_ACK_RTO_US = 1_000_000  # SHUT-WR-SEND's: the held ACK's drop ends before the FIN's next copy
+# The client's minimum RTO in the cases that end a drop after a step (SHUT-WR-SEND, SHUT-WR-UNACKED):
+# the drop ends well before the next copy, however slowly the step runs
+DROP_RTO_US = 1_000_000
 
 
 def listening(lab, program=None, port=PORT):
@@ -84,7 +85,7 @@ def test_send_after_shutdown_write(lab, family, how):
     # copies fell into it when the steps ran slower (2-6 more under TCG in 13 of the 32 guest runs of
     # the 11 recorded matrices, on every kernel). With a 1 s minimum the drop ends before the next
     # copy (on 6.1, which lacks the setting, it is recorded as absent and the 200 ms timer stays).
-    lab.set_sysctl("client", "net.ipv4.tcp_rto_min_us", HELD_ACK_RTO_US)
+    lab.set_sysctl("client", "net.ipv4.tcp_rto_min_us", DROP_RTO_US)
     srv, conn, cli = lab.establish(PORT)
     held = lab.faults.drop("server > client", ".", payload=False)    # the ACK of the FIN: FIN-WAIT-1 stays
     cli.shutdown(how, check=False)
@@ -244,7 +245,7 @@ def test_shutdown_with_unacknowledged_data(lab, family, how):
     # (two `ss` runs took 110 ms in a CI job) let one more retransmission fall into the drop. With a
     # 1 s minimum every run drops the same copies (on 6.1, which lacks the setting, it is recorded
     # as absent and the 200 ms timer stays).
-    lab.set_sysctl("client", "net.ipv4.tcp_rto_min_us", UNACKED_RTO_US)
+    lab.set_sysctl("client", "net.ipv4.tcp_rto_min_us", DROP_RTO_US)
     srv, conn, cli = lab.establish(PORT)
     lost = lab.faults.drop("client > server", payload=True)     # every data segment, until removed
     cli.send(size=UNACKED)
