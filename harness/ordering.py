@@ -1,15 +1,22 @@
-"""The order cases are handed to pytest-xdist workers: the longest first.
+"""The order cases are handed to pytest-xdist workers: the waiting ones first, short ones between.
 
 xdist's load scheduling hands out cases in collection order. In file order the catalogue's longest
 cases (3-4 s of protocol timers) can start last and leave one worker running while the others are
-done. Sorted longest first, the short ones fill in at the end.
+done. Sorted longest first, the long ones all start together and then all wait together: a case
+that lasts 0.5 s or more (WAITING) spends nearly all of it waiting on a retransmission, delayed-ACK
+or keepalive timer, so while every worker sat in one of them the cores were idle (25-50% busy for
+6-7 s of a 15 s catalogue at -n 6), and the short cases, which are CPU work, came after them with
+every core saturated. So the long ones go first, longest first, each followed by SHORT_PER_WAIT of
+the short ones (longest first too): the workers in a long case leave the cores to the workers in
+the short ones, and the long ones have all started by about the middle of the run, so none is
+left as the tail.
 
 The durations are the previous run's, from the newest results.json in the reports folder (each case
 entry carries its lab's duration). The controller reads them once and hands the same table to every
 worker (`workerinput`), so all workers collect the same order, as xdist requires, even while another
 run writes its results. Under `--dist loadgroup`, the plugin's choice (see grouped()), each case is
 a unit of its own except the scapy group, and a worker holds at most three units ahead, so the long
-ones spread over the workers the way a longest-first greedy schedule does. Under an explicit
+ones spread over the workers. Under an explicit
 `--dist load`, whose first chunks would give one worker all the longest, the plugin sets
 `--maxschedchunk 1` unless the user gave one. A serial run keeps the file order; a test without a previous duration counts
 as its expected_duration marker says (the kernel matrix's smoke run: 80 s), else UNKNOWN seconds.
@@ -21,6 +28,9 @@ import json
 import os
 
 UNKNOWN = 1.0       # s: a new case might be long; it goes before the previous run's short ones
+WAITING = 0.5       # s: a case this long is mostly protocol timers (the catalogue's: 1.0-3.2 s against
+                    #    <= 0.4 s for the rest)
+SHORT_PER_WAIT = 2  # short cases handed out after each waiting one (see README, Benchmark)
 
 
 def previous_durations(reports_dir: str, *, exclude: str | None = None) -> dict[str, float]:
@@ -50,14 +60,22 @@ def previous_durations(reports_dir: str, *, exclude: str | None = None) -> dict[
             if isinstance(c, dict) and isinstance(c.get("id"), str) and isinstance(c.get("duration"), (int, float))}
 
 
-def longest_first(items: list, durations: dict[str, float]) -> None:
-    """Sort pytest items in place by their previous duration, longest first (stable for ties). A test
-    with no previous duration (the harness's own tests: results.json has only cases) counts as its
+def waiting_first(items: list, durations: dict[str, float]) -> None:
+    """Order pytest items in place: longest first by their previous duration (stable for ties), then
+    each waiting one (>= WAITING) followed by the next SHORT_PER_WAIT short ones. A test with no
+    previous duration (the harness's own tests: results.json has only cases) counts as its
     `expected_duration(seconds)` marker says, else as UNKNOWN."""
     def expected(item) -> float:
         marker = item.get_closest_marker("expected_duration")
         return float(marker.args[0]) if marker and marker.args else UNKNOWN
-    items.sort(key=lambda item: -durations.get(item.nodeid, expected(item)))
+    longest = sorted(items, key=lambda item: -durations.get(item.nodeid, expected(item)))
+    waiting = [i for i in longest if durations.get(i.nodeid, expected(i)) >= WAITING]
+    short = longest[len(waiting):]
+    items[:] = []
+    for n, item in enumerate(waiting):
+        items.append(item)
+        items.extend(short[n * SHORT_PER_WAIT:(n + 1) * SHORT_PER_WAIT])
+    items.extend(short[len(waiting) * SHORT_PER_WAIT:])
 
 
 def one_at_a_time(config) -> None:

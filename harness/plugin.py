@@ -181,8 +181,8 @@ def pytest_collection_modifyitems(config, items):
     # after the experiment/article markers exist: -k CONN-DATA and -k 000 match them.
     selection.add_keywords(items)
     selection.select(config, items)
-    if hasattr(config, "workerinput"):      # xdist hands cases out in this order: the longest first
-        ordering.longest_first(items, config.workerinput.get("socklab_durations") or {})
+    if hasattr(config, "workerinput"):      # xdist hands cases out in this order (harness/ordering.py)
+        ordering.waiting_first(items, config.workerinput.get("socklab_durations") or {})
 
 
 def _judges_of(item) -> list:

@@ -1,4 +1,5 @@
-"""The order xdist hands tests out: the previous run's durations, longest first (harness/ordering.py)."""
+"""The order xdist hands tests out: by the previous run's durations, the waiting ones first with short ones
+between (harness/ordering.py)."""
 
 from __future__ import annotations
 
@@ -46,15 +47,31 @@ class _Item:
 
 
 def test_longest_first_with_unknown_and_expected_durations():
-    items = [_Item("short"), _Item("new"), _Item("long"), _Item("smoke", expected=80), _Item("mid")]
-    ordering.longest_first(items, {"short": 0.2, "long": 3.5, "mid": 1.5})
-    # smoke: its marker (80 s); new: UNKNOWN (1 s), after mid's 1.5 s and before short's 0.2 s
-    assert [i.nodeid for i in items] == ["smoke", "long", "mid", "new", "short"]
+    items = [_Item("short"), _Item("new"), _Item("long"), _Item("smoke", expected=80), _Item("mid"),
+             _Item("tiny")]
+    ordering.waiting_first(items, {"short": 0.2, "long": 3.5, "mid": 1.5, "tiny": 0.1})
+    # smoke: its marker (80 s); new: UNKNOWN (1 s), after mid's 1.5 s; each followed by up to two short
+    assert [i.nodeid for i in items] == ["smoke", "short", "tiny", "long", "mid", "new"]
+
+
+def test_each_waiting_case_is_followed_by_short_ones_until_the_waiting_ones_run_out():
+    durations = {"w1": 3.0, "w2": 1.1, "w3": 1.0}
+    durations.update({f"s{n}": 0.4 - n / 100 for n in range(8)})
+    items = [_Item(name) for name in sorted(durations)]
+    ordering.waiting_first(items, durations)
+    assert [i.nodeid for i in items] == ["w1", "s0", "s1", "w2", "s2", "s3", "w3", "s4", "s5", "s6", "s7"]
+    assert ordering.SHORT_PER_WAIT == 2 and ordering.WAITING == 0.5
+
+
+def test_a_case_just_under_the_waiting_threshold_is_a_short_one():
+    items = [_Item("a"), _Item("b"), _Item("c"), _Item("d")]
+    ordering.waiting_first(items, {"a": 0.49, "b": 0.5, "c": 0.3, "d": 0.2})
+    assert [i.nodeid for i in items] == ["b", "a", "c", "d"]
 
 
 def test_without_durations_a_long_test_still_goes_first_and_the_rest_keep_their_order():
     items = [_Item("a"), _Item("b"), _Item("smoke", expected=80), _Item("c")]
-    ordering.longest_first(items, {})
+    ordering.waiting_first(items, {})
     assert [i.nodeid for i in items] == ["smoke", "a", "b", "c"]
 
 
