@@ -42,6 +42,9 @@ def pytest_addoption(parser):
     group.addoption("--socklab-baseline", default=None, metavar="FOLDER",
                     help="fail the session when a case behaves differently from FOLDER/<kernel>.json")
     group.addoption("--socklab-slow", action="store_true", help="also run cases marked slow (e.g. a full 2MSL wait)")
+    group.addoption("--socklab-spawn-workers", action="store_true",
+                    help="start each xdist worker as a new interpreter, xdist's own way, instead of forking "
+                         "it from a process that has imported pytest and the harness (harness/forkserver.py)")
     group.addoption("--experiment", action="append", default=[], metavar="ID",
                     help="run only the cases of experiment ID, e.g. CONN-DATA (repeatable; ids also work with -k)")
     group.addoption("--article", action="append", default=[], metavar="ID",
@@ -90,9 +93,25 @@ def pytest_configure(config):
                                                                    exclude=run)
             ordering.one_at_a_time(config)
             ordering.grouped(config)
+            _fork_workers(config)
             # The xdist controller builds no lab, yet a SIGTERM to it must unwind too, so the run
             # is reported as interrupted (results.json, report, summary) instead of killed silently.
             _unwind_on_sigterm()
+
+
+def _fork_workers(config) -> None:
+    """Have xdist's local workers forked from a warm process (harness/forkserver.py): only for the
+    plain `-n N` workers (the user gave no --tx of their own), and only if the server comes up."""
+    tx = getattr(config.option, "tx", None)
+    if config.getoption("--socklab-spawn-workers") or not tx or any(spec != "popen" for spec in tx):
+        return
+    from .forkserver import Server
+    server = Server()
+    if not server.wait_ready():
+        server.stop()
+        return
+    config.socklab_forkserver = server
+    config.option.tx = [f"popen//python={server.spec()}"] * len(tx)
 
 
 _previous_sigterm: list = []
@@ -246,6 +265,9 @@ def pytest_unconfigure(config):
         sys.modules["harness.launcher"].close()      # the socket-program launcher of this process
     if _previous_sigterm:
         signal.signal(signal.SIGTERM, _previous_sigterm.pop())
+    server = getattr(config, "socklab_forkserver", None)
+    if server is not None:
+        server.stop()
 
 
 def _write_run_report(session):

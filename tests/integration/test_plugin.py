@@ -319,3 +319,31 @@ def test_without_privileges_cases_skip_with_one_reason_line(spawn):
     assert re.search(r"^1 passed, 5 skipped", run.output, re.M), run.output
     assert run.output.count(privileges.REASON) == 1, run.output
     assert re.search(rf"^SKIPPED \[5\] .*: {re.escape(privileges.REASON)}$", run.output, re.M), run.output
+
+
+FORKED = '''
+import os
+
+
+def test_where_am_i(lab, family):
+    with open(os.path.join(os.path.dirname(__file__), f"parent-{os.getpid()}"), "w") as fh:
+        with open(f"/proc/{os.getppid()}/cmdline", "rb") as cmd:
+            fh.write(cmd.read().replace(b"\\0", b" ").decode())
+    assert lab.family in ("ipv4", "ipv6")
+'''
+
+
+@pytest.mark.parametrize("spawned", [False, True], ids=["forked", "spawned"])
+def test_xdist_workers_are_forked_from_the_fork_server_unless_told_to_spawn(run_pytest, pytester, spawned):
+    args = ["-n", "2"] + (["--socklab-spawn-workers"] if spawned else [])
+    run = run_pytest(FORKED, *args, subprocess=True)
+    assert run.returncode == 0, run.output
+    parents = [p.read_text() for p in pytester.path.glob("parent-*")]
+    assert len(parents) == 2, parents       # one per family
+    for parent in parents:
+        if spawned:     # started by the controller itself: `python -mpytest ...` under pytester
+            assert "pytest" in parent and "harness.forkserver" not in parent, parent
+        else:
+            assert "-m harness.forkserver" in parent, parent
+    with open(os.path.join(run.run_dir, "results.json")) as fh:
+        assert [c["outcome"] for c in json.load(fh)["cases"]] == ["passed", "passed"]

@@ -1,0 +1,266 @@
+"""pytest-xdist workers forked from a warm process instead of started as new interpreters.
+
+Each xdist worker is a fresh `python -c ...` that imports pytest, execnet, xdist, pyroute2 and the
+harness before it collects: 0.55-0.6 s of CPU a worker on this machine, paid by all of them at once
+at the start of a run, on two cores (2.3 s of wall for 8 workers before the first case). The cases
+mostly wait on protocol timers, so a run wants more workers than cores, and that start-up was the
+price of each.
+
+Here the controller starts one server process (`serve`) that imports all of that once and then
+forks a worker for each connection. xdist still starts a process per worker, through the `python=`
+of its `popen` spec (`spec()`); that process is `client()` under `python -S -I`, about 15 ms, which
+hands its stdin, stdout and stderr (xdist's pipes) and its environment and working folder to the
+server and then stands for the forked worker: it exits with the worker's exit status. The worker
+runs execnet's bootstrap line on those pipes exactly as `python -u -c LINE` would, so execnet and
+xdist see no difference.
+
+What a killed or interrupted run needs:
+- the server dies with the controller (PR_SET_PDEATHSIG) and exits when the controller closes its
+  end of the control socket (`stop()`, at pytest_unconfigure);
+- a client killed by execnet (its `kill()` after a timeout) closes its connection: the server then
+  sends the worker SIGTERM, which the harness unwinds like Ctrl-C;
+- Ctrl-C reaches the workers from the terminal as before (same process group); the server and the
+  clients ignore SIGINT, so they outlive the workers' teardown;
+- a worker that the server forked is not the server's to keep: when the server dies first, the
+  worker keeps its pipes to the controller and ends as xdist tells it.
+
+The server forks only while it has one thread (it checks), and each worker reseeds `random` (Python
+does on fork) and starts from the server's imports only: no pytest configuration, no collection, no
+harness state is made before the fork.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forkclient.py")
+
+# What a worker imports before and during its cases (sys.modules after a case): pytest and its builtin
+# plugins, execnet, the harness's lab and reporting sides, pyroute2's inet_diag.
+WARM = ("pytest", "_pytest.config", "execnet", "execnet.gateway_base", "harness.plugin", "harness.lab",
+        "harness.results", "harness.casepage", "harness.report", "harness.baseline", "harness.compare",
+        "harness.claimtable", "pyroute2.netlink.diag", "tap.formatter", "tap.tracker")
+
+
+def _rewritten_by_pytest() -> set[str]:
+    """The top-level names pytest marks for assertion rewriting in every session: the packages of the
+    distributions that have a pytest11 plugin (xdist, pytest_tap; harness too where socklab is not an
+    editable install). A module of theirs imported before pytest's hook is installed would not be
+    rewritten and pytest would warn in every worker, so the server leaves them to the worker."""
+    import importlib.metadata as md
+    from _pytest.config import _iter_rewritable_modules    # pytest's own rule, not a copy of it
+    files = (str(f) for dist in md.distributions()
+             if any(ep.group == "pytest11" for ep in dist.entry_points) for f in dist.files or [])
+    return set(_iter_rewritable_modules(files))
+
+
+def _import_warm() -> None:
+    import importlib
+    from _pytest.config import default_plugins
+    skip = _rewritten_by_pytest()
+    for name in WARM + tuple(f"_pytest.{p}" for p in default_plugins):
+        if name.split(".")[0] in skip:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass                        # not installed: the worker does without, as it would anyway
+
+
+class Server:
+    """The controller's handle on its fork server."""
+
+    def __init__(self):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.path = f"socklab-forkserver-{os.getpid()}-{id(self):x}"    # an abstract socket: nothing on disk
+        self.proc = subprocess.Popen([sys.executable, "-m", "harness.forkserver", self.path, str(theirs.fileno())],
+                                     pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        theirs.close()
+        self.control = ours
+        self.ready = False
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        """True once the server listens (it says so on the control socket); False if it died."""
+        if not self.ready:
+            self.control.settimeout(timeout)
+            try:
+                self.ready = self.control.recv(16) == b"ready"
+            except OSError:
+                self.ready = False
+        return self.ready
+
+    def spec(self) -> str:
+        """The python= of an xdist popen spec whose worker this server forks."""
+        import shlex
+        return shlex.join([sys.executable, "-S", "-I", CLIENT, self.path])
+
+    def stop(self) -> None:
+        self.control.close()                 # EOF: the server exits; its workers live on
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _die_with_parent() -> None:
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def serve(path: str, control_fd: int) -> None:
+    """The fork server: import, listen on the abstract socket `path`, fork a worker per connection."""
+    import gc
+    import select
+    import threading
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    control = socket.socket(fileno=control_fd)
+    _import_warm()
+    gc.collect()
+    gc.freeze()                          # the imports' objects: shared with the workers, never walked again
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind("\0" + path)
+    listener.listen(64)
+    control.send(b"ready")
+    conns: dict[socket.socket, int] = {}            # a client's connection -> its worker's pid
+    workers: dict[int, tuple[int, socket.socket | None]] = {}     # pidfd -> (pid, connection or None)
+    while True:
+        readable, _, _ = select.select([control, listener, *conns, *workers], [], [])
+        if control in readable:
+            break
+        for r in readable:
+            if r is listener:
+                conn, _ = listener.accept()
+                if not _from_our_clients(conn):
+                    conn.close()
+                    continue
+                try:
+                    msg, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 3)
+                except OSError:
+                    conn.close()
+                    continue
+                if len(fds) != 3 or threading.active_count() != 1:
+                    for fd in fds:
+                        os.close(fd)
+                    conn.close()
+                    continue
+                pid = os.fork()
+                if pid == 0:
+                    for fd in workers:
+                        os.close(fd)
+                    for other in (listener, control, *conns):
+                        other.close()
+                    _worker(conn, msg, fds)                     # never returns
+                for fd in fds:
+                    os.close(fd)
+                conns[conn] = pid
+                workers[os.pidfd_open(pid)] = (pid, conn)
+                try:
+                    conn.send(f"pid {pid}".encode())
+                except OSError:
+                    pass
+            elif isinstance(r, int):                            # a worker exited: tell its client
+                pid, conn = workers.pop(r)
+                os.close(r)
+                _, status = os.waitpid(pid, 0)
+                if conn is not None:
+                    conns.pop(conn, None)
+                    try:
+                        conn.send(f"exit {os.waitstatus_to_exitcode(status)}".encode())
+                    except OSError:
+                        pass
+                    conn.close()
+            elif r in conns and not r.recv(64):                 # a client went away: end its worker
+                pid = conns.pop(r)
+                r.close()
+                for fd, (wpid, wconn) in workers.items():
+                    if wpid == pid:
+                        workers[fd] = (wpid, None)
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+    listener.close()
+    for fd in workers:
+        os.close(fd)                    # the workers are reparented; they end on their own pipes
+
+
+def _from_our_clients(conn: socket.socket) -> bool:
+    """Only a client our controller started may have a worker forked: a connection from another
+    process (the socket is abstract, so any process of the host's network namespace can connect) is
+    refused, whoever runs it."""
+    import struct
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _gid = struct.unpack("3i", creds)
+    if uid != os.getuid():
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return False
+    return ppid == os.getppid()
+
+
+def _worker(conn: socket.socket, msg: bytes, fds: list[int]) -> None:
+    """In the forked child: become `python -u -c "import sys;exec(eval(sys.stdin.readline()))"`."""
+    import atexit
+    import io
+    import threading
+    import types
+    status = 1
+    try:
+        conn.close()
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        cwd, *env = msg.split(b"\0")           # as harness/forkclient.py sends them
+        os.chdir(cwd)
+        os.environ.clear()
+        for entry in env:
+            key, _, value = entry.partition(b"=")
+            os.environb[key] = value
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        sys.argv = ["-c"]
+        sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True,
+                                      errors="backslashreplace")
+        line = bytearray()
+        while not line.endswith(b"\n"):
+            # execnet writes the line (its gateway's source, ~70 kB) and then waits for the gateway's
+            # answer, so nothing past the line can be read here
+            chunk = os.read(0, 1 << 16)
+            if not chunk:
+                break
+            line += chunk
+        main = types.ModuleType("__main__")
+        sys.modules["__main__"] = main
+        try:
+            exec(eval(line.decode()), main.__dict__)    # noqa: S307 - execnet's own bootstrap, from xdist
+            status = 0
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:                   # noqa: BLE001 - as the interpreter would: print, exit 1
+            import traceback
+            traceback.print_exc()
+            status = 1
+        threading._shutdown()                   # noqa: SLF001 - join non-daemon threads, as at exit
+        atexit._run_exitfuncs()                 # noqa: SLF001
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:                   # noqa: BLE001
+                pass
+    finally:
+        os._exit(status)
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], int(sys.argv[2]))
