@@ -54,15 +54,24 @@ def _numbers(row: dict) -> set:
     return {int(n) for n in row.get("numbers") or [] if str(n).isdigit()}
 
 
-def judgements(results: dict, row: dict) -> list[tuple[dict, dict]]:
-    """(case, verdict) of every verdict in the run that judges claim `row`."""
-    want = _numbers(row)
-    out = []
+def judgements(results: dict, row: dict, index: dict | None = None) -> list[tuple[dict, dict]]:
+    """(case, verdict) of every verdict in the run that judges claim `row`, in the run's order;
+    `index` is by_claim(results), to look many rows up in one run."""
+    index = by_claim(results) if index is None else index
+    found = {position: (case, v) for n in _numbers(row) for case, v, position in index.get(n, ())}
+    return [found[position] for position in sorted(found)]
+
+
+def by_claim(results: dict) -> dict[int, list[tuple[dict, dict, int]]]:
+    """{claim number: [(case, verdict, position in the run)]}: the run's verdicts by the claims they judge."""
+    index: dict = {}
+    position = 0
     for case in results.get("cases", []):
         for v in case.get("verdicts") or []:
-            if want & {int(n) for n in v.get("claims") or [] if str(n).isdigit()}:
-                out.append((case, v))
-    return out
+            for n in {int(n) for n in v.get("claims") or [] if str(n).isdigit()}:
+                index.setdefault(n, []).append((case, v, position))
+            position += 1
+    return index
 
 
 def strongest(pairs: list[tuple[dict, dict]]) -> str | None:
@@ -125,9 +134,10 @@ def render(runs: list[dict], href: Callable[[int, dict], str], *, headers: list[
         if case.get("experiment") and loose:
             before = [(case, {"verdict": ran[case["experiment"]]})] if case["experiment"] in ran else []
             ran[case["experiment"]] = strongest(before + loose)
+    indexes = [by_claim(run) for run in runs]
     for a in articles:
         mine = [r for r in rows if a in (r.get("articles") or [])]
-        judged = [[judgements(run, r) for run in runs] for r in mine]
+        judged = [[judgements(run, r, index) for run, index in zip(runs, indexes)] for r in mine]
         tally = {w: sum(1 for j in judged if strongest(j[0]) == w) for w in VERDICTS}
         tally["not judged"] = sum(1 for j in judged if not j[0])
         out.append(f'<h3 id="article-{e(a)}">Article {e(a)}: {e(titles.get(a, ""))}</h3>'

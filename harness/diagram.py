@@ -230,10 +230,11 @@ def reached(v: dict) -> dict:
 def states_table(views: list[dict]) -> list[dict]:
     """The eleven states, each with the cases that reached it and by which sources."""
     rows = []
+    reach = [reached(v) for v in views]
     for state in RFC_STATES:
         cases = []
-        for v in views:
-            srcs = reached(v).get(state)
+        for v, states in zip(views, reach):
+            srcs = states.get(state)
             if srcs:
                 cases.append({"id": v["id"], "experiment": v.get("experiment"), "family": v.get("family"),
                               "seen_by": sorted(srcs)})
