@@ -11,8 +11,11 @@ the short ones (longest first too): the workers in a long case leave the cores t
 the short ones, and the long ones have all started by about the middle of the run, so none is
 left as the tail.
 
-The durations are the previous run's, from the newest results.json in the reports folder (each case
-entry carries its lab's duration). The controller reads them once and hands the same table to every
+The durations are the last known of each case, kept in `durations.json` in the reports folder: each
+run's end merges its cases' durations into it (remember_durations), so a run of a few cases (-k,
+the bench's) does not leave the next full run without the rest. Without that file (a reports
+folder from before it), the newest results.json gives them (each case entry carries its lab's
+duration). The controller reads them once and hands the same table to every
 worker (`workerinput`), so all workers collect the same order, as xdist requires, even while another
 run writes its results. Under `--dist loadgroup`, the plugin's choice (see grouped()), each case is
 a unit of its own except the scapy group, and a worker holds at most three units ahead, so the long
@@ -33,8 +36,45 @@ WAITING = 0.5       # s: a case this long is mostly protocol timers (the catalog
 SHORT_PER_WAIT = 2  # short cases handed out after each waiting one (see README, Benchmark)
 
 
+DURATIONS = "durations.json"     # {case id: seconds}, in the reports folder
+
+
 def previous_durations(reports_dir: str, *, exclude: str | None = None) -> dict[str, float]:
-    """{case id: duration} of the newest finished run under `reports_dir` ({} when there is none)."""
+    """{case id: duration} as last measured (durations.json), else of the newest finished run under
+    `reports_dir` other than `exclude` ({} when there is none)."""
+    known = _read_durations(os.path.join(reports_dir, DURATIONS))
+    return known if known else _newest_run_durations(reports_dir, exclude=exclude)
+
+
+def remember_durations(reports_dir: str, cases: list) -> None:
+    """Merge the durations of a run's case entries into durations.json (a case without one keeps
+    its old figure). Written whole and renamed into place, so a reader never sees half of it."""
+    path = os.path.join(reports_dir, DURATIONS)
+    known = _read_durations(path)
+    known.update(_durations_of(cases))
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(known, fh, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _read_durations(path: str) -> dict[str, float]:
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}                   # none yet, or unreadable: it only costs the ordering
+    if not isinstance(data, dict):
+        return {}
+    return {k: float(v) for k, v in data.items() if isinstance(k, str) and isinstance(v, (int, float))}
+
+
+def _durations_of(cases) -> dict[str, float]:
+    return {c["id"]: float(c["duration"]) for c in cases
+            if isinstance(c, dict) and isinstance(c.get("id"), str) and isinstance(c.get("duration"), (int, float))}
+
+
+def _newest_run_durations(reports_dir: str, *, exclude: str | None = None) -> dict[str, float]:
     newest, newest_time = None, -1.0
     try:
         entries = list(os.scandir(reports_dir))
@@ -56,8 +96,7 @@ def previous_durations(reports_dir: str, *, exclude: str | None = None) -> dict[
             cases = json.load(fh).get("cases") or []
     except (OSError, ValueError, AttributeError):
         return {}                   # an unreadable results file only costs the ordering
-    return {c["id"]: float(c["duration"]) for c in cases
-            if isinstance(c, dict) and isinstance(c.get("id"), str) and isinstance(c.get("duration"), (int, float))}
+    return _durations_of(cases)
 
 
 def waiting_first(items: list, durations: dict[str, float]) -> None:

@@ -109,6 +109,9 @@ def _fork_workers(config) -> None:
     server = Server()
     if not server.wait_ready():
         server.stop()
+        config.issue_config_time_warning(pytest.PytestWarning(
+            f"socklab: the fork server for xdist workers did not come up (exit status {server.proc.returncode}); "
+            "the workers start as new interpreters"), stacklevel=2)
         return
     config.socklab_forkserver = server
     config.option.tx = [f"popen//python={server.spec()}"] * len(tx)
@@ -287,6 +290,7 @@ def _write_run_report(session):
         if not results["cases"]:
             return              # a session of plain tests (unit tests): nothing to report
         write_results(run_dir, results=results)
+        ordering.remember_durations(os.path.dirname(run_dir), results["cases"])
         config.socklab_summary = summary_line(results, write_report(run_dir, results, summarised))
     except (OSError, ValueError, SocklabError) as exc:
         config.socklab_summary = f"socklab: could not write the report of {run_dir}: {exc}"

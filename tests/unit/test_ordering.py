@@ -29,6 +29,22 @@ def test_durations_come_from_the_newest_run_only(tmp_path):
     assert ordering.previous_durations(str(tmp_path), exclude="new") == {"a": 9.0}
 
 
+def test_durations_are_merged_across_runs_so_a_partial_run_does_not_lose_the_rest(tmp_path):
+    ordering.remember_durations(str(tmp_path), [{"id": "a", "duration": 3.0}, {"id": "b", "duration": 0.2}])
+    _run(tmp_path, "partial", [{"id": "a", "duration": 2.5}], 2000)     # newer, but only one case
+    ordering.remember_durations(str(tmp_path), [{"id": "a", "duration": 2.5}, {"id": "c", "duration": None}])
+    assert ordering.previous_durations(str(tmp_path)) == {"a": 2.5, "b": 0.2}
+    with open(tmp_path / ordering.DURATIONS) as fh:
+        assert json.load(fh) == {"a": 2.5, "b": 0.2}
+
+
+def test_without_a_durations_file_the_newest_run_gives_them(tmp_path):
+    _run(tmp_path, "only", [{"id": "a", "duration": 1.5}], 1000)
+    assert ordering.previous_durations(str(tmp_path)) == {"a": 1.5}
+    (tmp_path / ordering.DURATIONS).write_text("[not a table]")
+    assert ordering.previous_durations(str(tmp_path)) == {"a": 1.5}
+
+
 def test_no_run_or_an_unreadable_one_gives_no_durations(tmp_path):
     assert ordering.previous_durations(str(tmp_path / "missing")) == {}
     path = _run(tmp_path, "broken", [], 1000)
