@@ -100,6 +100,8 @@ class Server:
 
     def stop(self) -> None:
         self.control.close()                 # EOF: the server exits; its workers live on
+        if self.proc.returncode is not None:
+            return
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:

@@ -191,6 +191,7 @@ class Program:
         self._reported = 0
         self.stuck: Pending | None = None      # a foreground call that timed out and has not returned yet
         self._pidfd: int | None = None       # a started program's pidfd (a forked child has none)
+        self._reader: threading.Thread | None = None     # reads its control socket, once attached
         self.returncode: int | None = None   # its exit status once reaped (-N: killed by signal N)
         self.pid = _pid
         self._stderr = None
@@ -257,6 +258,10 @@ class Program:
                 launcher.kill(self._pidfd)
                 launcher.wait_exit(self._pidfd, 5.0)
             self._collect_status()
+        elif self._reader is not None:
+            # A forked child is not ours to wait(): its reader ends at the EOF hang_up() made (and
+            # marks the program gone); without this join that could come after close_all returned.
+            self._reader.join(scaled(5.0))
         if self._stderr:
             self._stderr.close()
 
