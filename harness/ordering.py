@@ -15,7 +15,7 @@ The durations are the last known of each case, kept in `durations.json` in the r
 run's end merges its cases' durations into it (remember_durations), so a run of a few cases (-k,
 the bench's) does not leave the next full run without the rest. Without that file (a reports
 folder from before it), the newest results.json gives them (each case entry carries its lab's
-duration). The controller reads them once and hands the same table to every
+duration); in a fresh clone, the baseline of the running kernel (baselines/, a results.json too). The controller reads them once and hands the same table to every
 worker (`workerinput`), so all workers collect the same order, as xdist requires, even while another
 run writes its results. Under `--dist loadgroup`, the plugin's choice (see grouped()), each case is
 a unit of its own except the scapy group, and a worker holds at most three units ahead, so the long
@@ -39,11 +39,14 @@ SHORT_PER_WAIT = 2  # short cases handed out after each waiting one (see README,
 DURATIONS = "durations.json"     # {case id: seconds}, in the reports folder
 
 
-def previous_durations(reports_dir: str, *, exclude: str | None = None) -> dict[str, float]:
+def previous_durations(reports_dir: str, *, exclude: str | None = None,
+                       baseline: str | None = None) -> dict[str, float]:
     """{case id: duration} as last measured (durations.json), else of the newest finished run under
-    `reports_dir` other than `exclude` ({} when there is none)."""
+    `reports_dir` other than `exclude`, else of the results file `baseline` (a fresh clone's first
+    run: the baseline of this kernel, which is a results.json too); {} when there is none."""
     known = _read_durations(os.path.join(reports_dir, DURATIONS))
-    return known if known else _newest_run_durations(reports_dir, exclude=exclude)
+    known = known or _newest_run_durations(reports_dir, exclude=exclude)
+    return known or (_results_durations(baseline) if baseline else {})
 
 
 def remember_durations(reports_dir: str, cases: list) -> None:
@@ -89,10 +92,12 @@ def _newest_run_durations(reports_dir: str, *, exclude: str | None = None) -> di
             continue
         if mtime > newest_time:
             newest, newest_time = entry.path, mtime
-    if newest is None:
-        return {}
+    return _results_durations(os.path.join(newest, "results.json")) if newest else {}
+
+
+def _results_durations(path: str) -> dict[str, float]:
     try:
-        with open(os.path.join(newest, "results.json")) as fh:
+        with open(path) as fh:
             cases = json.load(fh).get("cases") or []
     except (OSError, ValueError, AttributeError):
         return {}                   # an unreadable results file only costs the ordering

@@ -90,7 +90,7 @@ def pytest_configure(config):
             raise pytest.UsageError(problem)
         if getattr(config.option, "numprocesses", None):
             config.socklab_durations = ordering.previous_durations(os.path.dirname(config.socklab_dir),
-                                                                   exclude=run)
+                                                                   exclude=run, baseline=_baseline_file(config))
             ordering.one_at_a_time(config)
             ordering.grouped(config)
             _fork_workers(config)
@@ -110,6 +110,16 @@ def pytest_load_initial_conftests(early_config, parser, args):
         return
     from .forkserver import Server
     early_config.socklab_early_forkserver = Server()
+
+
+def _baseline_file(config) -> str | None:
+    """The baseline results of this kernel (or the nearest older one) in --socklab-baseline, if any."""
+    folder = config.getoption("--socklab-baseline")
+    if not folder:
+        return None
+    from .baseline import find
+    from .kernels.version import running
+    return find(folder, running())[0]
 
 
 def _fork_workers(config) -> None:
