@@ -300,6 +300,14 @@ def pytest_unconfigure(config):
             server.stop()           # a second stop of the same server does nothing
 
 
+def _own_version(config) -> str | None:
+    """socklab's version as pytest found it when it loaded this plugin from its entry point."""
+    for _plugin, dist in config.pluginmanager.list_plugin_distinfo():
+        if getattr(dist, "project_name", None) == "socklab":
+            return dist.version
+    return None
+
+
 def _write_run_report(session):
     """results.json and index.html of the run: once, on the controller (xdist workers only write cases)."""
     config = session.config
@@ -313,7 +321,8 @@ def _write_run_report(session):
     try:
         summarised: set = set()
         results = build_results(run_dir, profile=config.getoption("--socklab-profile"),
-                                interrupted=session.exitstatus == pytest.ExitCode.INTERRUPTED, summarised=summarised)
+                                interrupted=session.exitstatus == pytest.ExitCode.INTERRUPTED, summarised=summarised,
+                                harness=_own_version(config))
         if not results["cases"]:
             return              # a session of plain tests (unit tests): nothing to report
         write_results(run_dir, results=results)

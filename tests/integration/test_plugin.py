@@ -346,4 +346,7 @@ def test_xdist_workers_are_forked_from_the_fork_server_unless_told_to_spawn(run_
         else:
             assert "-m harness.forkserver" in parent, parent
     with open(os.path.join(run.run_dir, "results.json")) as fh:
-        assert [c["outcome"] for c in json.load(fh)["cases"]] == ["passed", "passed"]
+        results = json.load(fh)
+    assert [c["outcome"] for c in results["cases"]] == ["passed", "passed"]
+    from harness.results import harness_version     # as pytest's plugin list gave it to the plugin
+    assert results["harness"] == harness_version() != "unknown"
