@@ -9,9 +9,9 @@ changed is reported as "changed since <version>": information, not a failure.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
-import shutil
 
 from .compare import compare_runs
 from .kernels.version import key as version_key
@@ -59,7 +59,12 @@ def record(run_dir: str, folder: str) -> str:
     if old and os.path.basename(old) != f"{version}.json":
         os.remove(old)                  # the same version recorded under a build string before
     dest = path_for(folder, version)
-    shutil.copyfile(os.path.join(run_dir, "results.json"), dest)
+    with open(os.path.join(run_dir, "results.json")) as fh:
+        data = json.load(fh)
+    with open(dest + ".tmp", "w") as fh:        # indented: a baseline is read in diffs
+        json.dump(data, fh, indent=1)
+        fh.write("\n")
+    os.replace(dest + ".tmp", dest)
     return dest
 
 

@@ -466,7 +466,9 @@ def write_results(run_dir: str, profile: str | None = None, results: dict | None
     path = os.path.join(run_dir, FILENAME)
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1)
+        # Compact, through dumps (json's C encoder): 12 ms for the catalogue against 56 ms indented.
+        # A baseline, which people read in diffs, is written indented (baseline.record).
+        fh.write(json.dumps(data))
         fh.write("\n")
     os.replace(tmp, path)
     return path

@@ -27,6 +27,14 @@ def test_a_run_reproduces_the_baseline_of_its_kernel(tmp_path):
     assert ok is True and "reproduce the baseline" in text, text
 
 
+def test_a_baseline_is_the_runs_results_written_indented_for_diffs(tmp_path):
+    run = run_copy(tmp_path, "base")
+    text = Path(baseline.record(str(run), str(tmp_path / "baselines"))).read_text()
+    results = (run / "results.json").read_text()
+    assert json.loads(text) == json.loads(results)
+    assert text.count("\n") > 100 > results.count("\n")     # the run's results.json is compact
+
+
 def test_a_changed_behaviour_fails_with_the_comparison(tmp_path):
     folder = tmp_path / "baselines"
     path = Path(baseline.record(str(run_copy(tmp_path, "base")), str(folder)))
