@@ -25,10 +25,26 @@ def server():
     srv.stop()
 
 
+_started: list = []
+
+
+@pytest.fixture(autouse=True)
+def _no_client_left():
+    """A test that fails half-way leaves no client behind, and so no worker: a killed client's
+    connection closes and the server sends its worker SIGTERM."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def _client(server, code: str, **kw) -> subprocess.Popen:
     """A client as execnet starts one (the spec's python= plus `-u -c LINE`), fed `code` as the line."""
     argv = shlex.split(server.spec()) + ["-u", "-c", "import sys;exec(eval(sys.stdin.readline()))"]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    _started.append(proc)
     proc.stdin.write((repr(code) + "\n").encode())
     proc.stdin.flush()
     return proc
