@@ -15,14 +15,16 @@ The durations are the last known of each case, kept in `durations.json` in the r
 run's end merges its cases' durations into it (remember_durations), so a run of a few cases (-k,
 the bench's) does not leave the next full run without the rest. Without that file (a reports
 folder from before it), the newest results.json gives them (each case entry carries its lab's
-duration); in a fresh clone, the baseline of the running kernel (baselines/, a results.json too). The controller reads them once and hands the same table to every
-worker (`workerinput`), so all workers collect the same order, as xdist requires, even while another
-run writes its results. Under `--dist loadgroup`, the plugin's choice (see grouped()), each case is
-a unit of its own except the scapy group, and a worker holds at most three units ahead, so the long
-ones spread over the workers. Under an explicit
-`--dist load`, whose first chunks would give one worker all the longest, the plugin sets
-`--maxschedchunk 1` unless the user gave one. A serial run keeps the file order; a test without a previous duration counts
-as its expected_duration marker says (the kernel matrix's smoke run: 80 s), else UNKNOWN seconds.
+duration); in a fresh clone, the baseline of the running kernel (baselines/, a results.json too).
+The controller reads them once and hands the same table to every worker (`workerinput`), so all
+workers collect the same order, as xdist requires, even while another run writes its results.
+
+Under `--dist loadgroup`, the plugin's choice (see grouped()), each case is a unit of its own
+except the scapy group, and a worker holds at most three units ahead, so the long ones spread over
+the workers. Under an explicit `--dist load`, whose first chunks would give one worker all the
+longest, the plugin sets `--maxschedchunk 1` unless the user gave one. A serial run keeps the file
+order; a test without a previous duration counts as its expected_duration marker says (the kernel
+matrix's smoke run: 80 s), else UNKNOWN seconds.
 """
 
 from __future__ import annotations
