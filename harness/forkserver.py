@@ -58,6 +58,34 @@ def _rewritten_by_pytest() -> set[str]:
     return set(_iter_rewritable_modules(files))
 
 
+_gateway = {}       # execnet's gateway source, compiled once in the server (see _run_bootstrap)
+
+
+def _compile_gateway() -> None:
+    """execnet starts a `python=` worker by sending it the source of execnet.gateway_base (61 kB)
+    followed by a few lines that start the gateway; compiling that source costs each worker ~23 ms.
+    The server compiles it once; a worker whose bootstrap begins with exactly that source runs the
+    compiled module and then compiles only the few lines after it."""
+    try:
+        import inspect
+        from execnet import gateway_base
+        source = inspect.getsource(gateway_base)
+        _gateway.update(source=source, code=compile(source, "<string>", "exec"))
+    except (ImportError, OSError, SyntaxError):
+        pass                                # no execnet here: every worker compiles what it gets
+
+
+def _run_bootstrap(text: str, namespace: dict) -> None:
+    """exec(text) in namespace, as `python -c "...exec(eval(line))"` does, with the gateway's source
+    taken compiled when text starts with it: the same statements in the same namespace, in order."""
+    source = _gateway.get("source")
+    if source and text.startswith(source + "\n"):
+        exec(_gateway["code"], namespace)                       # noqa: S102 - execnet's own module
+        exec(compile("\n" * source.count("\n") + text[len(source):], "<string>", "exec"), namespace)  # noqa: S102
+    else:
+        exec(text, namespace)                                   # noqa: S102 - execnet's own bootstrap
+
+
 def _import_warm() -> None:
     import importlib
     from _pytest.config import default_plugins
@@ -124,6 +152,7 @@ def serve(path: str, control_fd: int) -> None:
     _die_with_parent()
     control = socket.socket(fileno=control_fd)
     _import_warm()
+    _compile_gateway()
     gc.collect()
     gc.freeze()                          # the imports' objects: shared with the workers, never walked again
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -245,7 +274,7 @@ def _worker(conn: socket.socket, msg: bytes, fds: list[int]) -> None:
         main = types.ModuleType("__main__")
         sys.modules["__main__"] = main
         try:
-            exec(eval(line.decode()), main.__dict__)    # noqa: S307 - execnet's own bootstrap, from xdist
+            _run_bootstrap(eval(line.decode()), main.__dict__)     # noqa: S307 - execnet's bootstrap line
             status = 0
         except SystemExit as exc:
             status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

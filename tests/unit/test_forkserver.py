@@ -143,3 +143,20 @@ def test_a_stopped_server_exits():
     assert srv.wait_ready()
     srv.stop()
     assert srv.proc.returncode == 0
+
+
+def test_the_gateway_source_compiled_ahead_runs_as_the_whole_line_would():
+    from harness import forkserver
+    forkserver._compile_gateway()
+    source = forkserver._gateway["source"]
+    text = source + "\nmarker = serve.__name__\nraise ValueError('trailer')"
+    ahead, plain = {"__name__": "__main__"}, {"__name__": "__main__"}
+    for run, ns in ((forkserver._run_bootstrap, ahead), (exec, plain)):
+        with pytest.raises(ValueError) as info:
+            run(text, ns)
+        assert info.traceback[-1].lineno == source.count("\n") + 2      # the trailer's own line number
+    assert ahead["marker"] == plain["marker"] == "serve"
+    assert sorted(k for k in ahead if k != "__builtins__") == sorted(k for k in plain if k != "__builtins__")
+    other = {}
+    forkserver._run_bootstrap("value = 41 + 1", other)     # not execnet's: compiled as it comes
+    assert other["value"] == 42
