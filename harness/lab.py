@@ -540,7 +540,7 @@ class Lab(contextlib.AbstractContextManager):
                                  timeout=timeout, what=what, required=False)
 
     def wait_ss(self, role: str, predicate, *, timeout: float = 5.0, what: str = "the awaited state",
-                interval: float | None = None, required: bool = True):
+                interval: float | None = None, required: bool = True, keep: bool = True):
         """Poll host `role`'s sockets (sock_diag, no process started) until predicate(snapshot) holds;
         returns that `ss.Snapshot` (rows, text; `.time`, `.before`, `.after` on CLOCK_MONOTONIC, see
         `lab.clock`). StepTimeout names the last snapshot.
@@ -549,7 +549,8 @@ class Lab(contextlib.AbstractContextManager):
         `interval`, every `interval` seconds instead (wait_gone: bounds on when an entry went away).
         The snapshot that satisfied it is kept under the label `what`. required=False: when the
         deadline passes, keep the last snapshot under `what` anyway and return it (an observation
-        for the judge, not a condition).
+        for the judge, not a condition). keep=False: a wait that orders the case's steps and is no
+        observation: the snapshot is neither kept nor on the timeline (the record stays the same).
         """
         last = [None]
 
@@ -567,8 +568,9 @@ class Lab(contextlib.AbstractContextManager):
                 raise
             note = f": not within {timeout:g} s"
         snap = last[0]
-        self.snapshots.append(snap)
-        self.timeline.add(snap.time, "ss", role, f"[{what}{note}] " + (", ".join(snap.states()) or "no sockets"))
+        if keep:
+            self.snapshots.append(snap)
+            self.timeline.add(snap.time, "ss", role, f"[{what}{note}] " + (", ".join(snap.states()) or "no sockets"))
         return snap
 
     def read(self, sock, size: int = 65536, *, at_least: int = 1, timeout: float = 5.0, what: str | None = None):

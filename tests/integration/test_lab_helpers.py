@@ -33,6 +33,17 @@ def test_listen_and_connect_both_ways_of_accepting(lab, family):
     assert sorted(r.peer_port for r in snap.find(state="ESTAB")) == sorted([blocked.client_port, queued.client_port])
 
 
+def test_a_wait_that_keeps_nothing_leaves_the_record_as_it_was(lab, family):
+    """wait_ss(keep=False) orders steps: it returns the snapshot but keeps none and adds no timeline line."""
+    lab.listen(PORT)
+    before = (len(lab.snapshots), len(lab.timeline.events))
+    snap = lab.wait_ss("server", lambda s: s.find(state="LISTEN", local_port=PORT), what="listening", keep=False)
+    assert snap.find(state="LISTEN", local_port=PORT)
+    assert (len(lab.snapshots), len(lab.timeline.events)) == before
+    kept = lab.wait_ss("server", lambda s: s.find(state="LISTEN", local_port=PORT), what="listening, kept")
+    assert lab.snapshots[-1] is kept and len(lab.timeline.events) == before[1] + 1
+
+
 def test_establish_keeps_its_shape(lab, family):
     listener, conn, cli = lab.establish(PORT)
     cli.send("x")
