@@ -1,18 +1,20 @@
 """pytest-xdist workers forked from a warm process instead of started as new interpreters.
 
 Each xdist worker is a fresh `python -c ...` that imports pytest, execnet, xdist, pyroute2 and the
-harness before it collects: 0.55-0.6 s of CPU a worker on this machine, paid by all of them at once
-at the start of a run, on two cores (2.3 s of wall for 8 workers before the first case). The cases
+harness before it collects: 0.53-0.57 s of CPU a worker on this machine up to the end of its
+collection (0.26-0.27 s forked), paid by all of them at once at the start of a run, on two cores. The cases
 mostly wait on protocol timers, so a run wants more workers than cores, and that start-up was the
 price of each.
 
 Here the controller starts one server process (`serve`) that imports all of that once and then
 forks a worker for each connection. xdist still starts a process per worker, through the `python=`
-of its `popen` spec (`spec()`); that process is `client()` under `python -S -I`, about 15 ms, which
-hands its stdin, stdout and stderr (xdist's pipes) and its environment and working folder to the
-server and then stands for the forked worker: it exits with the worker's exit status. The worker
-runs execnet's bootstrap line on those pipes exactly as `python -u -c LINE` would, so execnet and
-xdist see no difference.
+of its `popen` spec (`Server.spec()`); that process is harness/forkclient.py under `python -S -I`,
+about 15 ms, which hands its stdin, stdout and stderr (xdist's pipes) and its environment and
+working folder to the server and then stands for the forked worker: it exits with the worker's exit
+status. The worker runs execnet's bootstrap line on those pipes as `python -u -c LINE` would (with
+execnet's gateway source compiled once, in the server), so execnet and xdist see no difference.
+The plugin (harness/plugin.py) starts the server when pytest's early options show `-n`, uses it
+for plain `-n N` workers only, and stops it at pytest_unconfigure.
 
 What a killed or interrupted run needs:
 - the server dies with the controller (PR_SET_PDEATHSIG) and exits when the controller closes its
