@@ -133,7 +133,15 @@ def one_at_a_time(config) -> None:
 def grouped(config) -> None:
     """Run xdist with --dist loadgroup unless the user chose a --dist: the cases marked
     xdist_group(SCAPY_GROUP) share one worker (harness/peer.py); every other case is a unit of its
-    own, handed out in the order above, at most three ahead per worker."""
+    own, handed out in the order above, at most three ahead per worker.
+
+    With it, a crashed worker is not replaced (--max-worker-restart 0, unless the user gave one):
+    pytest-xdist 3.8.0's loadgroup scheduler hangs the run when it replaces a crashed worker (it
+    requeues the dead worker's finished units; pytest-xdist issues 1323, 1327 and 1378, fixed after
+    that release). Without a replacement xdist stops the run at once, saying "worker gwN crashed and
+    worker restarting disabled", and the crashed case fails."""
     if getattr(config.option, "dist", None) == "load" and not any(
             a == "-d" or a.startswith("--dist") for a in config.invocation_params.args):
         config.option.dist = "loadgroup"
+        if getattr(config.option, "maxworkerrestart", "absent") is None:
+            config.option.maxworkerrestart = 0

@@ -350,3 +350,35 @@ def test_xdist_workers_are_forked_from_the_fork_server_unless_told_to_spawn(run_
     assert [c["outcome"] for c in results["cases"]] == ["passed", "passed"]
     from harness.results import harness_version     # as pytest's plugin list gave it to the plugin
     assert results["harness"] == harness_version() != "unknown"
+
+
+CRASHING = '''
+import os
+
+
+def test_before():
+    pass
+
+
+def test_kills_its_worker():
+    os.kill(os.getpid(), 9)
+
+
+def test_after_1():
+    pass
+
+
+def test_after_2():
+    pass
+'''
+
+
+def test_a_crashed_worker_ends_the_run_instead_of_hanging_it(pytester):
+    """pytest-xdist 3.8.0 hangs a loadgroup run that replaces a crashed worker; under the plugin's
+    loadgroup no worker is replaced, so the run ends, failing the case that crashed."""
+    pytester.makepyfile(test_case=CRASHING)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--socklab-reports",
+                                           str(pytester.path / "reports"), timeout=60)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    result.stdout.fnmatch_lines(["*worker 'gw*' crashed while running 'test_case.py::test_kills_its_worker'*",
+                                 "*FAILED test_case.py::test_kills_its_worker*"])

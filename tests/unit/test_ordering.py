@@ -100,8 +100,9 @@ def test_without_durations_a_long_test_still_goes_first_and_the_rest_keep_their_
     assert [i.nodeid for i in items] == ["smoke", "a", "b", "c"]
 
 
-def _config(dist="load", args=(), chunk=None):
-    return types.SimpleNamespace(option=types.SimpleNamespace(dist=dist, maxschedchunk=chunk),
+def _config(dist="load", args=(), chunk=None, restarts=None):
+    return types.SimpleNamespace(option=types.SimpleNamespace(dist=dist, maxschedchunk=chunk,
+                                                              maxworkerrestart=restarts),
                                  invocation_params=types.SimpleNamespace(args=tuple(args)))
 
 
@@ -116,6 +117,17 @@ def test_loadgroup_unless_the_user_chose_a_dist(args, dist, want):
     config = _config(dist, args)
     ordering.grouped(config)
     assert config.option.dist == want
+
+
+@pytest.mark.parametrize("args, restarts, want", [
+    ((), None, 0),                          # loadgroup chosen by the plugin: no replacement workers
+    ((), "3", "3"),                         # the user's --max-worker-restart is kept
+    (("--dist", "load"), None, None),       # the user's --dist: xdist's own default
+])
+def test_the_plugins_loadgroup_does_not_replace_a_crashed_worker(args, restarts, want):
+    config = _config("load", args, restarts=restarts)
+    ordering.grouped(config)
+    assert config.option.maxworkerrestart == want
 
 
 def test_one_at_a_time_unless_the_user_chose_a_chunk():
