@@ -161,7 +161,7 @@ def serve(path: str, control_fd: int) -> None:
     listener.bind("\0" + path)
     listener.listen(64)
     control.send(b"ready")
-    conns: dict[socket.socket, int] = {}            # a client's connection -> its worker's pid
+    conns: dict[socket.socket, int] = {}            # a client's connection -> its worker's pidfd
     workers: dict[int, tuple[int, socket.socket | None]] = {}     # pidfd -> (pid, connection or None)
     while True:
         readable, _, _ = select.select([control, listener, *conns, *workers], [], [])
@@ -192,8 +192,9 @@ def serve(path: str, control_fd: int) -> None:
                     _worker(conn, msg, fds)                     # never returns
                 for fd in fds:
                     os.close(fd)
-                conns[conn] = pid
-                workers[os.pidfd_open(pid)] = (pid, conn)
+                pidfd = os.pidfd_open(pid)
+                conns[conn] = pidfd
+                workers[pidfd] = (pid, conn)
                 try:
                     conn.send(f"pid {pid}".encode())
                 except OSError:
@@ -210,11 +211,10 @@ def serve(path: str, control_fd: int) -> None:
                         pass
                     conn.close()
             elif r in conns and not r.recv(64):                 # a client went away: end its worker
-                pid = conns.pop(r)
+                pidfd = conns.pop(r)
                 r.close()
-                for fd, (wpid, wconn) in workers.items():
-                    if wpid == pid:
-                        workers[fd] = (wpid, None)
+                pid = workers[pidfd][0]
+                workers[pidfd] = (pid, None)                    # still to be reaped, with no one to tell
                 try:
                     os.kill(pid, signal.SIGTERM)
                 except ProcessLookupError:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Callable
 
 UNKNOWN = 1.0       # s: a new case might be long; it goes before the previous run's short ones
 WAITING = 0.5       # s: a case this long is mostly protocol timers (the catalogue's: 1.0-3.2 s against
@@ -42,13 +43,17 @@ DURATIONS = "durations.json"     # {case id: seconds}, in the reports folder
 
 
 def previous_durations(reports_dir: str, *, exclude: str | None = None,
-                       baseline: str | None = None) -> dict[str, float]:
+                       baseline: Callable[[], str | None] | None = None) -> dict[str, float]:
     """{case id: duration} as last measured (durations.json), else of the newest finished run under
-    `reports_dir` other than `exclude`, else of the results file `baseline` (a fresh clone's first
-    run: the baseline of this kernel, which is a results.json too); {} when there is none."""
+    `reports_dir` other than `exclude`, else of the results file `baseline()` names (a fresh clone's
+    first run: the baseline of this kernel, which is a results.json too; looked for only then);
+    {} when there is none."""
     known = _read_durations(os.path.join(reports_dir, DURATIONS))
     known = known or _newest_run_durations(reports_dir, exclude=exclude)
-    return known or (_results_durations(baseline) if baseline else {})
+    if known or baseline is None:
+        return known
+    path = baseline()
+    return _results_durations(path) if path else {}
 
 
 def remember_durations(reports_dir: str, cases: list) -> None:

@@ -90,7 +90,8 @@ def pytest_configure(config):
             raise pytest.UsageError(problem)
         if getattr(config.option, "numprocesses", None):
             config.socklab_durations = ordering.previous_durations(os.path.dirname(config.socklab_dir),
-                                                                   exclude=run, baseline=_baseline_file(config))
+                                                                   exclude=run,
+                                                                   baseline=lambda: _baseline_file(config))
             ordering.one_at_a_time(config)
             ordering.grouped(config)
             _fork_workers(config)
