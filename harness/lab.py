@@ -16,7 +16,7 @@ import re
 import time
 from typing import NamedTuple
 
-from . import artifacts, background, expect, nsutil, sockdiag, ss, timewait, trace, tracefs
+from . import artifacts, background, expect, nsutil, ss, timewait, trace, tracefs
 from .sockdiag import SockDiag
 from .capture import Capture
 from .errors import StepTimeout, TraceUnavailable, UnknownRole, check_port
@@ -138,7 +138,6 @@ class Lab(contextlib.AbstractContextManager):
             self.programs[role] = prog
             started.append(prog)
         self._later = self._stack.enter_context(contextlib.ExitStack())   # programs and commands started
-        sockdiag.import_ahead()
         self._stack.callback(self._write_artifacts)
         self._stack.callback(self.finish)     # runs first on exit: drained while everything is alive
         self.setup_done = time.monotonic()

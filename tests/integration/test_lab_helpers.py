@@ -3,6 +3,8 @@ waits poll (the same rows `ss` prints), and the age of a socket's timer."""
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from harness import ss, sockdiag
@@ -91,6 +93,49 @@ def test_sock_diag_rows_are_the_rows_ss_prints(lab, family):
     est = lab.sockets("client").find(state="ESTAB")[0]
     assert est.info["mss"] == lab.mss() - 12            # timestamps on: 12 option bytes per segment
     assert "ts" in est.info and est.raw.startswith("ESTAB")
+
+
+def test_sock_diag_reads_tcp_info_as_ss_and_pyroute2_do(lab, family):
+    """sockdiag packs and unpacks the kernel's structs itself. A listener with the smallest receive
+    buffer announces a smaller window scale than its client, so each side's two tcp_info nibbles
+    differ: both read as `ss -tanoi` prints them; every field also reads as pyroute2's inet_diag
+    classes decode it (but for those nibbles, which pyroute2 reads as one)."""
+    srv = lab.server.socket()
+    srv.setsockopt("SO_RCVBUF", 1)          # inherited by the accepted socket
+    srv.bind(PORT)
+    srv.listen()
+    lab.connect(srv, PORT)
+    for role in ("client", "server"):
+        netns = lab.topology.hosts[role].netns
+        printed = ss.take(netns, label="ss").find(state="ESTAB")[0]
+        snap = lab.sockets(role, as_ss=True)
+        seen = snap.find(state="ESTAB")[0]
+        assert seen.info["wscale"] == printed.info["wscale"], f"{seen.raw}\n{printed.raw}"
+        assert seen.info["wscale"][0] != seen.info["wscale"][1], seen.raw
+        for key_ in ("mss", "rcvmss", "advmss", "cwnd", "pmtu"):
+            assert seen.info[key_] == printed.info[key_], key_
+
+        from pyroute2.netlink.diag import inet_diag_msg
+        off, msgs = 0, []
+        while off < len(snap.dump):
+            length, kind = struct.unpack_from("=IH", snap.dump, off)
+            if kind == 20:                  # SOCK_DIAG_BY_FAMILY: one socket
+                msgs.append(snap.dump[off:off + length])
+            off += (length + 3) & ~3
+        assert len(msgs) == len(snap.rows) > 0
+        for raw in msgs:
+            theirs = inet_diag_msg(raw)
+            theirs.decode()
+            ours = sockdiag.decode(raw[16:])
+            for name in ("family", "state", "timer", "retrans", "sport", "dport", "src", "dst", "expires",
+                         "rqueue", "wqueue"):
+                assert ours[name] == theirs[f"idiag_{name}"], name
+            ti = theirs.get_attr("INET_DIAG_INFO")
+            assert (ours["info"] is None) == (ti is None)
+            if ti is not None:
+                for name, value in ours["info"].items():
+                    if name not in ("wscale", "app_limited"):
+                        assert value == ti[f"tcpi_{name}"], name
 
 
 def test_sock_diag_names_a_missing_namespace():

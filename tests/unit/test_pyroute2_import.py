@@ -25,20 +25,15 @@ def test_the_lab_side_loads_only_the_pyroute2_modules_it_uses_and_pyroute2s_name
     assert out[1] == "IPRoute NetlinkError True True"       # the package's __init__ ran on the first name asked for
 
 
-AHEAD = r'''
+LAB_SIDE = r'''
 import sys
-from harness import sockdiag
-before = sockdiag.DIAG_MODULE in sys.modules
-sockdiag.import_ahead()
-first = sockdiag._ahead
-sockdiag.import_ahead()
-first.join(10)
-print(before, first.name, sockdiag._ahead is first, sockdiag.DIAG_MODULE in sys.modules)
+import harness.lab, harness.sockdiag
+print("pyroute2.netlink.diag" in sys.modules, "asyncio" in sys.modules)
 '''
 
 
-def test_the_sock_diag_messages_are_imported_ahead_in_a_thread_once():
-    """A lab's set-up starts importing pyroute2's inet_diag module (40 ms: asyncio, ssl) in a thread,
-    so the first case of a process pays it while it waits for the kernel; once per process."""
-    out = subprocess.run([sys.executable, "-c", AHEAD], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["False", "socklab-import-diag", "True", "True"]
+def test_the_lab_side_reads_sock_diag_without_pyroute2s_diag_module():
+    """harness/sockdiag.py packs and unpacks inet_diag's structs itself: pyroute2's inet_diag module
+    (its socket layer imports asyncio and ssl: 40 ms a process) is not imported by the lab side."""
+    out = subprocess.run([sys.executable, "-c", LAB_SIDE], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
