@@ -42,10 +42,10 @@ import sys
 CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forkclient.py")
 
 # What a worker imports before and during its cases (sys.modules after a case): pytest and its builtin
-# plugins, execnet, the harness's lab and reporting sides, pyroute2's inet_diag.
+# plugins, execnet, the harness's lab and reporting sides.
 WARM = ("pytest", "_pytest.config", "execnet", "execnet.gateway_base", "harness.plugin", "harness.lab",
         "harness.results", "harness.casepage", "harness.report", "harness.baseline", "harness.compare",
-        "harness.claimtable", "pyroute2.netlink.diag", "tap.formatter", "tap.tracker")
+        "harness.claimtable", "tap.formatter", "tap.tracker")
 
 
 def _rewritten_by_pytest() -> set[str]:
@@ -104,11 +104,19 @@ def _import_warm() -> None:
 class Server:
     """The controller's handle on its fork server."""
 
-    def __init__(self):
+    def __init__(self, fresh: "Fresh | None" = None):
+        """A server forked from this process where `fresh` says how a new interpreter started and
+        this process has one thread (pytest's controller at its early configuration: pytest and the
+        plugins are imported already, so the server is ready ~0.3 s sooner); else a new interpreter."""
+        import threading
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.path = f"socklab-forkserver-{os.getpid()}-{id(self):x}"    # an abstract socket: nothing on disk
-        self.proc = subprocess.Popen([sys.executable, "-m", "harness.forkserver", self.path, str(theirs.fileno())],
-                                     pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        if fresh is not None and threading.active_count() == 1:
+            self.proc = _fork(lambda: (ours.close(), fresh.restore(keep=theirs.fileno()),
+                                       serve(self.path, theirs.fileno())))
+        else:
+            self.proc = subprocess.Popen([sys.executable, "-m", "harness.forkserver", self.path, str(theirs.fileno())],
+                                         pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
         theirs.close()
         self.control = ours
         self.ready = False
@@ -139,10 +147,97 @@ class Server:
             self.proc.wait()
 
 
-def _die_with_parent() -> None:
+class Fresh:
+    """What pytest changes in its process before its early configuration ends, as a new interpreter
+    has it: taken when the plugin is imported (pytest's entry points are loaded before it captures
+    output or records warnings), restored in a server forked later, so its workers start as
+    xdist's `python -c` workers would."""
+
+    def __init__(self):
+        import warnings
+        self.filters = warnings.filters         # the list itself: catch_warnings works on a copy and puts it back
+        self.showwarning = warnings.showwarning
+        self.showwarnmsg = getattr(warnings, "_showwarnmsg_impl", None)
+        self.path0 = sys.path[0] if sys.path and not sys.flags.safe_path else None
+
+    def restore(self, keep: int) -> None:
+        """In the forked child: no file descriptor of the controller's but `keep` and stdio (stdin
+        from /dev/null), sys's streams on fds 0-2 (not pytest's capture), the warning filters and
+        display of the start (not pytest's recording), no assertion-rewriting import hook of the
+        controller's (a worker installs its own), and `python -c`'s first path entry."""
+        import warnings
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        os.closerange(3, keep)
+        os.closerange(keep + 1, 1 << 20)
+        sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
+        # as warnings.catch_warnings.__exit__ puts them back
+        warnings.filters = self.filters
+        warnings.showwarning = self.showwarning
+        if self.showwarnmsg is not None:
+            warnings._showwarnmsg_impl = self.showwarnmsg              # noqa: SLF001
+        if hasattr(warnings, "_filters_mutated"):
+            warnings._filters_mutated()                                 # noqa: SLF001
+        sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "AssertionRewritingHook"]
+        if self.path0 is not None and sys.path and sys.path[0] == self.path0:
+            sys.path[0] = ""
+
+
+class _Child:
+    """A forked server process, with the part of subprocess.Popen that Server uses."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode = None
+        self._pidfd = os.pidfd_open(pid)
+
+    def wait(self, timeout: float | None = None) -> int:
+        import select
+        if self.returncode is None:
+            if not select.select([self._pidfd], [], [], timeout)[0]:
+                raise subprocess.TimeoutExpired(f"fork server {self.pid}", timeout)
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+            os.close(self._pidfd)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def _fork(run) -> _Child:
+    """run() in a forked child that never returns into its parent's code: it exits with 0 when run
+    returns, 1 (with the traceback on stderr) when it raises."""
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            run()
+            status = 0
+        except BaseException:                   # noqa: BLE001 - the child must end here, whatever happened
+            import traceback
+            traceback.print_exc()
+        finally:
+            os._exit(status)
+    return _Child(pid)
+
+
+def _prctl(option: int, arg) -> None:
     import ctypes
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0)
+
+
+def _die_with_parent() -> None:
+    _prctl(1, signal.SIGTERM)           # PR_SET_PDEATHSIG
+
+
+SERVER_NAME = b"socklab-forksrv"        # the server's name in ps and /proc/PID/comm (15 bytes at most)
+
+
+def _name(name: bytes) -> None:
+    _prctl(15, name)                    # PR_SET_NAME
 
 
 def serve(path: str, control_fd: int) -> None:
@@ -152,6 +247,7 @@ def serve(path: str, control_fd: int) -> None:
     import threading
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
+    _name(SERVER_NAME)
     control = socket.socket(fileno=control_fd)
     _import_warm()
     _compile_gateway()
@@ -250,6 +346,7 @@ def _worker(conn: socket.socket, msg: bytes, fds: list[int]) -> None:
     status = 1
     try:
         conn.close()
+        _name(os.path.basename(sys.executable).encode()[:15])     # as the interpreter xdist would start
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)

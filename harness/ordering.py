@@ -148,5 +148,6 @@ def grouped(config) -> None:
     if getattr(config.option, "dist", None) == "load" and not any(
             a == "-d" or a.startswith("--dist") for a in config.invocation_params.args):
         config.option.dist = "loadgroup"
+        config.socklab_loadgroup = True         # its scheduler starts with the first collection (harness/scheduler.py)
         if getattr(config.option, "maxworkerrestart", "absent") is None:
             config.option.maxworkerrestart = 0

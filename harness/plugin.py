@@ -20,8 +20,11 @@ import pytest
 
 from . import background, ordering, privileges, selection, sysctls, tracefs
 from .errors import SocklabError, TraceUnavailable
+from .forkserver import Fresh
 from .names import default_run_name
 from .profiles import sysctls_for, where_of
+
+_FRESH = Fresh()        # the interpreter's state before pytest captures and records: for the fork server
 
 FAMILY_IDS = ("ipv4", "ipv6")
 LAB_KEY = pytest.StashKey()         # the case's Lab, for the report hook
@@ -106,11 +109,17 @@ def pytest_load_initial_conftests(early_config, parser, args):
     imports (~0.4 s of CPU) then overlap the rest of pytest's start-up on another core. Confirmed or
     stopped by _fork_workers() at configure time."""
     ns = early_config.known_args_namespace
-    if (os.environ.get("PYTEST_XDIST_WORKER") or not getattr(ns, "numprocesses", None)
+    if (_in_xdist_worker() or not getattr(ns, "numprocesses", None)
             or getattr(ns, "socklab_spawn_workers", False) or getattr(ns, "collectonly", False)):
         return
     from .forkserver import Server
-    early_config.socklab_early_forkserver = Server()
+    early_config.socklab_early_forkserver = Server(fresh=_FRESH)
+
+
+def _in_xdist_worker() -> bool:
+    """This process is an xdist worker (a `python -c` that xdist's bootstrap runs), not a pytest run
+    started from within one (pytester's subprocess inherits PYTEST_XDIST_WORKER too)."""
+    return bool(os.environ.get("PYTEST_XDIST_WORKER")) and sys.argv[:1] == ["-c"]
 
 
 def _baseline_file(config) -> str | None:
@@ -208,6 +217,16 @@ def pytest_configure_node(node):
     # A worker learns --dist from its own command line, not from the controller's options: tell it
     # when the plugin chose loadgroup, so it names the grouped cases' ids as that scheduling needs.
     node.workerinput["socklab_loadgroup"] = node.config.getvalue("dist") == "loadgroup"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """xdist: under the plugin's loadgroup, cases start as soon as one worker has collected
+    (harness/scheduler.py) instead of after the last one."""
+    if config.getvalue("dist") == "loadgroup" and getattr(config, "socklab_loadgroup", False):
+        from .scheduler import EarlyStart
+        return EarlyStart(config, log)
+    return None
 
 
 def pytest_generate_tests(metafunc):

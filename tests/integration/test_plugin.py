@@ -322,30 +322,41 @@ def test_without_privileges_cases_skip_with_one_reason_line(spawn):
 
 
 FORKED = '''
+import json
 import os
+import sys
+import warnings
 
 
 def test_where_am_i(lab, family):
-    with open(os.path.join(os.path.dirname(__file__), f"parent-{os.getpid()}"), "w") as fh:
-        with open(f"/proc/{os.getppid()}/cmdline", "rb") as cmd:
-            fh.write(cmd.read().replace(b"\\0", b" ").decode())
+    with open(f"/proc/{os.getppid()}/cmdline", "rb") as cmd, open(f"/proc/{os.getppid()}/comm") as comm:
+        parent = {"cmdline": cmd.read().replace(b"\\0", b" ").decode(), "comm": comm.read().strip()}
+    with open(os.path.join(os.path.dirname(__file__), f"parent-{family}"), "w") as fh:
+        json.dump({**parent, "stdin": os.readlink("/proc/self/fd/0"),
+                   "hooks": [type(f).__name__ for f in sys.meta_path].count("AssertionRewritingHook"),
+                   "recording": warnings.showwarning is not warnings._showwarning_orig}, fh)
     assert lab.family in ("ipv4", "ipv6")
 '''
 
 
 @pytest.mark.parametrize("spawned", [False, True], ids=["forked", "spawned"])
-def test_xdist_workers_are_forked_from_the_fork_server_unless_told_to_spawn(run_pytest, pytester, spawned):
+def test_xdist_workers_are_forked_from_the_fork_server_unless_told_to_spawn(pytester, spawned):
+    pytester.makepyfile(test_case=FORKED)
     args = ["-n", "2"] + (["--socklab-spawn-workers"] if spawned else [])
-    run = run_pytest(FORKED, *args, subprocess=True)
-    assert run.returncode == 0, run.output
-    parents = [p.read_text() for p in pytester.path.glob("parent-*")]
+    reports = pytester.path / "reports"     # with assertion rewriting on: the workers' import hooks are checked
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", "--socklab-reports", str(reports),
+                                           "--socklab-run", "itest", *args, timeout=60)
+    assert result.ret == 0, result.stdout.str()
+    parents = [json.loads(p.read_text()) for p in pytester.path.glob("parent-*")]
     assert len(parents) == 2, parents       # one per family
     for parent in parents:
         if spawned:     # started by the controller itself: `python -mpytest ...` under pytester
-            assert "pytest" in parent and "harness.forkserver" not in parent, parent
-        else:
-            assert "-m harness.forkserver" in parent, parent
-    with open(os.path.join(run.run_dir, "results.json")) as fh:
+            assert "pytest" in parent["cmdline"] and parent["comm"] != "socklab-forksrv", parent
+        else:           # the fork server, forked from the controller
+            assert parent["comm"] == "socklab-forksrv", parent
+        # as a `python -c` worker of xdist's has them, not as the controller had them when it forked
+        assert parent["hooks"] == 1 and parent["recording"] is False, parent
+    with open(reports / "itest" / "results.json") as fh:
         results = json.load(fh)
     assert [c["outcome"] for c in results["cases"]] == ["passed", "passed"]
     from harness.results import harness_version     # as pytest's plugin list gave it to the plugin

@@ -160,3 +160,62 @@ def test_the_gateway_source_compiled_ahead_runs_as_the_whole_line_would():
     other = {}
     forkserver._run_bootstrap("value = 41 + 1", other)     # not execnet's: compiled as it comes
     assert other["value"] == 42
+
+
+FRESH_CHECK = r'''
+import io, json, os, sys, warnings
+from harness.forkserver import Fresh, _fork
+
+fresh = Fresh()                               # as the plugin takes it, at its import
+r, w = os.pipe()
+extra = os.open(os.devnull, os.O_RDONLY)      # a descriptor of the parent's, e.g. pytest's capture file
+
+
+class AssertionRewritingHook:                 # pytest's import hook, by the name restore() looks for
+    def find_spec(self, *args):
+        return None
+
+
+with warnings.catch_warnings(record=True):    # as pytest's early configuration records warnings
+    sys.meta_path.insert(0, AssertionRewritingHook())
+    sys.stdout = io.StringIO()                # as pytest's capture replaces sys's streams
+    if sys.path:
+        sys.path[0] = "/the/script/folder"
+        fresh.path0 = "/the/script/folder"
+
+    def child():
+        fresh.restore(keep=w)
+        with warnings.catch_warnings():       # a warning shown as a new interpreter shows it, not recorded
+            warnings.simplefilter("always")
+            shown = []
+            warnings._showwarnmsg_impl = shown.append
+            warnings.warn("shown")
+        os.write(w, json.dumps({
+            "parent_fds_open": [fd for fd in (r, extra) if os.path.exists(f"/proc/self/fd/{fd}")],
+            "stdin": os.readlink("/proc/self/fd/0"), "stdout": sys.stdout is sys.__stdout__,
+            "hooks": [type(f).__name__ for f in sys.meta_path].count("AssertionRewritingHook"),
+            "filters": warnings.filters is fresh.filters, "shown": len(shown),
+            "impl": warnings._showwarnmsg_impl is fresh.showwarnmsg, "path0": sys.path[0],
+        }).encode())
+    proc = _fork(child)
+os.close(w)
+print(os.read(r, 65536).decode(), proc.wait(timeout=10), extra, file=sys.__stderr__)
+'''
+
+
+def test_a_server_forked_from_pytest_starts_as_a_new_interpreter_would(tmp_path):
+    """Fresh.restore(), in the child of a fork of pytest's controller: no descriptor of the parent's
+    but stdio and the control socket (stdin from /dev/null), sys's streams on fds 0-2, the warning
+    filters and display of the interpreter's start, no import hook of the parent's pytest, and
+    `python -c`'s first path entry."""
+    proc = subprocess.run([sys.executable, "-c", FRESH_CHECK], capture_output=True, text=True, timeout=30,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    import json
+    text, status, extra = proc.stderr.rsplit(maxsplit=2)
+    seen = json.loads(text)
+    assert status == "0"
+    assert seen["parent_fds_open"] == [] and int(extra) > 2, seen     # open in the parent, closed in the child
+    assert seen["stdin"] == "/dev/null" and seen["stdout"] is True, seen
+    assert seen["hooks"] == 0 and seen["filters"] is True and seen["impl"] is True, seen
+    assert seen["path0"] == "", seen
