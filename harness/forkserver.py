@@ -18,7 +18,8 @@ for plain `-n N` workers only, and stops it at pytest_unconfigure.
 
 What a killed or interrupted run needs:
 - the server dies with the controller (PR_SET_PDEATHSIG) and exits when the controller closes its
-  end of the control socket (`stop()`, at pytest_unconfigure);
+  end of the control socket (`close()`, when xdist's loop has ended) and its workers have ended;
+  pytest_unconfigure waits for that (`stop()`);
 - a client killed by execnet (its `kill()` after a timeout) closes its connection: the server then
   sends the worker SIGTERM, which the harness unwinds like Ctrl-C;
 - Ctrl-C reaches the workers from the terminal as before (same process group); the server and the
@@ -136,8 +137,14 @@ class Server:
         import shlex
         return shlex.join([sys.executable, "-S", "-I", CLIENT, self.path])
 
+    def close(self) -> None:
+        """Tell the server to exit (EOF on its control socket), without waiting: no worker is forked
+        after this. Its workers live on."""
+        self.control.close()
+
     def stop(self) -> None:
-        self.control.close()                 # EOF: the server exits; its workers live on
+        """close(), and wait until the server has exited (killed after 5 s)."""
+        self.close()
         if self.proc.returncode is not None:
             return
         try:
@@ -316,8 +323,11 @@ def serve(path: str, control_fd: int) -> None:
                 except ProcessLookupError:
                     pass
     listener.close()
-    for fd in workers:
-        os.close(fd)                    # the workers are reparented; they end on their own pipes
+    # The workers end as xdist tells them, on their own pipes (the controller's teardown waits for
+    # that, and kills one that hangs); reaped here, so their CPU time adds up in the controller's.
+    for fd, (pid, _conn) in workers.items():
+        os.waitpid(pid, 0)
+        os.close(fd)
 
 
 def _from_our_clients(conn: socket.socket) -> bool:

@@ -98,6 +98,7 @@ def pytest_configure(config):
             ordering.one_at_a_time(config)
             ordering.grouped(config)
             _fork_workers(config)
+            _freeze_imports("controller")    # what its start made: pytest walks the rest at the end
             # The xdist controller builds no lab, yet a SIGTERM to it must unwind too, so the run
             # is reported as interrupted (results.json, report, summary) instead of killed silently.
             _unwind_on_sigterm()
@@ -305,6 +306,18 @@ def pytest_sessionfinish(session):
         session.config.socklab_artifact_error = f"socklab: writing a case's artifacts failed: {exc!r}"
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     _write_run_report(session)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session):
+    """Once the controller's loop has ended no worker is started again: its fork server exits while
+    the results are built (pytest_unconfigure waits for it)."""
+    try:
+        return (yield)
+    finally:
+        server = getattr(session.config, "socklab_forkserver", None)
+        if server is not None:
+            server.close()
 
 
 def pytest_unconfigure(config):
