@@ -81,7 +81,7 @@ class Capture:
     def __exit__(self, *exc):
         for s in (self._sock, self._send):
             if s is not None:
-                background.submit(s.close)     # packet_release() waits for an RCU grace period
+                background.release(s.close)     # packet_release() waits for an RCU grace period
         return False
 
     def _open_tap(self):

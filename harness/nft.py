@@ -89,4 +89,4 @@ class Nft:
         with self._lock:
             holder, self._ctx = [self._ctx], None
         if holder[0] is not None:
-            background.submit(holder.clear)     # the last reference goes there: the binding frees the context
+            background.release(holder.clear)     # the last reference goes there: the binding frees the context

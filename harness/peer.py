@@ -82,7 +82,7 @@ class Peer(contextlib.AbstractContextManager):
     def close(self) -> None:
         """Close the sending socket (in the background: AF_PACKET close waits for an RCU grace period)."""
         if self._sock is not None:
-            background.submit(self._sock.close)
+            background.release(self._sock.close)
             self._sock = None
 
     def __enter__(self):

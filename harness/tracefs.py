@@ -308,7 +308,7 @@ class InstancePool:
 
     def __init__(self):
         self._made: dict[str, Instance | None] = {}     # name -> instance (None while being made)
-        self._next = background.submit(self._make)
+        self._next = background.release(self._make)
 
     def _make(self) -> Instance:
         name = names.resource_name(names.next_index(), "trace")
@@ -321,8 +321,8 @@ class InstancePool:
     def get(self, timeout: float = 10.0) -> Instance:
         """A ready instance (prepared while the previous case ran), and start preparing the next unless
         no more cases are expected (more_cases(False))."""
-        fut = self._next if self._next is not None else background.submit(self._make)
-        self._next = background.submit(self._make) if _more_cases else None
+        fut = self._next if self._next is not None else background.release(self._make)
+        self._next = background.release(self._make) if _more_cases else None
         try:
             return fut.result(scaled(timeout))
         except FutureTimeout:
@@ -333,7 +333,7 @@ class InstancePool:
     def release(self, inst: Instance) -> None:
         """Stop reading and remove the instance, in the background: closing the reader waits for the
         global trace lock and the rmdir for RCU grace periods (~40 ms)."""
-        background.submit(self._remove, inst)
+        background.release(self._remove, inst)
 
     def _remove(self, inst: Instance) -> None:
         inst.close_reader()

@@ -271,4 +271,4 @@ def test_a_hosts_nft_context_is_freed_in_the_background(lab):
     weakref.finalize(nft._ctx, lambda: freed.append(threading.current_thread().name))
     nft.close()
     background.flush()
-    assert len(freed) == 1 and freed[0].startswith("socklab-bg"), freed
+    assert len(freed) == 1 and freed[0].startswith("socklab-release"), freed
