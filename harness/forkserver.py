@@ -266,10 +266,17 @@ def serve(path: str, control_fd: int) -> None:
     control.send(b"ready")
     conns: dict[socket.socket, int] = {}            # a client's connection -> its worker's pidfd
     workers: dict[int, tuple[int, socket.socket | None]] = {}     # pidfd -> (pid, connection or None)
-    while True:
-        readable, _, _ = select.select([control, listener, *conns, *workers], [], [])
-        if control in readable:
-            break
+    accepting = True
+    # Until the controller closes its end: fork workers. After: no more, but go on telling each
+    # client when its worker exits (the client stands for it: execnet waits for the client's exit)
+    # until every worker is reaped, so their CPU time adds up in the controller's.
+    while accepting or workers:
+        readable, _, _ = select.select([*((control, listener) if accepting else ()), *conns, *workers], [], [])
+        if accepting and control in readable:
+            accepting = False
+            listener.close()
+            control.close()
+            continue
         for r in readable:
             if r is listener:
                 conn, _ = listener.accept()
@@ -322,12 +329,6 @@ def serve(path: str, control_fd: int) -> None:
                     os.kill(pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-    listener.close()
-    # The workers end as xdist tells them, on their own pipes (the controller's teardown waits for
-    # that, and kills one that hangs); reaped here, so their CPU time adds up in the controller's.
-    for fd, (pid, _conn) in workers.items():
-        os.waitpid(pid, 0)
-        os.close(fd)
 
 
 def _from_our_clients(conn: socket.socket) -> bool:

@@ -145,6 +145,23 @@ def test_a_stopped_server_exits():
     assert srv.proc.returncode == 0
 
 
+def test_a_closed_server_forks_no_more_but_tells_its_clients_when_their_workers_exit():
+    """Once the controller's loop has ended (close()), the server takes no new client, yet a client
+    still running gets its worker's exit status, and the server exits after its last worker."""
+    srv = Server()
+    assert srv.wait_ready()
+    running = _client(srv, "import sys; print('up', flush=True); sys.stdin.readline(); sys.exit(7)")
+    assert _read_line(running.stdout) == b"up\n"
+    srv.close()
+    late = _client(srv, "print('forked')")
+    assert late.wait(timeout=10) != 0               # refused: the server listens no more
+    assert srv.proc.poll() is None and running.poll() is None
+    running.stdin.write(b"go\n")
+    running.stdin.flush()
+    assert running.wait(timeout=10) == 7
+    assert srv.proc.wait(timeout=10) == 0
+
+
 def test_the_gateway_source_compiled_ahead_runs_as_the_whole_line_would():
     from harness import forkserver
     forkserver._compile_gateway()
