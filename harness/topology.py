@@ -21,7 +21,6 @@ import subprocess
 from dataclasses import dataclass, field
 
 from . import pyroute2_import  # noqa: F401  (first: pyroute2's modules without its __init__)
-from pyroute2 import netns as pr_netns
 
 from . import names, nsutil
 from .rtnl import Batch
@@ -260,7 +259,7 @@ class Topology(contextlib.AbstractContextManager):
             for host in (client, router, server):
                 if host is not client:
                     nsutil.new_netns()
-                pr_netns.attach(host.netns, "thread-self")
+                nsutil.name_netns(host.netns)
                 _write_sysctls(host, {**NS_DEFAULT_SYSCTLS, **(ROUTER_SYSCTLS if host is router else {})},
                                self.extra_sysctls)
                 if host is router:
@@ -295,7 +294,7 @@ class Topology(contextlib.AbstractContextManager):
             for host in (a, b):
                 if host is b:
                     nsutil.new_netns()
-                pr_netns.attach(host.netns, "thread-self")
+                nsutil.name_netns(host.netns)
                 _write_sysctls(host, NS_DEFAULT_SYSCTLS, self.extra_sysctls)
                 fds[host.role] = os.open(host.netns_path, os.O_RDONLY | os.O_CLOEXEC)
             a.mac, b.mac = mac_of(a.ifname), mac_of(b.ifname)
@@ -505,7 +504,7 @@ def remove_netns(*names_: str) -> None:
     kill_processes_in(*(nsutil.netns_path(name) for name in names_))
     for name in names_:
         try:
-            pr_netns.remove(name)
+            nsutil.unname_netns(name)
         except OSError as exc:
             if exc.errno not in (errno.ENOENT, errno.EINVAL):
                 raise
