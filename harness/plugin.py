@@ -198,6 +198,21 @@ def _sigterm(signum, frame):
 
 def pytest_collection_finish(session):
     _freeze_imports()
+    _start_lab_helpers(session)
+
+
+def _start_lab_helpers(session) -> None:
+    """A process that will build labs starts its socket-program launcher (a new interpreter, ~45 ms
+    on another core) and its first tracefs instance now, while it imports the lab side for its
+    first case, instead of in that case's set-up."""
+    config = session.config
+    if config.option.collectonly or not any("lab" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    if privileges.missing() or tracefs.ensure_mounted():
+        return                      # the cases skip, or say why they cannot trace, at their set-up
+    from . import launcher
+    launcher.launcher()
+    tracefs.pool()
 
 
 _frozen: list = []

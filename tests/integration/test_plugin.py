@@ -393,3 +393,33 @@ def test_a_crashed_worker_ends_the_run_instead_of_hanging_it(pytester):
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
     result.stdout.fnmatch_lines(["*worker 'gw*' crashed while running 'test_case.py::test_kills_its_worker'*",
                                  "*FAILED test_case.py::test_kills_its_worker*"])
+
+
+EARLY_HELPERS = '''
+import pytest
+
+
+@pytest.fixture
+def before_lab():
+    from harness import launcher, tracefs
+    return launcher._launcher is not None, tracefs._pool is not None
+
+
+def test_helpers_started_at_collection(before_lab, lab):
+    assert before_lab == (True, True)
+'''
+
+NO_LAB = '''
+def test_no_lab():
+    from harness import launcher, tracefs
+    assert (launcher._launcher, tracefs._pool) == (None, None)
+'''
+
+
+@pytest.mark.parametrize("source", [EARLY_HELPERS, NO_LAB], ids=["lab", "no-lab"])
+def test_a_session_with_labs_starts_its_launcher_and_first_instance_at_collection(run_pytest, source):
+    """The socket-program launcher and the first tracefs instance are started when collection ends,
+    so they overlap the lab side's import in the first case's set-up; a session without labs starts
+    neither."""
+    run = run_pytest(source, subprocess=True)
+    assert run.returncode == 0, run.output
