@@ -258,8 +258,8 @@ def serve(path: str, control_fd: int) -> None:
     control = socket.socket(fileno=control_fd)
     _import_warm()
     _compile_gateway()
-    gc.collect()
-    gc.freeze()                          # the imports' objects: shared with the workers, never walked again
+    gc.freeze()     # the imports' objects (and the few they left as garbage, not worth a 16 ms collection
+                    # before the first worker): shared with the workers, never walked again
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind("\0" + path)
     listener.listen(64)
