@@ -28,7 +28,6 @@ from . import nsutil
 from .nft import Nft
 from .errors import BadArgument, CommandError, ExpectationSyntaxError, SetupError, UnknownRole
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
-from .rtnl import NUD_PERMANENT
 
 TABLE = "socklab"
 NFT_FLAGS = {"F": "fin", "S": "syn", "R": "rst", "P": "psh", ".": "ack"}
@@ -242,14 +241,11 @@ class Delay:
         self.faults.events.append((self.started, self.host.role, f"delay: {self.host.role}'s segments wait in its neighbour queue"))
 
     def _neighbours(self, op):
-        from pyroute2.iproute import IPRoute        # the delay fault only: pyroute2's IPRoute is heavy
-        with IPRoute() as ipr:
-            idx = self.host.ifindex
-            for dst in (self.peer.ipv4, self.peer.ipv6):
-                if op == "del":
-                    ipr.neigh("del", dst=dst, ifindex=idx)
-                else:
-                    ipr.neigh("replace", dst=dst, lladdr=self.peer.mac, ifindex=idx, state=NUD_PERMANENT)
+        from .rtnl import Batch
+        if op == "del":
+            Batch().neigh_del(self.host.ifindex, self.peer.ipv4).neigh_del(self.host.ifindex, self.peer.ipv6).send()
+        else:
+            Batch().neighbours(self.host, self.peer, replace=True).send()
 
     def release(self) -> None:
         """Send the held segments now, in the order the kernel queued them."""

@@ -18,7 +18,7 @@ import struct
 
 from . import pyroute2_import  # noqa: F401  (first: pyroute2's modules without its __init__)
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR
-from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE
+from pyroute2.netlink.rtnl import RTM_DELNEIGH, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
@@ -32,6 +32,8 @@ IFA_F_NODAD = 0x02
 NUD_PERMANENT = 0x80
 RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 3, 0, 1
 NEW = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+NLM_F_REPLACE = 0x100
+REPLACE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
 _HEADER = struct.Struct("=IHHII")       # struct nlmsghdr
 ACK_TIMEOUT = 5.0                       # s: the kernel acknowledges at once; this only bounds a bug
 
@@ -80,16 +82,25 @@ class Batch:
         msg["attrs"] = ([("IFA_LOCAL", address)] if ":" not in address else []) + [("IFA_ADDRESS", address)]
         return self._add(msg, RTM_NEWADDR, NEW, f"address {address}/{prefixlen} on link {index}")
 
-    def neigh(self, index: int, dst: str, lladdr: str):
-        """A permanent neighbour entry: no ARP or neighbour discovery before the first segment."""
+    def neigh(self, index: int, dst: str, lladdr: str, *, replace: bool = False):
+        """A permanent neighbour entry: no ARP or neighbour discovery before the first segment
+        (replace=True: `ip neigh replace`, whatever entry is there now)."""
         msg = ndmsg()
         msg["family"], msg["ifindex"], msg["state"] = _family(dst), index, NUD_PERMANENT
         msg["attrs"] = [("NDA_DST", dst), ("NDA_LLADDR", lladdr)]
-        return self._add(msg, RTM_NEWNEIGH, NEW, f"neighbour {dst} at {lladdr} on link {index}")
+        return self._add(msg, RTM_NEWNEIGH, REPLACE if replace else NEW, f"neighbour {dst} at {lladdr} on link {index}")
 
-    def neighbours(self, host, peer):
+    def neigh_del(self, index: int, dst: str):
+        """`ip neigh del`: the entry for `dst` on link `index` removed."""
+        msg = ndmsg()
+        msg["family"], msg["ifindex"] = _family(dst), index
+        msg["attrs"] = [("NDA_DST", dst)]
+        return self._add(msg, RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK, f"removal of neighbour {dst} on link {index}")
+
+    def neighbours(self, host, peer, *, replace: bool = False):
         """Permanent entries for both of the peer's addresses (topology Hosts) on the host's link."""
-        return self.neigh(host.ifindex, peer.ipv4, peer.mac).neigh(host.ifindex, peer.ipv6, peer.mac)
+        return (self.neigh(host.ifindex, peer.ipv4, peer.mac, replace=replace)
+                .neigh(host.ifindex, peer.ipv6, peer.mac, replace=replace))
 
     def default_route(self, gateway):
         """Default routes for both families via the gateway (a topology Host)."""
