@@ -115,8 +115,11 @@ class Server:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.path = f"socklab-forkserver-{os.getpid()}-{id(self):x}"    # an abstract socket: nothing on disk
         if fresh is not None and threading.active_count() == 1:
-            self.proc = _fork(lambda: (ours.close(), fresh.restore(keep=theirs.fileno()),
-                                       serve(self.path, theirs.fileno())))
+            def server():
+                ours.close()
+                fresh.restore(keep=theirs.fileno())
+                serve(self.path, theirs.fileno())
+            self.proc = _fork(server)
         else:
             self.proc = subprocess.Popen([sys.executable, "-m", "harness.forkserver", self.path, str(theirs.fileno())],
                                          pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)

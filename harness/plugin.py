@@ -318,14 +318,17 @@ def pytest_runtest_setup(item):
 
 @pytest.hookimpl(tryfirst=True)     # before junitxml writes its file: the baseline check is in it
 def pytest_sessionfinish(session):
-    for releases in (False, True):  # every case's files before the results; the kernel's releases go on meanwhile
-        try:
-            background.flush(releases=releases)
-        except Exception as exc:    # an artifact that could not be written fails the run, visibly
-            session.config.socklab_artifact_error = f"socklab: writing a case's artifacts failed: {exc!r}"
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        if not releases:
-            _write_run_report(session)
+    _flush(session, releases=False)     # every case's files are on disk before the results are built,
+    _write_run_report(session)
+    _flush(session, releases=True)      # while the kernel's releases went on
+
+
+def _flush(session, *, releases: bool) -> None:
+    try:
+        background.flush(releases=releases)
+    except Exception as exc:    # an artifact that could not be written fails the run, visibly
+        session.config.socklab_artifact_error = f"socklab: writing a case's artifacts failed: {exc!r}"
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.hookimpl(wrapper=True)
