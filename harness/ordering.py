@@ -20,8 +20,8 @@ The controller reads them once and hands the same table to every worker (`worker
 workers collect the same order, as xdist requires, even while another run writes its results.
 
 Under `--dist loadgroup`, the plugin's choice (see grouped()), each case is a unit of its own
-except the scapy group, and a worker holds at most three units ahead, so the long ones spread over
-the workers. Under an explicit `--dist load`, whose first chunks would give one worker all the
+except the scapy group, and a worker holds two units (the one it runs and the next; see
+harness/scheduler.py), so the long ones spread over the workers. Under an explicit `--dist load`, whose first chunks would give one worker all the
 longest, the plugin sets `--maxschedchunk 1` unless the user gave one. A serial run keeps the file
 order; a test without a previous duration counts as its expected_duration marker says (the kernel
 matrix's smoke run: 80 s), else UNKNOWN seconds.
@@ -119,8 +119,9 @@ def waiting_first(items: list, durations: dict[str, float]) -> None:
     def expected(item) -> float:
         marker = item.get_closest_marker("expected_duration")
         return float(marker.args[0]) if marker and marker.args else UNKNOWN
-    longest = sorted(items, key=lambda item: -durations.get(item.nodeid, expected(item)))
-    waiting = [i for i in longest if durations.get(i.nodeid, expected(i)) >= WAITING]
+    seconds = {item.nodeid: durations[item.nodeid] if item.nodeid in durations else expected(item) for item in items}
+    longest = sorted(items, key=lambda item: -seconds[item.nodeid])
+    waiting = [i for i in longest if seconds[i.nodeid] >= WAITING]
     short = longest[len(waiting):]
     items[:] = []
     for n, item in enumerate(waiting):
@@ -138,7 +139,7 @@ def one_at_a_time(config) -> None:
 def grouped(config) -> None:
     """Run xdist with --dist loadgroup unless the user chose a --dist: the cases marked
     xdist_group(SCAPY_GROUP) share one worker (harness/peer.py); every other case is a unit of its
-    own, handed out in the order above, at most three ahead per worker.
+    own, handed out in the order above, two at a time per worker (harness/scheduler.py).
 
     With it, a crashed worker is not replaced (--max-worker-restart 0, unless the user gave one):
     pytest-xdist 3.8.0's loadgroup scheduler hangs the run when it replaces a crashed worker (it

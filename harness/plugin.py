@@ -102,9 +102,7 @@ def pytest_configure(config):
             # The xdist controller builds no lab, yet a SIGTERM to it must unwind too, so the run
             # is reported as interrupted (results.json, report, summary) instead of killed silently.
             _unwind_on_sigterm()
-        if config.getoption("--socklab-baseline") and not config.getoption("collectonly"):
-            from .baseline import preload
-            preload(config.getoption("--socklab-baseline"))     # read while the cases run; checked at the end
+            _preload_baseline(config)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -208,11 +206,22 @@ def _start_lab_helpers(session) -> None:
     config = session.config
     if config.option.collectonly or not any("lab" in getattr(item, "fixturenames", ()) for item in session.items):
         return
+    if not hasattr(config, "workerinput"):
+        _preload_baseline(config)
     if privileges.missing() or tracefs.ensure_mounted():
         return                      # the cases skip, or say why they cannot trace, at their set-up
     from . import launcher
     launcher.launcher()
     tracefs.pool()
+
+
+def _preload_baseline(config) -> None:
+    """The process that checks the run against its baseline at the end (the xdist controller, or a
+    serial session with labs) reads the baseline while the cases run."""
+    folder = config.getoption("--socklab-baseline")
+    if folder and not config.option.collectonly:
+        from .baseline import preload
+        preload(folder)
 
 
 _frozen: list = []

@@ -8,7 +8,7 @@ first worker that has collected starts on the queue (the waiting cases first, ha
 while the others still collect; each later worker joins as its collection comes in.
 
 Everything else is xdist's LoadGroupScheduling: the units (a case each, the xdist_group cases one
-unit together), at most three ahead per worker, the order of the collection. A later worker whose
+unit together), the order of the collection; a worker holds two units, not three. A later worker whose
 collection differs from the first one's gets no work: the difference is reported as a failed
 collection, as xdist does, and the worker is shut down.
 """
