@@ -40,15 +40,18 @@ import socket
 import subprocess
 import sys
 
+from . import importahead
+
 CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forkclient.py")
 
 # What a worker imports before and during its cases (sys.modules after a case): pytest and its builtin
 # plugins, execnet, the harness's lab and reporting sides; and what a worker imported itself in a
 # catalogue run under `python -X importtime` (pytest's debugging plugin imports pdb at configure:
 # ~10 ms a worker; a case summary's diagram).
+# harness.lab imports at set-up only what set-up uses; importahead.CASE is the rest of the lab side.
 WARM = ("pytest", "_pytest.config", "execnet", "execnet.gateway_base", "harness.plugin", "harness.lab",
-        "harness.results", "harness.casepage", "harness.report", "harness.baseline", "harness.compare",
-        "harness.claimtable", "harness.diagram", "tap.formatter", "tap.tracker", "pdb", "faulthandler")
+        *importahead.CASE, "harness.casepage", "harness.report", "harness.baseline", "harness.compare",
+        "harness.claimtable", "tap.formatter", "tap.tracker", "pdb", "faulthandler")
 
 
 def _rewritten_by_pytest() -> set[str]:

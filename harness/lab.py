@@ -14,12 +14,13 @@ import functools
 import os
 import re
 import time
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from . import artifacts, background, expect, nsutil, ss, timewait, trace, tracefs
-from .sockdiag import SockDiag
+# Set-up's modules only: what the steps, the record and the report use is imported where it is used,
+# and ahead in a thread while the first case's steps wait (harness/importahead.py).
+from . import background, nsutil, timewait, trace, tracefs
 from .capture import Capture
-from .errors import StepTimeout, TraceUnavailable, UnknownRole, check_port
+from .errors import ExpectationFailed, StepTimeout, TraceUnavailable, UnknownRole, check_port
 from .errors import hide_own_frames as __tracebackhide__  # noqa: F401 (read by pytest)
 from .command import Command
 from . import launcher
@@ -29,6 +30,10 @@ from .timefactor import scaled
 from .timeline import Timeline
 from .topology import ABSENT, Topology
 from .wait import POLL, wait_until
+
+if TYPE_CHECKING:
+    from . import ss
+    from .sockdiag import SockDiag
 
 IDLE_LOOK = 0.05    # seconds: the longest pause of a wait on sockets or counters without a frame on the link
 
@@ -324,6 +329,7 @@ class Lab(contextlib.AbstractContextManager):
             if replay:
                 snap = self.sockets(role, label=label, as_ss=True)     # keeps the answer: snap.dump
             else:
+                from . import ss
                 snap = ss.take(host.netns, label=label)
             snap.role = role
             self.snapshots.append(snap)
@@ -414,7 +420,7 @@ class Lab(contextlib.AbstractContextManager):
         hists = [h for h in hists if (h.states()[1:2] == ["LISTEN"]) == listener]
         if len(hists) != 1:
             shown = "\n  ".join(str(h) for h in self.transitions()) or "none"
-            raise expect.ExpectationFailed(f"expected exactly one {'listening ' if listener else ''}socket of "
+            raise ExpectationFailed(f"expected exactly one {'listening ' if listener else ''}socket of "
                                            f"{role} (port {port}) in the trace, found {len(hists)}:\n  {shown}")
         return hists[0]
 
@@ -527,6 +533,7 @@ class Lab(contextlib.AbstractContextManager):
         them; the text is generated from them. For the verbatim `ss -tanoi` text use lab.ss(label)."""
         diag = self._diags.get(role)
         if diag is None:
+            from .sockdiag import SockDiag
             diag = self._diags[role] = self._stack.enter_context(SockDiag(self.topology.hosts[role].netns))
         snap = diag.take(label=label, as_ss=as_ss)
         snap.role = role
@@ -607,16 +614,19 @@ class Lab(contextlib.AbstractContextManager):
     def expect_segments(self, text: str, *, port: int | None = None, title: str = "segments"):
         """Assert the segments on the link match the notation `text` (see harness/notation.py)."""
         check_port(port, "lab.expect_segments")
+        from . import expect
         return expect.expect_segments(self.segments(port), text, title=title)
 
     def expect_ss(self, snapshots: dict, **expected):
         """Assert the `ss` states per host, e.g. expect_ss(snap, client=["ESTAB"], server=["LISTEN", "ESTAB"])."""
+        from . import expect
         for role, states in expected.items():
             expect.expect_states(snapshots[role].rows, list(states), side=role)
 
     def expect_transitions(self, role: str, text: str, *, port: int | None = None, listener: bool = False):
         """Assert one socket's kernel state sequence, e.g. 'CLOSE -> SYN_SENT -> ESTABLISHED'."""
         hist = self.history(role, port, listener=listener)
+        from . import expect
         expect.expect_transitions(hist.states(), text)
         return hist
 
@@ -670,10 +680,12 @@ class Lab(contextlib.AbstractContextManager):
             # Everything is collected by now; writing it is file I/O off the case's critical path.
             # background.flush() (session end, exit) waits for it and re-raises any error.
             # The record reads self.outcome there: the plugin changes it only before this submit.
+            from . import artifacts
             self.written = background.submit(artifacts.write, self, self._segs)
 
     def record(self, segs=None):
         """Everything observed in this case, typed (harness.record.CaseRecord; written as case.json)."""
+        from . import artifacts
         return artifacts.record(self, self.capture.segments() if segs is None else segs)
 
     def role_of(self, address: str) -> str:

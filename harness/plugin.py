@@ -206,13 +206,21 @@ def _start_lab_helpers(session) -> None:
     config = session.config
     if config.option.collectonly or not any("lab" in getattr(item, "fixturenames", ()) for item in session.items):
         return
-    if not hasattr(config, "workerinput"):
-        _preload_baseline(config)
+    config.socklab_import_ahead = True      # when the first case's steps begin (pytest_runtest_call)
     if privileges.missing() or tracefs.ensure_mounted():
         return                      # the cases skip, or say why they cannot trace, at their set-up
     from . import launcher
     launcher.launcher()
     tracefs.pool()
+
+
+def _import_ahead(config) -> None:
+    from . import importahead
+    config.socklab_import_ahead = False
+    if hasattr(config, "workerinput"):      # an xdist worker: the controller writes the report
+        importahead.start(importahead.CASE)
+    else:
+        importahead.start(importahead.CASE + importahead.RUN, then=lambda: _preload_baseline(config))
 
 
 def _preload_baseline(config) -> None:
@@ -568,7 +576,12 @@ def server(lab):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    """A case stopped by Ctrl-C or SIGTERM is recorded as pytest says: interrupted (pytest makes no report)."""
+    """A case stopped by Ctrl-C or SIGTERM is recorded as pytest says: interrupted (pytest makes no report).
+    When the process's first case's steps begin, what the rest of the run needs is imported in a thread
+    while they wait for the kernel (harness/importahead.py); the process that checks the run against
+    its baseline (a serial session) then starts reading it."""
+    if getattr(item.config, "socklab_import_ahead", False) and "lab" in getattr(item, "fixturenames", ()):
+        _import_ahead(item.config)
     try:
         return (yield)
     except KeyboardInterrupt:

@@ -416,6 +416,51 @@ def test_no_lab():
 '''
 
 
+IMPORT_AHEAD = '''
+import os
+import sys
+
+import pytest
+
+LATER = ("harness.sockdiag", "harness.ss", "harness.expect", "harness.artifacts", "harness.report", "harness.baseline")
+
+
+@pytest.fixture
+def imported_at_setup(lab):
+    return [m for m in LATER if m in sys.modules]
+
+
+def test_steps_begin(imported_at_setup, lab):
+    from harness import importahead
+    assert imported_at_setup == []
+    thread = importahead._started[os.getpid()]
+    assert thread.name == "socklab-import-ahead"
+    thread.join(10)
+    assert [m for m in importahead.CASE + importahead.RUN if m not in sys.modules] == []
+
+
+def test_second_case(lab):
+    from harness import importahead
+    assert len(importahead._started) == 1
+'''
+
+NO_LAB_NO_AHEAD = '''
+def test_no_lab():
+    from harness import importahead
+    assert importahead._started == {}
+'''
+
+
+def test_the_first_cases_steps_import_what_the_run_needs_later(run_pytest):
+    """A lab's set-up imports only set-up's modules; when the first case's steps begin, the rest of
+    the lab side and the report's side are imported in one thread, once per process; a session
+    without labs starts none."""
+    run = run_pytest(IMPORT_AHEAD, subprocess=True)
+    assert run.returncode == 0, run.output
+    run = run_pytest(NO_LAB_NO_AHEAD, subprocess=True)
+    assert run.returncode == 0, run.output
+
+
 @pytest.mark.parametrize("source", [EARLY_HELPERS, NO_LAB], ids=["lab", "no-lab"])
 def test_a_session_with_labs_starts_its_launcher_and_first_instance_at_collection(run_pytest, source):
     """The socket-program launcher and the first tracefs instance are started when collection ends,
