@@ -325,12 +325,13 @@ class Lab(contextlib.AbstractContextManager):
         label = label or f"checkpoint {len(self.snapshots) // len(self.topology.hosts) + 1}"
         replay = os.environ.get("SOCKLAB_SS") == "replay"
         out = {}
-        for role, host in self.topology.hosts.items():
-            if replay:
-                snap = self.sockets(role, label=label, as_ss=True)     # keeps the answer: snap.dump
-            else:
-                from . import ss
-                snap = ss.take(host.netns, label=label)
+        hosts = self.topology.hosts
+        if replay:
+            snaps = [self.sockets(role, label=label, as_ss=True) for role in hosts]   # keeps the answer: snap.dump
+        else:
+            from . import ss
+            snaps = ss.take_all([host.netns for host in hosts.values()], label=label)
+        for role, snap in zip(hosts, snaps):
             snap.role = role
             self.snapshots.append(snap)
             self.timeline.add(snap.time, "ss", role, f"[{label}] " + (", ".join(snap.states()) or "no sockets"))

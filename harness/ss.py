@@ -137,18 +137,38 @@ def _same_address(a: str, b: str) -> bool:
 
 def take(netns: str, *, label: str, extra_args=()) -> Snapshot:
     """Run `ss -N netns -tanoi [extra_args]` and return its text and parsed rows."""
-    argv = ["ss", "-N", netns, *SS_ARGS, *extra_args]
-    before = time.monotonic()
+    return take_all([netns], label=label, extra_args=extra_args)[0]
+
+
+def take_all(netnses: list[str], *, label: str, extra_args=()) -> list[Snapshot]:
+    """take() in each namespace, the `ss` processes running at once (one per host of a snapshot: the
+    hosts are seen at nearly the same moment, and the caller waits for the slowest, not the sum)."""
+    started = []
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, encoding="utf-8", errors="replace")
-    except FileNotFoundError as exc:
-        raise SetupError("`ss` is not installed; install it with: apt-get install -y iproute2") from exc
-    after = time.monotonic()
-    if proc.returncode != 0:
-        raise CommandError(argv, proc.returncode, proc.stdout, proc.stderr)
-    return Snapshot(label=label, netns=netns, time=(before + after) / 2, text=proc.stdout,
-                    rows=parse(proc.stdout, state=single_state(extra_args)),
-                    before=before, after=after, argv=tuple(argv))
+        for netns in netnses:
+            argv = ["ss", "-N", netns, *SS_ARGS, *extra_args]
+            before = time.monotonic()
+            try:
+                proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        encoding="utf-8", errors="replace")
+            except FileNotFoundError as exc:
+                raise SetupError("`ss` is not installed; install it with: apt-get install -y iproute2") from exc
+            started.append((netns, argv, before, proc))
+        snaps = []
+        for netns, argv, before, proc in started:
+            out, err = proc.communicate()
+            after = time.monotonic()
+            if proc.returncode != 0:
+                raise CommandError(argv, proc.returncode, out, err)
+            snaps.append(Snapshot(label=label, netns=netns, time=(before + after) / 2, text=out,
+                                  rows=parse(out, state=single_state(extra_args)),
+                                  before=before, after=after, argv=tuple(argv)))
+        return snaps
+    finally:
+        for _netns, _argv, _before, proc in started:
+            if proc.poll() is None:     # an error above: none is left running
+                proc.kill()
+                proc.wait()
 
 
 def replay(dump_path: str) -> str:

@@ -204,18 +204,34 @@ def test_an_unknown_timer_spelling_stays_in_info():
 
 
 class FakeRun:
+    """Stands in for subprocess.Popen: every process it starts ends with the same result."""
     def __init__(self, returncode=0, stdout="", stderr=""):
         self.result = (returncode, stdout, stderr)
         self.argv = None
+        self.events = []
 
     def __call__(self, argv, **kwargs):
         self.argv = argv
-        return subprocess.CompletedProcess(argv, *self.result)
+        self.events.append(("start", argv[2]))
+        fake = self
+
+        class Proc:
+            returncode = None
+
+            def communicate(self):
+                fake.events.append(("wait", argv[2]))
+                self.returncode = fake.result[0]
+                return fake.result[1:]
+
+            def poll(self):
+                return self.returncode
+
+        return Proc()
 
 
 def test_take_runs_ss_in_the_namespace_and_keeps_the_text(monkeypatch):
     fake = FakeRun(stdout=text("ss_listen.txt"))
-    monkeypatch.setattr(ss.subprocess, "run", fake)
+    monkeypatch.setattr(ss.subprocess, "Popen", fake)
     snap = ss.take("sltest-a", label="after listen()", extra_args=("state", "listening"))
     assert fake.argv == ["ss", "-N", "sltest-a", "-tanoi", "state", "listening"]
     assert snap.text == text("ss_listen.txt") and str(snap) == snap.text
@@ -226,8 +242,17 @@ def test_take_runs_ss_in_the_namespace_and_keeps_the_text(monkeypatch):
     assert snap.find(state="ESTAB") == []
 
 
+def test_a_snapshot_of_several_hosts_runs_their_ss_at_once(monkeypatch):
+    fake = FakeRun(stdout=text("ss_listen.txt"))
+    monkeypatch.setattr(ss.subprocess, "Popen", fake)
+    snaps = ss.take_all(["sltest-a", "sltest-b"], label="both", extra_args=("state", "listening"))
+    assert fake.events == [("start", "sltest-a"), ("start", "sltest-b"), ("wait", "sltest-a"), ("wait", "sltest-b")]
+    assert [(s.netns, s.label, s.states()) for s in snaps] == [("sltest-a", "both", ["LISTEN"] * 9),
+                                                               ("sltest-b", "both", ["LISTEN"] * 9)]
+
+
 def test_snapshot_find(monkeypatch):
-    monkeypatch.setattr(ss.subprocess, "run", FakeRun(stdout=text("ss_states.txt")))
+    monkeypatch.setattr(ss.subprocess, "Popen", FakeRun(stdout=text("ss_states.txt")))
     snap = ss.take("sltest-a", label="all")
     assert len(snap.find(local_port=5001)) == 2                     # listener and accepted socket
     assert [r.state for r in snap.find(peer_port=5001)] == ["ESTAB", "TIME-WAIT"]
@@ -235,7 +260,7 @@ def test_snapshot_find(monkeypatch):
 
 
 def test_take_failure_carries_the_command(monkeypatch):
-    monkeypatch.setattr(ss.subprocess, "run", FakeRun(1, "", "Cannot open network namespace\n"))
+    monkeypatch.setattr(ss.subprocess, "Popen", FakeRun(1, "", "Cannot open network namespace\n"))
     with pytest.raises(CommandError) as exc:
         ss.take("nope", label="x")
     assert exc.value.argv == ["ss", "-N", "nope", "-tanoi"]
