@@ -374,14 +374,13 @@ def pytest_unconfigure(config):
 
 
 def _own_version(config) -> str | None:
-    """socklab's version as pytest found it when it loaded this plugin from its entry point: the
-    Version header of that distribution's METADATA (read as text: email's parser of it took 6 ms)."""
+    """socklab's version as pytest found it when it loaded this plugin from its entry point
+    (results.version_of: the metadata read as text)."""
+    from .results import version_of
     me = sys.modules[__name__]
     for plugin, dist in config.pluginmanager.list_plugin_distinfo():
         if plugin is me:
-            headers = (dist.read_text("METADATA") or "").split("\n\n", 1)[0]
-            return next((line.split(":", 1)[1].strip() for line in headers.splitlines()
-                         if line.lower().startswith("version:")), None)
+            return version_of(dist)
     return None
 
 

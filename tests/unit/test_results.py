@@ -306,3 +306,20 @@ def test_summaries_stand_for_case_json_only_while_it_is_unchanged(tmp_path):
     assert cases(again)[NOACCEPT]["verdict"] == "refuted"
     assert cases(fresh)[NOACCEPT]["verdict"] == "confirmed"
     assert used == with_record - {cases(fresh)[NOACCEPT]["dir"]}
+
+
+class _Dist:
+    def __init__(self, **files):
+        self.files = files
+
+    def read_text(self, name):
+        return self.files.get(name)
+
+
+def test_the_version_is_read_from_either_kind_of_metadata_as_text():
+    headers = "Metadata-Version: 2.1\nName: socklab\nVersion: 1.2.3\n\nVersion: not this one, the description\n"
+    assert results.version_of(_Dist(METADATA=headers)) == "1.2.3"
+    assert results.version_of(_Dist(**{"PKG-INFO": headers})) == "1.2.3"      # a socklab.egg-info
+    assert results.version_of(_Dist()) is None
+    import importlib.metadata
+    assert results.version_of(importlib.metadata.distribution("socklab")) == importlib.metadata.version("socklab")
