@@ -100,6 +100,7 @@ class Lab(contextlib.AbstractContextManager):
         self.outcome = None                       # record.Outcome the plugin hands over before the record is written
         self.written = None                       # the Future writing the artifacts (background), once submitted
         self.trace_lost: dict | None = None        # {"count": n or None, "lines": [...]} when the trace lost events
+        self._trace_pool = None                   # the tracefs pool this case's instance goes back to, until it does
         self.drops: dict | None = None             # drop counters per host at the end of the case
 
     # -- set-up and tear-down ---------------------------------------------------------------
@@ -128,7 +129,8 @@ class Lab(contextlib.AbstractContextManager):
         if not self.trace_unavailable:
             pool = tracefs.pool()
             self.trace = pool.get()
-            self._stack.callback(pool.release, self.trace)
+            self._trace_pool = pool
+            self._stack.callback(self._release_trace)
         self.netns_inodes = {timewait.netns_inode(h.netns_path) for h in self.topology.hosts.values()}
         self.timewait_source = self._timewait_probes()
         self.capture = self._stack.enter_context(Capture(self.topology))
@@ -348,8 +350,14 @@ class Lab(contextlib.AbstractContextManager):
         return select_segments(self.capture.segments(), port=port, src=src, flags=flags, since=since,
                                dropped=dropped)
 
+    def _release_trace(self):
+        """Give the case's tracefs instance back (its removal goes on in the background); once."""
+        pool, self._trace_pool = self._trace_pool, None
+        if pool is not None:
+            pool.release(self.trace)
+
     def _read_trace(self):
-        if self.trace is not None:
+        if self.trace is not None and self._trace_pool is not None:     # not after finish() gave it back
             lines = [l for l in self.trace.read().splitlines() if l.strip()]
             self.trace_lines.extend(trace.lines_of(lines, self.addresses(), self.netns_inodes))
 
@@ -661,6 +669,9 @@ class Lab(contextlib.AbstractContextManager):
             if self.trace_lost:
                 self.note(f"the trace lost {self.trace_lost['count'] or 'some'} events: "
                           f"{'; '.join(self.trace_lost['lines'])}")
+            # Read for the last time: its removal (RCU grace periods, ~30 ms) starts now, not after
+            # the judging and the programs' exits, so a run's end waits less for it.
+            self._release_trace()
         if self.faults:
             for t, role, text in self.faults.events:
                 self.timeline.add(t, "fault", role, text)

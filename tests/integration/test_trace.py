@@ -194,3 +194,19 @@ def test_no_spare_instance_when_no_case_follows(resources):
         tracefs.more_cases(True)
         tracefs.close_pool()
     assert resources.instances(pid) == []
+
+
+def test_a_cases_instance_goes_back_once_finish_has_read_it(lab):
+    """finish() reads the trace for the last time and gives the instance back at once, so its removal
+    (RCU grace periods) starts before the judging and the programs' exits; the record keeps what was
+    read, and a later read reads nothing more."""
+    connect_and_close(lab)
+    path = lab.trace.path
+    lab.finish()
+    deadline = time.monotonic() + 5
+    while os.path.exists(path) and time.monotonic() < deadline:
+        select.select([], [], [], 0.005)
+    assert not os.path.exists(path)                  # removed while the lab is still open
+    assert sorted(h.states() for h in lab.transitions(PORT)) == sorted(
+        h.states for h in lab.record().transitions if PORT in (h.local_port, h.peer_port))
+    assert ["CLOSE", "LISTEN", "CLOSE"] in [h.states() for h in lab.transitions(PORT)]
