@@ -100,7 +100,7 @@ class Lab(contextlib.AbstractContextManager):
         self.outcome = None                       # record.Outcome the plugin hands over before the record is written
         self.written = None                       # the Future writing the artifacts (background), once submitted
         self.trace_lost: dict | None = None        # {"count": n or None, "lines": [...]} when the trace lost events
-        self._trace_pool = None                   # the tracefs pool this case's instance goes back to, until it does
+        self._trace_held = None                   # (tracefs pool, this case's instance) until it goes back
         self.drops: dict | None = None             # drop counters per host at the end of the case
 
     # -- set-up and tear-down ---------------------------------------------------------------
@@ -129,7 +129,7 @@ class Lab(contextlib.AbstractContextManager):
         if not self.trace_unavailable:
             pool = tracefs.pool()
             self.trace = pool.get()
-            self._trace_pool = pool
+            self._trace_held = (pool, self.trace)
             self._stack.callback(self._release_trace)
         self.netns_inodes = {timewait.netns_inode(h.netns_path) for h in self.topology.hosts.values()}
         self.timewait_source = self._timewait_probes()
@@ -352,12 +352,13 @@ class Lab(contextlib.AbstractContextManager):
 
     def _release_trace(self):
         """Give the case's tracefs instance back (its removal goes on in the background); once."""
-        pool, self._trace_pool = self._trace_pool, None
-        if pool is not None:
-            pool.release(self.trace)
+        held, self._trace_held = self._trace_held, None
+        if held is not None:
+            pool, inst = held
+            pool.release(inst)
 
     def _read_trace(self):
-        if self.trace is not None and self._trace_pool is not None:     # not after finish() gave it back
+        if self.trace is not None and self._trace_held is not None:     # not after finish() gave it back
             lines = [l for l in self.trace.read().splitlines() if l.strip()]
             self.trace_lines.extend(trace.lines_of(lines, self.addresses(), self.netns_inodes))
 
