@@ -4,12 +4,9 @@ Closing an AF_PACKET socket or removing a tracefs instance waits for an RCU grac
 40 ms here). Nothing about the case depends on when that wait ends, so the harness hands such
 releases to a few background threads (`release`); a case's files, summary and page are written
 by others (`submit`), so they never queue behind a release that sleeps in the kernel (they did: a
-one-case run's end waited 20-30 ms for 10 ms of writing). What the next case will need (its tracefs
-instance) is prepared by a thread of its own (`prepare`): each case hands three releases to the
-release threads (two packet sockets, one instance: 13-40 ms each), and a preparation queued behind
-them made the next case's set-up wait 13-51 ms. `flush()` (at the session's end, at exit, on
-SIGTERM via pytest's unwinding) waits until every one has finished and re-raises the first error;
-`flush(releases=False)` waits for the writing only.
+one-case run's end waited 20-30 ms for 10 ms of writing). `flush()` (at the session's end, at exit,
+on SIGTERM via pytest's unwinding) waits until every one has finished and re-raises the first
+error; `flush(releases=False)` waits for the writing only.
 """
 
 from __future__ import annotations
@@ -19,21 +16,20 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 _lock = threading.Lock()
-_executors: dict[str, ThreadPoolExecutor] = {}      # kind -> its threads
-_THREADS = {"write": 3, "release": 3, "prepare": 1}
-_pending: dict[Future, bool] = {}          # -> kernel work (release(), prepare()) rather than the harness's own writing
+_executors: dict[bool, ThreadPoolExecutor] = {}     # release or not -> its threads
+_pending: dict[Future, bool] = {}          # -> a kernel release (release()) rather than the harness's own work
 _failed: list[Future] = []                  # jobs that raised, not reported by flush() yet
 _reported: set[Future] = set()
 
 
-def submit(fn, *args, _kind: str = "write") -> Future:
+def submit(fn, *args, _release: bool = False) -> Future:
     """Run fn(*args) in the background; its result or error is kept in the returned Future."""
     with _lock:
-        if _kind not in _executors:
-            _executors[_kind] = ThreadPoolExecutor(max_workers=_THREADS[_kind], thread_name_prefix=(
-                "socklab-bg" if _kind == "write" else f"socklab-{_kind}"))
-        fut = _executors[_kind].submit(fn, *args)
-        _pending[fut] = _kind != "write"
+        if _release not in _executors:
+            _executors[_release] = ThreadPoolExecutor(max_workers=3, thread_name_prefix=(
+                "socklab-release" if _release else "socklab-bg"))
+        fut = _executors[_release].submit(fn, *args)
+        _pending[fut] = _release
     fut.add_done_callback(_done)
     return fut
 
@@ -41,13 +37,7 @@ def submit(fn, *args, _kind: str = "write") -> Future:
 def release(fn, *args) -> Future:
     """submit() for a kernel resource's release (a socket's close, an instance's removal): nothing
     the run's results read, so flush(releases=False) does not wait for it."""
-    return submit(fn, *args, _kind="release")
-
-
-def prepare(fn, *args) -> Future:
-    """submit() for kernel work a later case will need (its tracefs instance): one thread of its own,
-    never behind the releases; like a release, flush(releases=False) does not wait for it."""
-    return submit(fn, *args, _kind="prepare")
+    return submit(fn, *args, _release=True)
 
 
 def _done(fut: Future):

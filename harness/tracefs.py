@@ -27,7 +27,6 @@ import os
 import re
 import threading
 import time
-from concurrent import futures
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from . import background, names
@@ -283,8 +282,8 @@ class Instance:
 def remove_instance(path: str) -> None:
     """Remove the instance; 'already gone' is fine, anything else raises. The kernel disables the
     instance's events itself as it removes it (event_trace_del_tracer): writing 0 to the event's
-    enable first cost a grace period more under the global trace lock (35 against 26 ms, median of
-    8), which the next case's instance then waited for."""
+    enable first cost another grace period under the global trace lock (35 against 26 ms, median of
+    8), which the next case's instance waits for when cases are short."""
     # rmdir answers EBUSY while the kernel still holds a reference (a reader's file being released,
     # a fork that has not exec'd yet); retry briefly before calling it a failure.
     def removed():
@@ -308,7 +307,7 @@ class InstancePool:
 
     def __init__(self):
         self._made: dict[str, Instance | None] = {}     # name -> instance (None while being made)
-        self._next = background.prepare(self._make)
+        self._next = background.release(self._make)
 
     def _make(self) -> Instance:
         name = names.resource_name(names.next_index(), "trace")
@@ -321,8 +320,8 @@ class InstancePool:
     def get(self, timeout: float = 10.0) -> Instance:
         """A ready instance (prepared while the previous case ran), and start preparing the next unless
         no more cases are expected (more_cases(False))."""
-        fut = self._next if self._next is not None else background.prepare(self._make)
-        self._next = background.prepare(self._make) if _more_cases else None
+        fut = self._next if self._next is not None else background.release(self._make)
+        self._next = background.release(self._make) if _more_cases else None
         try:
             return fut.result(scaled(timeout))
         except FutureTimeout:
@@ -332,14 +331,10 @@ class InstancePool:
 
     def release(self, inst: Instance) -> None:
         """Stop reading and remove the instance, in the background: closing the reader waits for the
-        global trace lock and the rmdir for RCU grace periods (~26 ms). The removal starts once the
-        spare being prepared is made: both take that lock, and a removal that got it first made the
-        next case's set-up wait for its instance (13-51 ms, between short cases)."""
-        background.release(self._remove, inst, self._next)
+        global trace lock and the rmdir for RCU grace periods (~40 ms)."""
+        background.release(self._remove, inst)
 
-    def _remove(self, inst: Instance, first=None) -> None:
-        if first is not None:
-            futures.wait([first])       # its own error, if any, is the next get()'s to report
+    def _remove(self, inst: Instance) -> None:
         inst.close_reader()
         remove_instance(inst.path)
         self._made.pop(inst.name, None)

@@ -42,20 +42,3 @@ def test_the_harness_work_does_not_queue_behind_releases():
     go.set()
     background.flush()
     assert all(f.done() for f in sleeping)
-
-
-def test_a_preparation_does_not_queue_behind_releases_and_the_results_do_not_wait_for_it():
-    """The next case's instance is prepared by a thread of its own: three releases a case (two
-    packet sockets, one instance) asleep in the kernel do not hold it up; and like a release it is
-    waited for only by the last flush."""
-    go, done = threading.Event(), threading.Event()
-    sleeping = [background.release(go.wait, 10) for _ in range(3)]
-    prepared = background.prepare(lambda: "instance")
-    assert prepared.result(timeout=5) == "instance"
-    slow = background.prepare(done.wait, 10)
-    background.flush(releases=False)
-    assert not slow.done()
-    go.set()
-    done.set()
-    background.flush()
-    assert slow.done() and all(f.done() for f in sleeping)
