@@ -431,7 +431,7 @@ class Lab(contextlib.AbstractContextManager):
         if len(hists) != 1:
             shown = "\n  ".join(str(h) for h in self.transitions()) or "none"
             raise ExpectationFailed(f"expected exactly one {'listening ' if listener else ''}socket of "
-                                           f"{role} (port {port}) in the trace, found {len(hists)}:\n  {shown}")
+                                    f"{role} (port {port}) in the trace, found {len(hists)}:\n  {shown}")
         return hists[0]
 
     def connect_calls(self) -> list:
