@@ -29,18 +29,20 @@ RUN = ("harness.ladder", "harness.casepage", "harness.report", "harness.baseline
 
 SWITCH_INTERVAL = 0.0005     # s
 
-_started: dict[int, threading.Thread] = {}
+_started: dict[int, threading.Thread | None] = {}     # pid -> its thread (None: nothing was left to import)
 
 
 def start(names=CASE, then=None) -> threading.Thread | None:
     """Import those of `names` that are not imported yet, in a thread (once per process), then call
-    `then()` there if given; returns the thread, or None when it was started before or nothing is left."""
+    `then()` there if given (not after an import failed: the main thread meets that error where it
+    imports the module, and does then's work itself); returns the thread, or None when it was started
+    before or nothing is left."""
     pid = os.getpid()
     if pid in _started:
         return None
     missing = [name for name in names if name not in sys.modules]
     if not missing and then is None:
-        _started[pid] = threading.current_thread()
+        _started[pid] = None
         return None
     thread = _started[pid] = threading.Thread(target=_run, args=(missing, then), name="socklab-import-ahead")
     thread.start()
