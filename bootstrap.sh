@@ -16,7 +16,10 @@ command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
 # a python3 compiled without them (pyenv's default build, first on PATH on some machines) ran pytest's
 # start-up 30% slower here (0.38 against 0.29 s on an empty test file). SOCKLAB_PYTHON chooses another.
 python=${SOCKLAB_PYTHON:-/usr/bin/python3}
-if [ -z "${SOCKLAB_PYTHON:-}" ] && [ ! -x "$python" ]; then
+if [ -n "${SOCKLAB_PYTHON:-}" ] && ! command -v "$SOCKLAB_PYTHON" >/dev/null 2>&1; then
+    echo "bootstrap: SOCKLAB_PYTHON=$SOCKLAB_PYTHON is not an interpreter here (no such executable)" >&2
+    exit 2
+elif [ -z "${SOCKLAB_PYTHON:-}" ] && [ ! -x "$python" ]; then
     python=python3
 fi
 "$python" -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
