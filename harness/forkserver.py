@@ -96,7 +96,10 @@ def _run_bootstrap(text: str, namespace: dict) -> None:
 
 def _import_warm() -> None:
     import importlib
-    from _pytest.config import default_plugins
+    try:        # pytest's builtin plugins, to import them warm; a private name, so optional
+        from _pytest.config import default_plugins
+    except ImportError:
+        default_plugins = ()
     skip = _rewritten_by_pytest()
     for name in WARM + tuple(f"_pytest.{p}" for p in default_plugins):
         if name.split(".")[0] in skip:

@@ -421,13 +421,12 @@ def _report_baseline_check(config, ok, text):
     """The baseline check as a test report of its own ("socklab::baseline"): passed, failed with the
     comparison, or skipped with the reason (no baseline for this kernel version, changed since an
     older one, other settings), so it shows in pytest's summary line, `-rs` and JUnit, never silently."""
-    from _pytest.reports import TestReport
     outcome = {True: "passed", False: "failed", None: "skipped"}[ok]
     first = text.splitlines()[0] if text else ""
     longrepr = {"passed": None, "failed": text, "skipped": ("socklab", 0, f"Skipped: {first}")}[outcome]
-    rep = TestReport(nodeid="socklab::baseline", location=("socklab", None, "baseline check"), keywords={"socklab": 1},
-                     outcome=outcome, longrepr=longrepr, when="call", sections=[], duration=0.0,
-                     user_properties=[("baseline", first)])
+    rep = pytest.TestReport(nodeid="socklab::baseline", location=("socklab", None, "baseline check"), keywords={"socklab": 1},
+                            outcome=outcome, longrepr=longrepr, when="call", sections=[], duration=0.0,
+                            user_properties=[("baseline", first)])
     config.hook.pytest_runtest_logreport(report=rep)
 
 
