@@ -45,8 +45,9 @@ fi
 # A .venv made from another interpreter (an earlier set-up, or SOCKLAB_PYTHON changed) is made again.
 base_of() { "$1" -c 'import os, sys; print(os.path.realpath(sys._base_executable))' 2>/dev/null || true; }
 base=$(base_of "$python")
-if [ -x .venv/bin/python ] && [ "$(base_of .venv/bin/python)" != "$base" ]; then
-    echo "bootstrap: .venv was made from $(base_of .venv/bin/python); making it again from $base"
+made_from=$( [ -x .venv/bin/python ] && base_of .venv/bin/python || true)
+if [ -x .venv/bin/python ] && [ "$made_from" != "$base" ]; then
+    echo "bootstrap: .venv was made from ${made_from:-an interpreter that no longer runs}; making it again from $base"
     "$python" -m venv --clear .venv
 elif [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
