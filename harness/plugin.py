@@ -9,6 +9,7 @@ the SIGTERM handler is installed by the first lab.
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import re
@@ -312,14 +313,21 @@ def _mark_from_judges(item):
     have_art = {m.args[0] for m in item.iter_markers("article")}
     for j in _judges_of(item):
         if j.experiment not in have_exp:
-            item.add_marker(pytest.mark.experiment(j.experiment))
+            item.add_marker(_marker("experiment", j.experiment))
             have_exp.add(j.experiment)
     from .articles import articles_of
     for exp in sorted(have_exp):
         for art in articles_of(exp):
             if art not in have_art:
-                item.add_marker(pytest.mark.article(art))
+                item.add_marker(_marker("article", art))
                 have_art.add(art)
+
+
+@functools.lru_cache(maxsize=None)
+def _marker(name: str, value: str) -> pytest.MarkDecorator:
+    """One (immutable) marker per experiment or article id, shared by its cases: `pytest.mark.NAME`
+    checks the name against the registered markers each time it is looked up."""
+    return getattr(pytest.mark, name)(value)
 
 
 @pytest.hookimpl(tryfirst=True)
