@@ -45,12 +45,11 @@ fi
 # A .venv made from another interpreter (an earlier set-up, or SOCKLAB_PYTHON changed) is made again.
 base_of() { "$1" -c 'import os, sys; print(os.path.realpath(sys._base_executable))' 2>/dev/null || true; }
 base=$(base_of "$python")
-made_from=$( [ -x .venv/bin/python ] && base_of .venv/bin/python || true)
-if [ -x .venv/bin/python ] && [ "$made_from" != "$base" ]; then
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+elif made_from=$(base_of .venv/bin/python); [ "$made_from" != "$base" ]; then
     echo "bootstrap: .venv was made from ${made_from:-an interpreter that no longer runs}; making it again from $base"
     "$python" -m venv --clear .venv
-elif [ ! -x .venv/bin/python ]; then
-    "$python" -m venv .venv
 fi
 extras=test
 { [ "${1:-}" = matrix ] || [ "${1:-}" = test ]; } && extras=test,matrix
