@@ -237,6 +237,40 @@ def test_an_end_gets_its_addresses_only_once_running(monkeypatch):
         assert link(client)["operstate"] == "UP"
 
 
+def test_an_ipv6_address_without_its_local_route_is_waited_for(monkeypatch):
+    """An IPv6 address takes packets only once the kernel's DAD work has inserted its local route
+    (even with nodad: two CI runs lost the first SYN+ACK or SYN of an IPv6 handshake to it). With the
+    route gone the wait ends in a SetupError naming the host and address, not a hang or a pass; once
+    the route is back the same wait returns."""
+    with Topology() as topo:
+        client = topo.client
+        nsutil.run_in(topology._wait_local_routes, client, netns=client.netns)      # built: routed
+        route = ["local", client.ipv6, "dev", client.ifname, "table", "local"]
+        subprocess.run(["ip", "-n", client.netns, "-6", "route", "del", *route], check=True)
+        monkeypatch.setattr(topology, "LOCAL_ROUTE_TIMEOUT", 0.2)
+        with pytest.raises(SetupError, match=f"client's IPv6 address {client.ipv6} in {client.netns} taking packets"):
+            nsutil.run_in(topology._wait_local_routes, client, netns=client.netns)
+        subprocess.run(["ip", "-n", client.netns, "-6", "route", "add", *route], check=True)
+        nsutil.run_in(topology._wait_local_routes, client, netns=client.netns)
+
+
+@pytest.mark.parametrize("routed", [None, topology.Routed()], ids=["veth", "routed"])
+def test_the_build_waits_for_every_ipv6_local_route(monkeypatch, routed):
+    """The build returns only when every host's IPv6 address has its local route: here the kernel's
+    answer is held back for each address's first three looks, and every address is looked at again."""
+    looks: dict = {}
+    has = topology._has_local_route
+
+    def late(address):
+        looks[address] = looks.get(address, 0) + 1
+        return looks[address] > 3 and has(address)
+
+    monkeypatch.setattr(topology, "_has_local_route", late)
+    with Topology(routed=routed) as topo:
+        addresses = {h.ipv6 for pair in topo.links.values() for h in pair}
+        assert set(looks) == addresses and all(n >= 4 for n in looks.values()), looks
+
+
 @pytest.mark.parametrize("mtu", [1280, 9000])
 def test_link_mtu_is_set_on_both_ends(mtu):
     """Topology(mtu=N) gives both veth ends MTU N."""
