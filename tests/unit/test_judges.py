@@ -8,6 +8,7 @@ experiment of EXPERIMENTS.md a case.
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import pytest
@@ -40,8 +41,12 @@ def test_edited_record_flips_the_verdict(flip):
 
 
 def catalogue() -> set[str]:
-    """The catalogue's judges (cases/), not those a harness test in the same process registered."""
-    return {jid for jid, j in REGISTRY.items() if j.module.startswith("cases.")}
+    """The catalogue's judges (defined in a file under cases/), not those a harness test in the same
+    process registered. By file, not module name: pytest imports a case module as `test_x` when it
+    collects cases/ after this module's load_judges imported it as `cases.test_x`, and the second
+    import registers the judges again under the shorter name."""
+    cases = os.path.join(REPO, "cases") + os.sep
+    return {jid for jid, j in REGISTRY.items() if inspect.getfile(j.fn).startswith(cases)}
 
 
 def test_every_judge_has_a_counterfactual():
