@@ -23,6 +23,17 @@ def default_workers() -> str:
     return str(PER_CORE * (os.cpu_count() or 1))
 
 
+def _seconds(text: str) -> float:
+    """argparse type: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0 seconds")
+    return value
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="socklab", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -86,6 +97,9 @@ def main(argv=None) -> int:
     mat.add_argument("-n", "--workers", default="2", help="pytest-xdist workers per kernel (default: 2)")
     mat.add_argument("--record-baselines", default=None, metavar="FOLDER",
                      help="keep each kernel's run as the baseline of its version in FOLDER (e.g. baselines)")
+    mat.add_argument("--stall-timeout", type=_seconds, default=None, metavar="S",
+                     help="stop a guest whose log and case records stood still this long, then boot it once more "
+                          "(default: 240; the longest pause of a working guest was 38 s)")
 
     soak = sub.add_parser("soak", help="run the catalogue N times in a row; count failures and wall times")
     soak.add_argument("--runs", type=int, default=20)
@@ -289,7 +303,8 @@ def _matrix(args, pytest_args) -> int:
     signal.signal(signal.SIGTERM, stop)      # unwinds like Ctrl-C: the running guest is stopped too
     try:
         return run_matrix(args.kernels, pytest_args, reports=args.reports, name=args.name, workers=args.workers,
-                          log=lambda line: print(line, flush=True), baselines=args.record_baselines)
+                          log=lambda line: print(line, flush=True), baselines=args.record_baselines,
+                          **({"stall_timeout": args.stall_timeout} if args.stall_timeout else {}))
     except SocklabError as exc:
         print(f"socklab matrix: {exc}", file=sys.stderr)
         return 2

@@ -34,6 +34,8 @@ class KernelRun:
     outcomes: dict = field(default_factory=dict)
     kernel: str | None = None
     died_at_boot: list = field(default_factory=list)    # consoles of boots that died before the command
+    stalled: list = field(default_factory=list)         # partial run folders of guests stopped mid-run
+    stopped: str | None = None                          # why the watchdog stopped the last guest, if it did
 
 
 def checkout() -> str:
@@ -59,8 +61,16 @@ def _done(run_dir: str) -> int:
     return len(_records(run_dir))
 
 
-def _clock(seconds: float) -> str:
-    return f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
+def _progress_mark(run_dir: str) -> tuple[int, int]:
+    """Changes whenever a case starts or ends (its record is written then): the guest watchdog's sign
+    of life besides the guest's log."""
+    size = 0
+    for path in _records(run_dir):
+        try:
+            size += os.stat(path).st_size
+        except OSError:
+            pass
+    return len(_records(run_dir)), size
 
 
 class Progress:
@@ -78,7 +88,7 @@ class Progress:
         if elapsed - self.last_line >= self.every or (done != self.last_done and elapsed - self.last_line >= 5):
             state = (f"{done}/{self.total or '?'} cases" if boot is not None or emulator is None
                      else f"booting under {emulator}")
-            self.log(f"{self.prefix}: {state}, {_clock(elapsed)} elapsed")
+            self.log(f"{self.prefix}: {state}, {vm.clock(elapsed)} elapsed")
             self.last_line, self.last_done = elapsed, done
 
 
@@ -104,7 +114,8 @@ def _print_recorded_ss(run_dir: str, prefix: str, log) -> None:
 
 
 def run_matrix(specs: list[str], pytest_args: list, *, reports: str = "reports", name: str | None = None,
-               workers: str = "2", log=print, baselines: str | None = None) -> int:
+               workers: str = "2", log=print, baselines: str | None = None,
+               stall_timeout: float = vm.STALL_TIMEOUT) -> int:
     """Run the catalogue on every kernel in `specs` (plus the host), then compare; exit status 0 when
     every run completed (differences are the report's content, not failures)."""
     t_all = time.monotonic()
@@ -135,17 +146,13 @@ def run_matrix(specs: list[str], pytest_args: list, *, reports: str = "reports",
         else:
             # SOCKLAB_SS=replay: named `ss` snapshots keep the kernel's answer, printed by `ss` here
             # afterwards (an `ss` process costs 130-170 ms in a TCG guest: 97 s of a 7.3 catalogue).
-            g = vm.boot(k.image, folder, label, inner, cwd=checkout(), on_tick=progress, try_kvm=try_kvm,
-                        env={"SOCKLAB_SS": "replay"})
+            g, kr.stalled = _run_guest(k, folder, label, inner, progress, try_kvm, prefix, log, stall_timeout)
             try_kvm = g.emulator == "KVM"       # KVM that could not boot one kernel is not tried again
             kr.emulator, kr.exit_code, kr.boot, kr.wall = g.emulator, g.exit_code, g.boot, g.wall
-            kr.died_at_boot = g.died_at_boot
-            for console in g.died_at_boot:
-                log(f"{prefix}: a boot under {g.emulator} died before the guest's first command and was "
-                    f"started again; its console: {console}")
+            kr.died_at_boot, kr.stopped = g.died_at_boot, g.stopped
             _print_recorded_ss(run_dir, prefix, log)
         kr.outcomes, kr.kernel = _outcomes(run_dir)
-        log(f"{prefix}: done in {_clock(kr.wall)}" + (f" (boot {kr.boot:.0f} s, {kr.emulator})" if kr.boot else "")
+        log(f"{prefix}: done in {vm.clock(kr.wall)}" + (f" (boot {kr.boot:.0f} s, {kr.emulator})" if kr.boot else "")
             + f"; exit {kr.exit_code}; " + (", ".join(f"{v} {k}" for k, v in sorted(kr.outcomes.items())) or "no results")
             + ("" if kr.outcomes else f"; see {os.path.join(folder, label + '.log')}"))
         runs.append(kr)
@@ -158,11 +165,42 @@ def run_matrix(specs: list[str], pytest_args: list, *, reports: str = "reports",
         for r in runs:
             if r.outcomes:
                 log(f"socklab matrix: baseline {record(r.run_dir, baselines)} from {r.label}")
-    log(f"socklab matrix: {len(runs)} kernels in {_clock(time.monotonic() - t_all)}")
+    log(f"socklab matrix: {len(runs)} kernels in {vm.clock(time.monotonic() - t_all)}")
     incomplete = [r.spec for r in runs if not r.outcomes]
     if incomplete:
         log(f"socklab matrix: no results from {', '.join(incomplete)}")
     return 1 if incomplete else code
+
+
+def _run_guest(k, folder: str, label: str, inner: list, progress, try_kvm: bool, prefix: str, log,
+               stall_timeout: float = vm.STALL_TIMEOUT) -> tuple[vm.GuestRun, list[str]]:
+    """One kernel's catalogue in a guest. A guest the watchdog stopped mid-run (a hung guest kernel:
+    under TCG the ones seen were the emulator's, see vm.KEEPER_RULES) is booted once more; the stopped
+    run's partial folder, log and console are kept beside, named .stalled-1: the second value lists
+    those folders."""
+    run_dir = os.path.join(folder, label)
+    stalled: list[str] = []
+    for attempt in (1, 2):
+        # SOCKLAB_SS=replay: named `ss` snapshots keep the kernel's answer, printed by `ss` here
+        # afterwards (an `ss` process costs 130-170 ms in a TCG guest: 97 s of a 7.3 catalogue).
+        g = vm.boot(k.image, folder, label, inner, cwd=checkout(), on_tick=progress, try_kvm=try_kvm,
+                    env={"SOCKLAB_SS": "replay"}, progress=lambda: _progress_mark(run_dir),
+                    stall_timeout=stall_timeout)
+        for console in g.died_at_boot:
+            log(f"{prefix}: a boot under {g.emulator} did not reach the guest's first command and was "
+                f"started again; its console: {console}")
+        if g.stopped:
+            log(f"{prefix}: the guest was stopped: {g.stopped}; its console: {g.console}")
+        if not g.stopped or g.finished or g.boot is None or attempt == 2:
+            break
+        kept = f"{run_dir}.stalled-{attempt}"
+        for src, dst in ((run_dir, kept), (g.console, g.console.replace(".txt", f".stalled-{attempt}.txt")),
+                         (run_dir + ".log", f"{kept}.log")):
+            if os.path.exists(src):
+                os.replace(src, dst)
+        stalled.append(kept)
+        log(f"{prefix}: starting the guest once more; the stopped run is kept in {kept}")
+    return g, stalled
 
 
 def _run_here(argv, log_path, progress) -> tuple[int, float]:

@@ -26,6 +26,12 @@ from ..errors import SetupError
 RO_TAG = "socklabro"           # the cached read-only share of /
 RO_MOUNT = "/tmp/socklab-ro"   # where the guest mounts it (/tmp is the guest's own tmpfs)
 TIME_FACTOR = {"KVM": 3, "TCG": 10}
+# The watchdog (see _Watchdog): a guest that hangs is stopped, never waited for without end. TCG boots
+# reached their first command in 22-32 s here; once booted, the longest pause of a guest's log and
+# case records was 38 s (the harness's import and collection before the first case).
+BOOT_TIMEOUT = 240.0    # s from the start to the guest's first command (78 s seen under a full test run)
+STALL_TIMEOUT = 240.0   # s without a change of the guest's log or progress() once booted
+EXIT_GRACE = 30.0       # s for QEMU to power off once the command's exit status is written
 # A base chain on every hook harness/faults.py uses (inet prerouting and output, netdev ingress)
 KEEPER_RULES = ("add table inet keep; "
                 "add chain inet keep pre { type filter hook prerouting priority 0; policy accept; }; "
@@ -50,6 +56,8 @@ class GuestRun:
     wall: float         # seconds from start to the guest's exit
     console: str        # path of the console log
     died_at_boot: list = field(default_factory=list)   # consoles of TCG boots that died before the command
+    stopped: str | None = None   # why the watchdog stopped the guest, None when it ended by itself
+    finished: bool = False       # the command's exit status came back (it ran to its end)
 
 
 def missing() -> list[str]:
@@ -100,10 +108,15 @@ def kvm_usable() -> bool:
 
 
 def boot(image: str, rwdir: str, name: str, inner: list[str], *, cwd: str, env: dict | None = None,
-         cpus: int = 2, memory: str = "2G", on_tick=None, tick: float = 2.0, try_kvm: bool = True) -> GuestRun:
+         cpus: int = 2, memory: str = "2G", on_tick=None, tick: float = 2.0, try_kvm: bool = True,
+         progress=None, boot_timeout: float = BOOT_TIMEOUT, stall_timeout: float = STALL_TIMEOUT) -> GuestRun:
     """Boot `image`, run argv `inner` in the guest (inside the cached chroot, cwd `cwd`), wait for it.
 
-    `on_tick(elapsed, booted)` is called every `tick` seconds while the guest runs (progress lines).
+    `on_tick(elapsed, booted, emulator)` is called every `tick` seconds while the guest runs (progress
+    lines). The guest is stopped (`GuestRun.stopped` says why) when it has not reached its command
+    `boot_timeout` s after the start, or when neither its log nor `progress()` (any value; a change is
+    progress) changed for `stall_timeout` s since; a boot stopped before its command is started again
+    like one that died there.
     """
     vng = _vng()
     if not vng:
@@ -112,15 +125,18 @@ def boot(image: str, rwdir: str, name: str, inner: list[str], *, cwd: str, env: 
     attempts = ["KVM", "TCG", "TCG"] if try_kvm and kvm_usable() else ["TCG", "TCG"]
     died: list[str] = []
     for n, emulator in enumerate(attempts):
-        run = _boot_once(vng, image, rwdir, name, inner, cwd, dict(env or {}), emulator, cpus, memory, on_tick, tick)
+        watchdog = _Watchdog(os.path.join(rwdir, f"{name}.log"), os.path.join(rwdir, f"{name}.exit"), progress,
+                             boot_timeout, stall_timeout)
+        run = _boot_once(vng, image, rwdir, name, inner, cwd, dict(env or {}), emulator, cpus, memory, on_tick, tick,
+                         watchdog)
         if run.boot is not None or n == len(attempts) - 1:
             run.died_at_boot = died
             return run
         if emulator == "TCG":
-            # The guest died before its first command. Seen once in about 25 TCG boots of 7.3: "Oops:
-            # int3" in sched_clock_cpu 2.4 s into the boot, as the kernel patched a static key while
-            # the other CPU ran it (as in ipv6_rcv on 6.12; see KEEPER_RULES). Nothing of the case
-            # ran, so it boots once more; the dead boot's console is kept.
+            # The guest died (or hung) before its first command. Seen once in about 25 TCG boots of
+            # 7.3: "Oops: int3" in sched_clock_cpu 2.4 s into the boot, as the kernel patched a static
+            # key while the other CPU ran it (as in ipv6_rcv on 6.12; see KEEPER_RULES). Nothing of the
+            # case ran, so it boots once more; the dead boot's console is kept.
             kept = run.console.replace(".console.tcg.txt", f".console.tcg-died-{len(died) + 1}.txt")
             os.replace(run.console, kept)
             died.append(kept)
@@ -128,7 +144,47 @@ def boot(image: str, rwdir: str, name: str, inner: list[str], *, cwd: str, env: 
     raise AssertionError("unreachable")
 
 
-def _boot_once(vng, image, rwdir, name, inner, cwd, env, emulator, cpus, memory, on_tick, tick) -> GuestRun:
+class _Watchdog:
+    """Decides, at each tick, whether a guest is stuck: the reason to stop it, or None.
+
+    Progress is any change of the guest's log size or of `progress()`. A command whose exit status is
+    written while QEMU does not power off is stopped after EXIT_GRACE (its status stands)."""
+
+    def __init__(self, log: str, exit_file: str, progress, boot_timeout: float, stall_timeout: float):
+        self.log, self.exit_file, self.progress = log, exit_file, progress
+        self.boot_timeout, self.stall_timeout = boot_timeout, stall_timeout
+        self.mark, self.changed, self.exited = None, 0.0, None
+
+    def check(self, elapsed: float, boot: float | None) -> str | None:
+        if boot is None:
+            if elapsed > self.boot_timeout:
+                return f"the guest had not reached its command {self.boot_timeout:g} s after the start"
+            return None
+        if os.path.exists(self.exit_file):
+            self.exited = elapsed if self.exited is None else self.exited
+            if elapsed - self.exited > EXIT_GRACE:
+                return f"the command had ended but QEMU had not powered off {EXIT_GRACE:g} s later"
+            return None
+        try:
+            size = os.stat(self.log).st_size
+        except OSError:
+            size = None
+        mark = (size, self.progress() if self.progress else None)
+        if mark != self.mark:
+            self.mark, self.changed = mark, elapsed
+        elif elapsed - max(self.changed, boot) > self.stall_timeout:
+            return (f"no progress for {self.stall_timeout:g} s: the guest's log and case records stood still "
+                    f"from {clock(self.changed)} to {clock(elapsed)} after the start")
+        return None
+
+
+def clock(seconds: float) -> str:
+    """`4m05s`: the matrix's progress lines and the watchdog's reasons."""
+    return f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
+
+
+def _boot_once(vng, image, rwdir, name, inner, cwd, env, emulator, cpus, memory, on_tick, tick,
+               watchdog: _Watchdog | None = None) -> GuestRun:
     env = {**env, "SOCKLAB_EMULATOR": emulator, "SOCKLAB_TIME_FACTOR": TIME_FACTOR[emulator]}
     booted = os.path.join(rwdir, f"{name}.booted")
     exit_file = os.path.join(rwdir, f"{name}.exit")
@@ -153,7 +209,7 @@ def _boot_once(vng, image, rwdir, name, inner, cwd, env, emulator, cpus, memory,
     argv += ["--", f"sh {shlex.quote(script)}"]
     path_env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     t0 = time.monotonic()
-    boot_s = None
+    boot_s, stopped = None, None
     with open(console, "w") as out:
         # A session of its own: vng, virtme-run and QEMU are stopped together (by this group's id).
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=path_env,
@@ -169,17 +225,24 @@ def _boot_once(vng, image, rwdir, name, inner, cwd, env, emulator, cpus, memory,
                     boot_s = time.monotonic() - t0
                 if on_tick:
                     on_tick(time.monotonic() - t0, boot_s, emulator)
+                stopped = watchdog.check(time.monotonic() - t0, boot_s) if watchdog else None
+                if stopped:
+                    _stop_group(proc)
+                    break
         except BaseException:
             _stop_group(proc)
             raise
-    if boot_s is None and os.path.exists(booted):
+    if stopped:
+        with open(console, "a") as out:
+            out.write(f"\nsocklab: the guest was stopped: {stopped}\n")
+    elif boot_s is None and os.path.exists(booted):
         boot_s = time.monotonic() - t0        # booted and finished within one tick
-    code = proc.returncode
+    code, finished = proc.returncode, False
     try:
-        code = int(open(exit_file).read().strip())
+        code, finished = int(open(exit_file).read().strip()), True
     except (OSError, ValueError):
         pass
-    return GuestRun(emulator, code, boot_s, time.monotonic() - t0, console)
+    return GuestRun(emulator, code, boot_s, time.monotonic() - t0, console, stopped=stopped, finished=finished)
 
 
 def _stop_group(proc) -> None:

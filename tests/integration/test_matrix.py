@@ -27,25 +27,36 @@ def matrix(tmp_path_factory):
     folder = tmp_path_factory.mktemp("matrix", numbered=True)
     # not under /tmp: the guest's /tmp is its own; the run folders come back through a writable share
     reports = os.path.join(REPO, "reports", f"test-matrix-{os.getpid()}")
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "matrix", "debian:6.1", "--reports", reports,
-                           "--name", "smoke", "-n", "0", "--", "-k", CONNECTION, "--socklab-baseline", str(folder / "none")],
-                          cwd=REPO, capture_output=True, text=True, timeout=1200)
-    if "no such kernel" in proc.stdout + proc.stderr or "fetching Debian's package lists" in proc.stderr:
-        shutil.rmtree(reports, ignore_errors=True)
-        pytest.skip(f"debian:6.1 could not be fetched: {proc.stderr.strip()[-300:]}")
+    argv = [sys.executable, "-m", "harness.cli", "matrix", "debian:6.1", "--reports", reports, "--name", "smoke",
+            "-n", "0", "--", "-k", CONNECTION, "--socklab-baseline", str(folder / "none")]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:] + _guest_logs(reports)
-        yield os.path.join(reports, "smoke"), proc.stdout
+        # The guest watchdog stops a stuck guest (no progress for 240 s) and boots it once more, so the
+        # matrix ends by itself well inside this backstop.
+        stdout, stderr = proc.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        proc.terminate()                # socklab matrix stops its guest on SIGTERM
+        stdout, stderr = proc.communicate(timeout=60)
+        logs = _guest_logs(reports)
+        shutil.rmtree(reports, ignore_errors=True)
+        pytest.fail(f"socklab matrix still ran after 900 s:\n{stdout[-4000:]}{stderr[-2000:]}{logs}", pytrace=False)
+    if "no such kernel" in stdout + stderr or "fetching Debian's package lists" in stderr:
+        shutil.rmtree(reports, ignore_errors=True)
+        pytest.skip(f"debian:6.1 could not be fetched: {stderr.strip()[-300:]}")
+    try:
+        assert proc.returncode == 0, stdout[-4000:] + stderr[-2000:] + _guest_logs(reports)
+        yield os.path.join(reports, "smoke"), stdout
     finally:
         shutil.rmtree(reports, ignore_errors=True)
 
 
 def _guest_logs(reports: str) -> str:
-    """The end of each guest's log (the folder is removed after the test, so a failure shows them)."""
+    """The end of each guest's log and console (the folder is removed after the test, so a failure
+    shows them)."""
     out = []
     for root, _, files in os.walk(reports):
         for f in sorted(files):
-            if f.endswith(".log"):
+            if f.endswith(".log") or ".console." in f:
                 with open(os.path.join(root, f), errors="replace") as fh:
                     out.append(f"\n--- {f} (end) ---\n" + fh.read()[-3000:])
     return "".join(out)
