@@ -199,7 +199,9 @@ def _run_guest(k, folder: str, label: str, inner: list, progress, try_kvm: bool,
             if os.path.exists(src):
                 os.replace(src, dst)
         stalled.append(kept)
-        log(f"{prefix}: starting the guest once more; the stopped run is kept in {kept}")
+        what = (f"the stopped run is kept in {kept}" if os.path.isdir(kept)
+                else f"the stopped run had recorded no case; its log is kept as {kept}.log")
+        log(f"{prefix}: starting the guest once more; {what}")
     return g, stalled
 
 
