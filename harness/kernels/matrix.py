@@ -209,12 +209,22 @@ def _run_here(argv, log_path, progress) -> tuple[int, float]:
     t0 = time.monotonic()
     with open(log_path, "w") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=checkout())
-        while True:
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=2)
+                    break
+                except subprocess.TimeoutExpired:
+                    progress(time.monotonic() - t0, None, None)
+        except BaseException:
+            # Ctrl-C or SIGTERM: the run's pytest ends its cases and removes their namespaces on SIGTERM
+            proc.terminate()
             try:
-                proc.wait(timeout=2)
-                break
+                proc.wait(30)
             except subprocess.TimeoutExpired:
-                progress(time.monotonic() - t0, None, None)
+                proc.kill()
+                proc.wait()
+            raise
     return proc.returncode, time.monotonic() - t0
 
 

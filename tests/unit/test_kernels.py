@@ -198,3 +198,23 @@ def test_kvm_is_tried_only_where_a_paused_qemu_gets_through_its_set_up(monkeypat
         assert (tmp_path / "said").read_text() == "quit\n"
     finally:
         vm.kvm_usable.cache_clear()
+
+
+def test_an_interrupted_matrix_ends_the_host_run_it_started(tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM while the host's own catalogue runs: its pytest gets SIGTERM (and cleans up its
+    labs), not left running without the matrix."""
+    from harness.kernels import matrix
+    pidfile = tmp_path / "pid"
+    argv = [sys.executable, "-c", f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(600)"]
+
+    def progress(elapsed, boot, emulator):
+        raise KeyboardInterrupt("SIGTERM")
+    with pytest.raises(KeyboardInterrupt):
+        matrix._run_here(argv, str(tmp_path / "host.log"), progress)
+    pid = int(pidfile.read_text())
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return
+    os.kill(pid, 9)
+    pytest.fail("the host run's pytest outlived the interrupted matrix")
