@@ -57,7 +57,8 @@ extras=test
 
 case "${1:-}" in
     run)  shift; exec .venv/bin/socklab run "$@" ;;
-    test) shift; exec .venv/bin/python -m pytest -n "$(.venv/bin/python -c 'from harness.cli import default_workers; print(default_workers())')" "$@" ;;
+    # --timeout: a test that hangs fails after 300 s with where it hung (pytest-timeout), not the whole job
+    test) shift; exec .venv/bin/python -m pytest -n "$(.venv/bin/python -c 'from harness.cli import default_workers; print(default_workers())')" --timeout 300 "$@" ;;
     matrix) shift; exec .venv/bin/socklab matrix "$@" ;;
     *)    echo "usage: $0 run|test|matrix [extra arguments]" >&2; exit 2 ;;
 esac

@@ -17,7 +17,8 @@ from harness.kernels import vm
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONNECTION = "CONN-NOLISTEN or CONN-NOACCEPT or CONN-DATA"
 # One guest for both tests (one xdist worker), started first: it is the suite's longest test.
-pytestmark = [pytest.mark.xdist_group("matrix"), pytest.mark.expected_duration(80)]
+# timeout: beyond the 900 s backstop below (pytest-timeout, `./bootstrap.sh test` gives other tests 300 s)
+pytestmark = [pytest.mark.xdist_group("matrix"), pytest.mark.expected_duration(80), pytest.mark.timeout(1000)]
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,11 @@ def matrix(tmp_path_factory):
         logs = _guest_logs(reports)
         shutil.rmtree(reports, ignore_errors=True)
         pytest.fail(f"socklab matrix still ran after 900 s:\n{stdout[-4000:]}{stderr[-2000:]}{logs}", pytrace=False)
+    except BaseException:               # interrupted (Ctrl-C, pytest-timeout): the matrix and its guest go too
+        proc.terminate()
+        proc.wait(60)
+        shutil.rmtree(reports, ignore_errors=True)
+        raise
     if "no such kernel" in stdout + stderr or "fetching Debian's package lists" in stderr:
         shutil.rmtree(reports, ignore_errors=True)
         pytest.skip(f"debian:6.1 could not be fetched: {stderr.strip()[-300:]}")
