@@ -64,13 +64,13 @@ def _done(run_dir: str) -> int:
 def _progress_mark(run_dir: str) -> tuple[int, int]:
     """Changes whenever a case starts or ends (its record is written then): the guest watchdog's sign
     of life besides the guest's log."""
-    size = 0
-    for path in _records(run_dir):
+    records, size = _records(run_dir), 0
+    for path in records:
         try:
             size += os.stat(path).st_size
         except OSError:
             pass
-    return len(_records(run_dir)), size
+    return len(records), size
 
 
 class Progress:
@@ -144,8 +144,6 @@ def run_matrix(specs: list[str], pytest_args: list, *, reports: str = "reports",
         if k.is_host:
             kr.exit_code, kr.wall = _run_here(inner, os.path.join(folder, f"{label}.log"), progress)
         else:
-            # SOCKLAB_SS=replay: named `ss` snapshots keep the kernel's answer, printed by `ss` here
-            # afterwards (an `ss` process costs 130-170 ms in a TCG guest: 97 s of a 7.3 catalogue).
             g, kr.stalled = _run_guest(k, folder, label, inner, progress, try_kvm, prefix, log, stall_timeout)
             try_kvm = g.emulator == "KVM"       # KVM that could not boot one kernel is not tried again
             kr.emulator, kr.exit_code, kr.boot, kr.wall = g.emulator, g.exit_code, g.boot, g.wall
