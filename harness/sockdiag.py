@@ -204,14 +204,30 @@ def _info(ti: dict | None, state: int) -> dict:
     info.update({"rto": ti["rto"] / 1000, "rtt": (ti["rtt"] / 1000, ti["rttvar"] / 1000),
                  "ato": ti["ato"] / 1000, "mss": ti["snd_mss"], "pmtu": ti["pmtu"],
                  "rcvmss": ti["rcv_mss"], "advmss": ti["advmss"], "cwnd": ti["snd_cwnd"]})
-    for key, field in (("backoff", "backoff"), ("bytes_acked", "bytes_acked"),
-                       ("bytes_received", "bytes_received"), ("segs_out", "segs_out"),
-                       ("segs_in", "segs_in"), ("unacked", "unacked"), ("lost", "lost"),
-                       ("notsent", "notsent_bytes"), ("snd_wnd", "snd_wnd")):
+    if 0 < ti["snd_ssthresh"] < 0xFFFF:
+        info["ssthresh"] = ti["snd_ssthresh"]
+    # ss's counters, each printed only when not zero (iproute2 misc/ss.c, tcp_stats_print); what ss
+    # prints besides is moving times (lastsnd, lastrcv, lastack, busy) and rates, left out here
+    for key, field in (("backoff", "backoff"), ("bytes_sent", "bytes_sent"), ("bytes_retrans", "bytes_retrans"),
+                       ("bytes_acked", "bytes_acked"), ("bytes_received", "bytes_received"),
+                       ("segs_out", "segs_out"), ("segs_in", "segs_in"), ("data_segs_out", "data_segs_out"),
+                       ("data_segs_in", "data_segs_in"), ("delivered", "delivered"),
+                       ("delivered_ce", "delivered_ce"), ("unacked", "unacked"), ("lost", "lost"),
+                       ("sacked", "sacked"), ("dsack_dups", "dsack_dups"), ("fackets", "fackets"),
+                       ("reord_seen", "reord_seen"), ("rcv_space", "rcv_space"),
+                       ("rcv_ssthresh", "rcv_ssthresh"), ("notsent", "notsent_bytes"), ("snd_wnd", "snd_wnd")):
         if ti[field]:
             info[key] = ti[field]
+    if ti["app_limited"] & 1:           # __u8 tcpi_delivery_rate_app_limited:1 (low bit)
+        info["app_limited"] = True
     if ti["retrans"] or ti["total_retrans"]:
         info["retrans"] = (ti["retrans"], ti["total_retrans"])
+    if ti["reordering"] != 3:
+        info["reordering"] = ti["reordering"]
+    if ti["rcv_rtt"]:
+        info["rcv_rtt"] = ti["rcv_rtt"] / 1000
+    if ti["min_rtt"] and ti["min_rtt"] != 0xFFFFFFFF:
+        info["minrtt"] = ti["min_rtt"] / 1000
     return info
 
 

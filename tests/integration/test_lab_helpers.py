@@ -95,6 +95,35 @@ def test_sock_diag_rows_are_the_rows_ss_prints(lab, family):
     assert "ts" in est.info and est.raw.startswith("ESTAB")
 
 
+# What ss prints that the sock_diag rows leave out: times that move while nothing happens, and rates.
+MOVING = {"lastsnd", "lastrcv", "lastack", "busy", "rwnd_limited", "sndbuf_limited", "send", "pacing_rate",
+          "delivery_rate", "cubic", "bbr", "reno"}
+
+
+def test_sock_diag_rows_carry_every_tcp_info_field_ss_prints(lab, family):
+    """A named snapshot's rows come from the kernel's sock_diag answer (harness/ss.py mode()): after
+    data both ways, every field `ss -tanoi` prints but moving times and rates is in them, with ss's
+    value (data_segs_out, bytes_sent, delivered, rcv_space, minrtt ...)."""
+    _, conn, cli = lab.establish(PORT)
+    cli.send("x" * 3000)
+    got = 0
+    while got < 3000:
+        got += len(conn.recv(65536).ret)
+    conn.send("y" * 100)
+    cli.recv(100)
+    lab.wait_segment(lambda s: s.src == "client" and s.ack == 101 and not s.length, timeout=2,
+                     what="the client's ACK of the reply")
+    for role in ("client", "server"):
+        netns = lab.topology.hosts[role].netns
+        printed = ss.take(netns, label="ss").find(state="ESTAB")[0]
+        seen = lab.sockets(role, as_ss=True).find(state="ESTAB")[0]
+        compared = set(printed.info) - MOVING
+        assert {"data_segs_out", "bytes_sent", "delivered", "rcv_space", "minrtt"} <= compared, printed.raw
+        assert compared <= set(seen.info), f"{role}: ss prints {sorted(compared - set(seen.info))} that the rows lack"
+        for key_ in compared - {"rtt", "rto"}:          # rtt and rto are smoothed anew as ACKs come
+            assert seen.info[key_] == printed.info[key_], (role, key_, seen.raw, printed.raw)
+
+
 def test_sock_diag_reads_tcp_info_as_ss_and_pyroute2_do(lab, family):
     """sockdiag packs and unpacks the kernel's structs itself. A listener with the smallest receive
     buffer announces a smaller window scale than its client, so each side's two tcp_info nibbles
