@@ -430,3 +430,5 @@ def test_close_in_syn_received(lab, family, path):
         child.close()
         lab.wait_segment(match("server", "F.", port=FASTOPEN_PORT), timeout=1, what="the child's FIN", required=False)
         lab.ss("closed in SYN_RECV")           # the final ACKs stay held to the end of the case
+        lab.wait_segment(match("client", ".", ack=2, port=FASTOPEN_PORT), timeout=1,
+                         what="the client's (held) ACK of the FIN", required=False)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
-import os
 import re
 import time
 from typing import TYPE_CHECKING, NamedTuple
@@ -321,18 +320,18 @@ class Lab(contextlib.AbstractContextManager):
     def ss(self, label: str | None = None) -> dict:
         """Snapshot `ss` in every host now; returns {role: Snapshot} and keeps them for the report.
 
-        With SOCKLAB_SS=replay (socklab matrix sets it in emulated guests, where an `ss` process
-        costs 130-170 ms) the kernel's sock_diag answer is recorded now, the rows read from it, and
-        `ss -tanoi` prints the recorded answer after the run (artifacts.replay_ss)."""
+        The kernel's sock_diag answer is recorded now and the rows read from it; `ss -tanoi` prints
+        the recorded answer as the case's artifacts are written (SOCKLAB_SS=end, the default), or
+        after the whole run (=replay, socklab matrix's guests). SOCKLAB_SS=live runs `ss` now
+        instead (see harness/ss.py mode())."""
+        from . import ss
         label = label or f"checkpoint {len(self.snapshots) // len(self.topology.hosts) + 1}"
-        replay = os.environ.get("SOCKLAB_SS") == "replay"
         out = {}
         hosts = self.topology.hosts
-        if replay:
-            snaps = [self.sockets(role, label=label, as_ss=True) for role in hosts]   # keeps the answer: snap.dump
-        else:
-            from . import ss
+        if ss.mode() == "live":
             snaps = ss.take_all([host.netns for host in hosts.values()], label=label)
+        else:
+            snaps = [self.sockets(role, label=label, as_ss=True) for role in hosts]   # keeps the answer: snap.dump
         for role, snap in zip(hosts, snaps):
             snap.role = role
             self.snapshots.append(snap)

@@ -111,6 +111,7 @@ class Snapshot:
     after: float = 0.0
     argv: tuple = ()
     dump: bytes | None = None   # a sock_diag snapshot's answer from the kernel, as `ss --diag` writes one
+    replayed: bool = False      # text printed by `ss` from `dump` after the moment (see mode())
 
     def states(self) -> list[str]:
         """The rows' states in ss's order, e.g. ['LISTEN', 'ESTAB', 'TIME-WAIT']."""
@@ -133,6 +134,27 @@ def _same_address(a: str, b: str) -> bool:
         return ipaddress.ip_address(a.strip("[]")) == ipaddress.ip_address(b.strip("[]"))
     except ValueError:
         return a == b
+
+
+MODES = ("end", "live", "replay")
+
+
+def mode() -> str:
+    """When `ss -tanoi` prints a named snapshot (lab.ss), from SOCKLAB_SS:
+
+    - "end" (the default): at the snapshot the harness keeps the kernel's sock_diag answer (in this
+      process, about a millisecond) and reads the rows from it; `ss` prints that answer as the case's
+      artifacts are written, off the case's steps. An `ss` process took 5 ms on the quiet machine
+      and 150-440 ms beside a full test run and a TCG guest, long enough to outlast a 1 s SYN timer
+      between a case's steps.
+    - "live": an `ss` process at the snapshot asks the kernel itself.
+    - "replay": the answer is kept for `ss` to print after the whole run (socklab matrix's guests,
+      where an `ss` process costs 130-170 ms; artifacts.replay_ss on the host).
+    """
+    value = os.environ.get("SOCKLAB_SS") or "end"
+    if value not in MODES:
+        raise SetupError(f"SOCKLAB_SS={value!r}: not one of {', '.join(MODES)} (see harness/ss.py mode())")
+    return value
 
 
 def take(netns: str, *, label: str, extra_args=()) -> Snapshot:

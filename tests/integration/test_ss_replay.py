@@ -1,5 +1,7 @@
-"""SOCKLAB_SS=replay (what socklab matrix sets in its guests): a named snapshot keeps the kernel's
-sock_diag answer instead of starting `ss`, and `ss -tanoi` prints that answer after the run."""
+"""When `ss -tanoi` prints a named snapshot (harness/ss.py mode()): a named snapshot keeps the kernel's
+sock_diag answer instead of starting `ss`, and `ss` prints that answer as the case's artifacts are
+written (SOCKLAB_SS=end, the default) or after the run (=replay, socklab matrix's guests); =live runs
+`ss` at the moment."""
 
 from __future__ import annotations
 
@@ -7,7 +9,10 @@ import os
 import re
 import subprocess
 
+import pytest
+
 from harness import artifacts, background, ss
+from harness.errors import SetupError
 from harness.lab import Lab
 from harness.record import CaseRecord
 
@@ -69,8 +74,43 @@ def test_a_run_folder_is_printed_once_and_its_records_say_so(monkeypatch, tmp_pa
     assert artifacts.replay_ss(str(tmp_path / "run")) == 0
 
 
-def test_without_replay_a_named_snapshot_runs_ss(lab):
-    """The default: `ss` runs at the moment; nothing is kept for later."""
+def test_by_default_ss_prints_the_kept_answer_as_the_case_is_written(monkeypatch, tmp_path):
+    """SOCKLAB_SS unset: no `ss` process at the snapshot (the case's steps do not wait for one), and
+    the case's record holds what `ss -tanoi` printed from the answer, written with the case."""
+    monkeypatch.delenv("SOCKLAB_SS", raising=False)
+    started = []
+    real = subprocess.Popen.__init__
+
+    def counting(self, args, *a, **kw):
+        started.append(list(args))
+        real(self, args, *a, **kw)
+    case_dir = tmp_path / "run" / "cases" / "one"
+    with Lab(artifacts_dir=str(case_dir)) as lab:
+        lab.establish(PORT)
+        monkeypatch.setattr(subprocess.Popen, "__init__", counting)
+        snaps = lab.ss("established")
+        monkeypatch.undo()
+        assert [a for a in started if a[:1] == ["ss"]] == []
+        assert all(s.dump is not None and s.argv[:1] == ("sock_diag",) for s in snaps.values())
+    background.flush()
+    named = [s for s in CaseRecord.load(str(case_dir / "case.json")).ss if s.label == "established"]
+    assert [(s.role, s.source) for s in named] == [("client", "ss replay"), ("server", "ss replay")]
+    for s in named:
+        assert s.text.splitlines()[0].rstrip().endswith("Process")       # ss's header, not the harness's
+        assert s.text == ss.replay(str(case_dir / s.diag)) and s.text in (case_dir / "ss.txt").read_text()
+        assert [r.state for r in ss.parse(s.text)] == s.states() and "ESTAB" in s.states()
+    assert artifacts.replay_ss(str(tmp_path / "run")) == 0             # nothing left for after the run
+
+
+def test_live_runs_ss_at_the_snapshot(lab, monkeypatch):
+    """SOCKLAB_SS=live: `ss` runs at the moment; nothing is kept for later."""
+    monkeypatch.setenv("SOCKLAB_SS", "live")
     lab.establish(PORT)
     snaps = lab.ss("printed")
     assert all(s.argv[:1] == ("ss",) and s.dump is None for s in snaps.values())
+
+
+def test_an_unknown_mode_is_a_clear_error(lab, monkeypatch):
+    monkeypatch.setenv("SOCKLAB_SS", "later")
+    with pytest.raises(SetupError, match=r"SOCKLAB_SS='later': not one of end, live, replay"):
+        lab.ss("never")
