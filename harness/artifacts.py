@@ -142,14 +142,14 @@ def _print_with_ss(case_dir: str, snaps) -> None:
     """SOCKLAB_SS=end: `ss -tanoi` prints each kept answer now (the artifacts are written in the
     background, after the case's steps). Where ss cannot, the snapshots keep the harness's layout of
     the rows and say so (source "sock_diag")."""
-    for i, snap in enumerate(snaps):
-        if snap.dump is None or snap.replayed or snap.argv[:1] != ("sock_diag",):
-            continue
-        try:
-            snap.text = ss.replay(os.path.join(case_dir, diag_name(i, snap)))
-        except SocklabError:
-            return
-        snap.replayed = True
+    todo = [(i, snap) for i, snap in enumerate(snaps)
+            if snap.dump is not None and not snap.replayed and snap.argv[:1] == ("sock_diag",)]
+    try:
+        texts = ss.replay_all([os.path.join(case_dir, diag_name(i, snap)) for i, snap in todo])
+    except SocklabError:
+        return
+    for (_, snap), text in zip(todo, texts):
+        snap.text, snap.replayed = text, True
 
 
 def _write_ss_txt(case_dir: str, snaps) -> None:

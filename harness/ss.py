@@ -210,6 +210,23 @@ def replay(dump_path: str) -> str:
     return proc.stdout
 
 
+def replay_all(dump_paths: list[str]) -> list[str]:
+    """replay() of several recorded answers, each printed by its own `ss -tanoi` as replay() does, all
+    from one shell: one process started from this (large, threaded) one instead of one per answer."""
+    if not dump_paths:
+        return []
+    script = 'for f; do TCPDIAG_FILE="$f" ss ' + " ".join(SS_ARGS) + ' || exit; printf "\\0"; done'
+    argv = ["sh", "-c", script, "socklab-ss-replay", *dump_paths]
+    proc = subprocess.run(argv, capture_output=True, text=True, encoding="utf-8", errors="replace",
+                          env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")})
+    texts = proc.stdout.split("\0")[:-1]
+    if proc.returncode != 0 or proc.stderr.strip() or len(texts) != len(dump_paths):
+        if "ss: not found" in proc.stderr or "ss: command not found" in proc.stderr:
+            raise SetupError("`ss` is not installed; install it with: apt-get install -y iproute2")
+        raise CommandError(argv, proc.returncode, proc.stdout, proc.stderr)
+    return texts
+
+
 def single_state(args) -> str | None:
     """The ss state name when `args` filter on exactly one state (ss then omits its State column)."""
     args = list(args)

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from harness import artifacts, background, ss
-from harness.errors import SetupError
+from harness.errors import CommandError, SetupError
 from harness.lab import Lab
 from harness.record import CaseRecord
 
@@ -114,3 +114,19 @@ def test_an_unknown_mode_is_a_clear_error(lab, monkeypatch):
     monkeypatch.setenv("SOCKLAB_SS", "later")
     with pytest.raises(SetupError, match=r"SOCKLAB_SS='later': not one of end, live, replay"):
         lab.ss("never")
+
+
+def test_replay_all_prints_each_answer_as_replay_does(lab, tmp_path):
+    """One shell runs one `ss` per recorded answer; each text is what replay() prints for it alone
+    (column widths included), and a file ss cannot read is an error naming the command."""
+    lab.establish(PORT)
+    paths = []
+    for role, snap in lab.ss("two").items():
+        path = tmp_path / f"{role}.diag"
+        path.write_bytes(snap.dump)
+        paths.append(str(path))
+    assert ss.replay_all(paths) == [ss.replay(p) for p in paths] and ss.replay_all([]) == []
+    bad = tmp_path / "bad.diag"
+    bad.write_bytes(b"\x01" * 7)
+    with pytest.raises(CommandError, match="socklab-ss-replay"):
+        ss.replay_all([paths[0], str(bad)])
