@@ -162,11 +162,12 @@ class Faults:
     def remove(self, rule: Rule) -> None:
         if rule.removed is not None:
             return
-        started = time.monotonic()
         cmds = [f"delete rule inet {TABLE} {rule.hook} handle {h}" for h in rule.handles]
         self.nft(rule.host).run("\n".join(cmds) + "\n")
+        # stamped once the kernel has taken the deletion: until then the rule still drops (a FIN's
+        # retransmission 1.7 ms after the removal began had its ACK dropped, beside a loaded run)
+        rule.removed = time.monotonic()
         rule.final_count = self.counters(rule)   # the named counter outlives the rule: the exact total
-        rule.removed = started
         self.events.append((rule.removed, rule.dst if rule.hook == "prerouting" else rule.src, f"removed rule {rule.name}"))
 
     def clear(self) -> None:
