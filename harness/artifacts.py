@@ -106,8 +106,7 @@ def write(lab, segs) -> None:
         if snap.dump is not None:       # the kernel's answer, for `ss` to print
             with open(os.path.join(d, diag_name(i, snap)), "wb") as fh:
                 fh.write(snap.dump)
-    if ss.mode() == "end":
-        _print_with_ss(d, lab.snapshots)
+    _print_with_ss(d, lab.snapshots)
     _write_ss_txt(d, [(getattr(snap, "role", "?"), snap.label, snap.time - lab.start, snap.text)
                       for snap in lab.snapshots])
     with open(os.path.join(d, "transitions.txt"), "w") as fh:
@@ -139,11 +138,11 @@ def diag_name(index: int, snap) -> str:
 
 
 def _print_with_ss(case_dir: str, snaps) -> None:
-    """SOCKLAB_SS=end: `ss -tanoi` prints each kept answer now (the artifacts are written in the
-    background, after the case's steps). Where ss cannot, the snapshots keep the harness's layout of
-    the rows and say so (source "sock_diag")."""
+    """`ss -tanoi` prints each answer a named snapshot kept under SOCKLAB_SS=end (the mode at the
+    snapshot, not now: the artifacts are written in the background, after the case's steps). Where
+    ss cannot, the snapshots keep the harness's layout of the rows and say so (source "sock_diag")."""
     todo = [(i, snap) for i, snap in enumerate(snaps)
-            if snap.dump is not None and not snap.replayed and snap.argv[:1] == ("sock_diag",)]
+            if snap.print_when_written and snap.dump is not None and not snap.replayed]
     try:
         texts = ss.replay_all([os.path.join(case_dir, diag_name(i, snap)) for i, snap in todo])
     except SocklabError:

@@ -328,10 +328,13 @@ class Lab(contextlib.AbstractContextManager):
         label = label or f"checkpoint {len(self.snapshots) // len(self.topology.hosts) + 1}"
         out = {}
         hosts = self.topology.hosts
-        if ss.mode() == "live":
+        mode = ss.mode()
+        if mode == "live":
             snaps = ss.take_all([host.netns for host in hosts.values()], label=label)
         else:
             snaps = [self.sockets(role, label=label, as_ss=True) for role in hosts]   # keeps the answer: snap.dump
+            for snap in snaps:
+                snap.print_when_written = mode == "end"
         for role, snap in zip(hosts, snaps):
             snap.role = role
             self.snapshots.append(snap)

@@ -112,6 +112,7 @@ class Snapshot:
     argv: tuple = ()
     dump: bytes | None = None   # a sock_diag snapshot's answer from the kernel, as `ss --diag` writes one
     replayed: bool = False      # text printed by `ss` from `dump` after the moment (see mode())
+    print_when_written: bool = False    # mode "end": `ss` prints `dump` as the case is written
 
     def states(self) -> list[str]:
         """The rows' states in ss's order, e.g. ['LISTEN', 'ESTAB', 'TIME-WAIT']."""
