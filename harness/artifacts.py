@@ -174,9 +174,8 @@ def replay_ss(run_dir: str) -> int:
         except (OSError, RecordError):
             continue                    # results.py reports unreadable records; nothing to print here
         todo = [s for s in rec.ss if s.diag and s.source == "sock_diag"]
-        for snap in todo:
-            snap.text = ss.replay(os.path.join(case_dir, snap.diag))
-            snap.source = "ss replay"
+        for snap, text in zip(todo, ss.replay_all([os.path.join(case_dir, s.diag) for s in todo])):
+            snap.text, snap.source = text, "ss replay"
         if todo:
             st = os.stat(path)
             rec.save(path)

@@ -196,24 +196,14 @@ def take_all(netnses: list[str], *, label: str, extra_args=()) -> list[Snapshot]
 
 def replay(dump_path: str) -> str:
     """What `ss -tanoi` prints for a kernel answer recorded earlier (a sock_diag snapshot's `dump`,
-    written to a file): ss reads it from $TCPDIAG_FILE instead of asking the kernel. Under emulation
-    a named snapshot records the answer at its moment and ss prints it after the run (socklab matrix,
-    on the host), where an `ss` process costs 5 ms instead of 130-170 ms (harness/kernels/matrix.py)."""
-    argv = ["ss", *SS_ARGS]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, encoding="utf-8", errors="replace",
-                              env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-                                   "TCPDIAG_FILE": dump_path})
-    except FileNotFoundError as exc:
-        raise SetupError("`ss` is not installed; install it with: apt-get install -y iproute2") from exc
-    if proc.returncode != 0 or proc.stderr.strip():
-        raise CommandError([f"TCPDIAG_FILE={dump_path}", *argv], proc.returncode, proc.stdout, proc.stderr)
-    return proc.stdout
+    written to a file): ss reads it from $TCPDIAG_FILE instead of asking the kernel (see mode())."""
+    return replay_all([dump_path])[0]
 
 
 def replay_all(dump_paths: list[str]) -> list[str]:
-    """replay() of several recorded answers, each printed by its own `ss -tanoi` as replay() does, all
-    from one shell: one process started from this (large, threaded) one instead of one per answer."""
+    """What `ss -tanoi` prints for each recorded answer, each by its own `ss` (column widths are
+    ss's for that answer alone), all from one shell: one process started from this (large,
+    threaded) one instead of one per answer."""
     if not dump_paths:
         return []
     script = 'for f; do TCPDIAG_FILE="$f" ss ' + " ".join(SS_ARGS) + ' || exit; printf "\\0"; done'

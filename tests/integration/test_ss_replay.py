@@ -117,8 +117,8 @@ def test_an_unknown_mode_is_a_clear_error(lab, monkeypatch):
 
 
 def test_replay_all_prints_each_answer_as_replay_does(lab, tmp_path):
-    """One shell runs one `ss` per recorded answer; each text is what replay() prints for it alone
-    (column widths included), and a file ss cannot read is an error naming the command."""
+    """One shell runs one `ss` per recorded answer; each text is what `ss` prints for that answer
+    alone (column widths included), and a file ss cannot read is an error naming the command."""
     lab.establish(PORT)
     paths = []
     for role, snap in lab.ss("two").items():
